@@ -1,0 +1,1 @@
+"""SimulGenVAE: hierarchical VAE surrogates for parametric sweeps of transient simulations."""
