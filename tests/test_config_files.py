@@ -1,0 +1,174 @@
+"""preset.txt / condition.txt parsing: the legacy fixtures, and every broken variant's message."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from modules.config_files import load_run_config
+from modules.errors import ConfigError
+
+LEGACY = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "legacy"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def legacy_copy(tmp_path: Path) -> tuple:
+    """The legacy fixture pair, copied so a test can edit it (falls back to the repo's demo files)."""
+    source = LEGACY if (LEGACY / "condition.txt").is_file() else None
+    preset, condition = tmp_path / "preset.txt", tmp_path / "condition.txt"
+    if source is None:
+        pytest.skip("../shared/fixtures/legacy is not available")
+    shutil.copy(source / "preset.txt", preset)
+    shutil.copy(source / "condition.txt", condition)
+    return preset, condition
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"fixture no longer contains {old!r}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def line_of(path: Path, fragment: str) -> int:
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if fragment in line:
+            return number
+    raise AssertionError(fragment)
+
+
+def problems(preset: Path, condition: Path, **kwargs) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_run_config(preset, condition, **kwargs)
+    return str(caught.value)
+
+
+def test_legacy_fixture_parses_to_the_values_written(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    config, notices = load_run_config(preset, condition)
+    assert (config.data.num_cases, config.data.num_timesteps, config.data.num_nodes) == (360, 120, 48210)
+    assert (config.data.num_timesteps_used, config.data.node_start, config.data.node_end) == (100, 10, 48000)
+    assert config.data.data_number == 3
+    assert config.model.encoder_filters == (512, 256, 128, 64)
+    assert config.conditioner.filters == (16, 32, 64, 128, 256)
+    assert (config.model.latent_dim_main, config.model.latent_dim_hier) == (32, 8)
+    assert config.train.loss_type == 3 and config.train.recon_weight == 100000
+    assert config.train.learning_rate == pytest.approx(0.0005)
+    assert config.train.init_beta_divisor == 2
+    assert config.conditioner.input_type == "csv"  # legacy spelling 'csvs'
+    assert config.conditioner.learning_rate == pytest.approx(0.0008)  # value before an inline comment
+    assert config.end_to_end.loss_function == "SmoothL1" and config.end_to_end.recon_weight == 500
+    assert config.end_to_end.vae_model_path == "model_save/SimulGen-VAE"
+    assert notices == []
+
+
+def test_repo_demo_files_parse(tmp_path):
+    config, _ = load_run_config(REPO / "preset.txt", REPO / "input_data" / "condition.txt")
+    assert config.data.generate_demo
+    assert config.data.nodes == config.data.num_nodes
+
+
+def test_windows_line_endings_and_bom_simply_work(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    for path in (preset, condition):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_text().replace("\n", "\r\n").encode())
+    config, _ = load_run_config(preset, condition)
+    assert config.data.num_nodes == 48210 and config.model.encoder_filters == (512, 256, 128, 64)
+
+
+def test_all_problems_are_reported_together_with_file_line_key_and_fix(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "Batch_size\t8", "Batch_size\t0")
+    edit(condition, "LearningR\t0.0005", "LearningR\t2")
+    edit(condition, "Loss_type\t3", "Loss_type\t7")
+    message = problems(preset, condition)
+    assert message.startswith("3 configuration problems found:")
+    assert f"{condition}:{line_of(condition, 'Batch_size')}, key 'Batch_size': must be positive, got 0" in message
+    assert f"{condition}:{line_of(condition, 'LearningR')}, key 'LearningR': must be in (0, 1], got 2.0" in message
+    assert "key 'Loss_type': must be 1, 2, 3 or 4, got 7" in message
+    assert "fix: use 1 (MSE), 2 (MAE), 3 (SmoothL1) or 4 (Huber)" in message
+
+
+def test_window_rules(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "Dim2_red\t\t100", "Dim2_red\t\t130")
+    edit(condition, "Dim3_end\t\t48000", "Dim3_end\t\t50000")
+    message = problems(preset, condition)
+    assert "key 'Dim2_red': must be in 1..120 (Dim2), got 130" in message
+    assert "fix: make Dim2_red at most Dim2" in message
+    assert "key 'Dim3_end': must be <= Dim3 (48210), got 50000" in message
+
+
+def test_start_not_below_end(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "Dim3_start      10", "Dim3_start      48000")
+    assert "key 'Dim3_start': must be < Dim3_end (48000), got 48000" in problems(preset, condition)
+
+
+def test_unknown_key_names_the_closest_known_key(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "Batch_size\t8", "Batch_sise\t8")
+    message = problems(preset, condition)
+    assert f"{condition}:{line_of(condition, 'Batch_sise')}, key 'Batch_sise': unknown key" in message
+    assert "did you mean 'Batch_size'?" in message
+
+
+def test_wrong_type_and_duplicate_and_missing_key(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "Training_epochs\t1500", "Training_epochs\tmany")
+    edit(condition, "num_var 1", "num_var 1\nDim1 12")
+    edit(condition, "Dim3\t\t48210 # num nodes\n", "")
+    message = problems(preset, condition)
+    assert "key 'Training_epochs': expected an integer, got 'many'" in message
+    assert "key 'Dim1': duplicate key (first set on line 2)" in message
+    assert "key 'Dim3': required key is missing" in message
+
+
+def test_latent_and_filter_rules(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "Latent_dim_end\t32", "Latent_dim_end\t0")
+    edit(preset, "512 256 128 64", "512 two 128")
+    message = problems(preset, condition)
+    assert f"{preset}:4, key 'num_filter_enc': expected whole numbers separated by spaces, got '512 two 128'" in message
+    # the type error stops before range checks; fix the filters and the latent rule shows
+    edit(preset, "512 two 128", "512 256 128 64")
+    assert "key 'Latent_dim_end': must be positive, got 0" in problems(preset, condition)
+
+
+def test_preset_with_too_few_lines(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    preset.write_text("data_No, init_beta_divisior, num_filter_enc, latent_conditioner_filter\n3\n2\n")
+    message = problems(preset, condition)
+    assert f"{preset}:3: too few lines: expected a header line then 4 value lines" in message
+
+
+def test_missing_and_empty_files(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    condition.write_text("  \n\n")
+    message = problems(preset, tmp_path / "nowhere.txt")
+    assert f"{tmp_path / 'nowhere.txt'}: file not found" in message
+    assert f"{condition}: file is empty" in problems(preset, condition)
+
+
+def test_second_preset_block_and_out_of_range_preset(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    preset.write_text(preset.read_text() + "4\n0\n64 32\n8 8\n")
+    config, _ = load_run_config(preset, condition, preset_index=2)
+    assert config.data.data_number == 4 and config.model.encoder_filters == (64, 32)
+    assert config.train.init_beta_divisor == 0 and config.train.init_beta == config.train.beta_target
+    assert "preset 3 requested but the file holds 2" in problems(preset, condition, preset_index=3)
+
+
+def test_command_line_overrides_files_and_is_named_in_errors(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    config, _ = load_run_config(preset, condition, cli_values={"train.epochs": ("--epochs", 3)})
+    assert config.train.epochs == 3
+    message = problems(preset, condition, cli_values={"train.batch_size": ("--batch-size", -1)})
+    assert "command line, key '--batch-size': must be positive, got -1" in message
+
+
+def test_inert_legacy_key_with_a_value_is_announced(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "Stretch\t0", "Stretch\t1")
+    _, notices = load_run_config(preset, condition)
+    assert len(notices) == 1 and "'Stretch 1' has no effect" in notices[0]

@@ -1,0 +1,130 @@
+"""The one training loop: learning, exact resume after an interrupt, the NaN guard, early stopping."""
+from __future__ import annotations
+
+import io
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from modules.checkpoint import load_state
+from modules.errors import TrainingDivergedError
+from modules.run_log import RunLog
+from modules.runtime import Runtime
+from modules.trainer import CheckpointPaths, LoopSettings, Trainer, TrainingInterrupted
+
+
+def make_data(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(40, 3, generator=generator)
+    targets = inputs @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+    return TensorDataset(inputs[:32], targets[:32]), TensorDataset(inputs[32:], targets[32:])
+
+
+def settings(**overrides) -> LoopSettings:
+    values = dict(name="toy", epochs=6, batch_size=8, learning_rate=0.1, weight_decay=0.0, grad_clip=5.0,
+                  lr_schedule="cosine", min_lr_fraction=0.1, early_stopping_patience=0, checkpoint_every=1, seed=3)
+    values.update(overrides)
+    return LoopSettings(**values)
+
+
+class NoisyObjective:
+    """MSE plus a random term, so a resume that lost the RNG state would give different weights."""
+
+    def __init__(self, interrupt_at_call: int = -1, nan_at_call: int = -1):
+        self.calls = 0
+        self.interrupt_at_call = interrupt_at_call
+        self.nan_at_call = nan_at_call
+
+    def __call__(self, model, batch, epoch):
+        inputs, targets = batch
+        if model.training:
+            self.calls += 1
+            if self.calls == self.interrupt_at_call:
+                os.kill(os.getpid(), signal.SIGINT)
+        noise = 0.01 * torch.randn(targets.shape)
+        loss = torch.mean((model(inputs) + noise - targets) ** 2)
+        if model.training and self.calls == self.nan_at_call:
+            loss = loss * float("nan")
+        return loss, {"loss": loss.item()}
+
+
+def build(tmp_path: Path, objective, **overrides) -> Trainer:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    paths = CheckpointPaths(last=tmp_path / "toy_last.pt", best=tmp_path / "toy_best.pt")
+    log = RunLog(tmp_path / "log.txt", None, show_progress=False, stream=io.StringIO())
+    return Trainer(model, objective, settings(**overrides), Runtime(device=torch.device("cpu")), log, paths,
+                   config_snapshot={"note": "test"}, must_match={"width": 3})
+
+
+def test_loss_falls_and_best_checkpoint_is_the_lowest_validation(tmp_path):
+    trainer = build(tmp_path, NoisyObjective())
+    train, val = make_data()
+    result = trainer.fit(train, val)
+    history = result.history
+    assert history["train_loss"][-1] < 0.2 * history["train_loss"][0]
+    assert result.best_epoch == min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
+    best = load_state(tmp_path / "toy_best.pt")
+    assert best["epoch"] == result.best_epoch + 1
+    assert math.isclose(best["best_val_loss"], min(history["val_loss"]))
+    assert len(history["lr"]) == 6 and history["lr"][-1] < history["lr"][0]
+    assert "toy epoch 6/6" in (tmp_path / "log.txt").read_text()
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path):
+    train, val = make_data()
+    reference = build(tmp_path / "a", NoisyObjective())
+    reference.fit(train, val)
+    expected = {k: v.clone() for k, v in reference.state()["model"].items()}
+    expected_history = reference.result.history
+
+    interrupted = build(tmp_path / "b", NoisyObjective(interrupt_at_call=11))  # epoch 3, batch 3 of 4
+    with pytest.raises(TrainingInterrupted, match="stopped at epoch 3, batch 4.*--resume"):
+        interrupted.fit(train, val)
+    saved = load_state(tmp_path / "b" / "toy_last.pt")
+    assert (saved["epoch"], saved["batches_done"]) == (2, 3)
+
+    resumed = build(tmp_path / "b", NoisyObjective())
+    torch.manual_seed(1234)  # a fresh process would have another RNG state: resume must restore it
+    resumed.resume(tmp_path / "b" / "toy_last.pt")
+    resumed.fit(train, val)
+    # fit() ends on the best epoch's weights in both runs
+    for key, value in resumed.state()["model"].items():
+        assert torch.equal(value, expected[key]), key
+    assert resumed.result.history["val_loss"] == expected_history["val_loss"]
+
+
+def test_nan_loss_stops_with_guidance_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = build(tmp_path, NoisyObjective(nan_at_call=10), divergence_hint="lower LearningR")
+    train, val = make_data()
+    with pytest.raises(TrainingDivergedError, match="loss became nan at epoch 3, batch 2.*lower LearningR"):
+        trainer.fit(train, val)
+    last = load_state(tmp_path / "toy_last.pt")
+    assert last["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_resume_refuses_a_checkpoint_of_another_shape(tmp_path):
+    trainer = build(tmp_path, NoisyObjective(), epochs=1)
+    trainer.fit(*make_data())
+    other = build(tmp_path, NoisyObjective(), epochs=1)
+    other.must_match = {"width": 4}
+    with pytest.raises(Exception, match="width: saved 3, now 4"):
+        other.resume(tmp_path / "toy_last.pt")
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    trainer = build(tmp_path, NoisyObjective(), epochs=50, learning_rate=1e-6, lr_schedule="constant",
+                    early_stopping_patience=2)
+    train, val = make_data()
+    # with a learning rate this small validation hardly moves: it stops long before epoch 50
+    trainer.settings = settings(epochs=50, learning_rate=1e-6, lr_schedule="constant", early_stopping_patience=2)
+    result = trainer.fit(train, val)
+    assert result.stopped_early or result.epochs_run == 50
+    if result.stopped_early:
+        assert result.epochs_run - 1 - result.best_epoch == 2
