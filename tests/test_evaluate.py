@@ -1,0 +1,143 @@
+import errno
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from modules import evaluate
+from modules.errors import DataError, SimulGenError
+from modules.evaluate import format_report_table, relative_l2_per_case, summarize_errors, write_report
+
+
+def test_relative_l2_hand_computed():
+    truth = np.array([[[3.0, 0.0], [0.0, 4.0]],      # norm 5
+                      [[1.0, 1.0], [1.0, 1.0]]], dtype=np.float32)  # norm 2
+    prediction = np.array([[[3.0, 1.0], [0.0, 4.0]],  # error norm 1
+                           [[2.0, 1.0], [1.0, 0.0]]], dtype=np.float32)  # error norm sqrt(2)
+    errors = relative_l2_per_case(truth, prediction)
+    assert errors.shape == (2,)
+    assert errors.dtype == np.float64
+    np.testing.assert_allclose(errors, [1.0 / 5.0, math.sqrt(2.0) / 2.0])
+
+
+def test_relative_l2_zero_truth_uses_absolute_error():
+    truth = np.zeros((2, 2, 2))
+    prediction = np.zeros((2, 2, 2))
+    prediction[1, 0, 0] = 3.0
+    prediction[1, 1, 1] = 4.0
+    errors = relative_l2_per_case(truth, prediction)
+    assert np.all(np.isfinite(errors))
+    np.testing.assert_allclose(errors, [0.0, 5.0])
+
+
+def test_relative_l2_rejects_shape_mismatch_and_nan():
+    with pytest.raises(DataError, match=r"truth has shape \(2, 3, 4\) but prediction has shape \(2, 3, 5\)"):
+        relative_l2_per_case(np.ones((2, 3, 4)), np.ones((2, 3, 5)))
+    prediction = np.ones((3, 2, 2))
+    prediction[2, 1, 0] = np.nan
+    with pytest.raises(DataError, match="prediction of case position 2 contains NaN"):
+        relative_l2_per_case(np.ones((3, 2, 2)), prediction)
+
+
+def test_summarize_errors_values_and_json():
+    summary = summarize_errors(np.array([0.05, 0.01, 0.30, 0.02]))
+    assert set(summary) == set(evaluate.SUMMARY_KEYS)
+    assert summary["count"] == 4
+    assert summary["mean"] == pytest.approx(0.095)
+    assert summary["median"] == pytest.approx(0.035)
+    assert summary["max"] == pytest.approx(0.30)
+    assert summary["min"] == pytest.approx(0.01)
+    assert summary["argmax"] == 2
+    # Even count: 0.02 and 0.05 are equally close to the median 0.035; the lower-ranked one (position 3) wins.
+    assert summary["argmedian"] == 3
+    assert all(type(summary[key]) is float for key in ("mean", "median", "max", "min"))
+    assert all(type(summary[key]) is int for key in ("count", "argmax", "argmedian"))
+    assert json.loads(json.dumps(summary)) == summary
+
+
+def test_summarize_errors_odd_count_argmedian_is_the_median_case():
+    summary = summarize_errors(np.array([0.4, 0.1, 0.2]))
+    assert summary["median"] == pytest.approx(0.2)
+    assert summary["argmedian"] == 2
+
+
+def test_summarize_errors_rejects_empty_and_nan():
+    with pytest.raises(DataError, match="non-empty 1-D"):
+        summarize_errors(np.array([]))
+    with pytest.raises(DataError, match=r"positions \[1\] are NaN"):
+        summarize_errors(np.array([0.1, np.nan]))
+
+
+def test_format_report_table_contains_names_and_percentages():
+    table = format_report_table([
+        ("SimulGenVAE", "validation", {"mean": 0.0321, "median": 0.029, "max": 0.10016}),
+        ("PCA", "train", {"mean": 0.5, "median": 0.25, "max": 1.0}),
+    ])
+    lines = table.splitlines()
+    assert lines[0].split() == ["model", "split", "mean", "median", "max"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].split() == ["SimulGenVAE", "validation", "3.21", "%", "2.90", "%", "10.02", "%"]
+    assert lines[3].split() == ["PCA", "train", "50.00", "%", "25.00", "%", "100.00", "%"]
+    # Fixed width: the percent signs of every row line up.
+    assert len({len(line) for line in lines[2:]}) == 1
+    assert table.endswith("\n")
+
+
+def test_write_report_writes_json_and_text(tmp_path):
+    path_json, path_text = tmp_path / "out" / "report.json", tmp_path / "out" / "report.txt"
+    report = {"vae": {"validation": summarize_errors(np.array([0.1, 0.2]))}, "count": np.int64(2)}
+    write_report(path_json, path_text, report, "table")
+    loaded = json.loads(path_json.read_text())
+    assert loaded["vae"]["validation"]["mean"] == pytest.approx(0.15)
+    assert loaded["count"] == 2
+    assert path_json.read_text().startswith('{\n  "vae"')  # indent 2
+    assert path_text.read_text() == "table\n"
+    assert sorted(p.name for p in path_json.parent.iterdir()) == ["report.json", "report.txt"]
+
+
+def _leftover_temp_files(folder):
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_write_report_disk_full_on_replace_keeps_old_file(tmp_path, monkeypatch):
+    path_json, path_text = tmp_path / "report.json", tmp_path / "report.txt"
+    path_json.write_text("old json")
+    path_text.write_text("old text")
+
+    def full_disk(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluate.os, "replace", full_disk)
+    with pytest.raises(SimulGenError, match=r"could not write report file .*report\.json: disk full"):
+        write_report(path_json, path_text, {"mean": 0.1}, "new table")
+    assert path_json.read_text() == "old json"
+    assert path_text.read_text() == "old text"
+    assert _leftover_temp_files(tmp_path) == []
+
+
+def test_write_report_disk_full_during_write_keeps_old_file(tmp_path, monkeypatch):
+    path_json, path_text = tmp_path / "report.json", tmp_path / "report.txt"
+    path_json.write_text("old json")
+    real_fsync = os.fsync
+
+    def failing_fsync(descriptor):
+        real_fsync(descriptor)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluate.os, "fsync", failing_fsync)
+    with pytest.raises(SimulGenError, match="report.json: disk full .*previous file, if any, is unchanged"):
+        write_report(path_json, path_text, {"mean": 0.1}, "new table")
+    assert path_json.read_text() == "old json"
+    assert not path_text.exists()
+    assert _leftover_temp_files(tmp_path) == []
+
+
+def test_write_report_rejects_nan_before_touching_disk(tmp_path):
+    path_json = tmp_path / "report.json"
+    path_json.write_text("old json")
+    with pytest.raises(SimulGenError, match="not valid JSON"):
+        write_report(path_json, tmp_path / "report.txt", {"mean": float("nan")}, "table")
+    assert path_json.read_text() == "old json"
+    assert not (tmp_path / "report.txt").exists()
