@@ -1,0 +1,106 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from modules.config import DataConfig
+from modules.dataset_io import open_sweep
+from modules.datasets import FieldDataset, make_split
+from modules.errors import DataError
+from modules.scaling import NodeScaler
+
+DATA = DataConfig(num_cases=6, num_timesteps=5, num_nodes=8, num_timesteps_used=4, node_start=1, node_end=7)
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "dataset1.npy"
+    np.save(path, rng.normal(size=(6, 5, 8)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("num_cases, fraction", [(2, 0.2), (10, 0.2), (7, 0.5), (5, 0.99)])
+def test_split_properties(num_cases, fraction):
+    train, val = make_split(num_cases, fraction, seed=3)
+    assert len(train) >= 1 and len(val) >= 1
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
+    assert np.intersect1d(train, val).size == 0
+    np.testing.assert_array_equal(np.union1d(train, val), np.arange(num_cases))
+    again_train, again_val = make_split(num_cases, fraction, seed=3)
+    np.testing.assert_array_equal(train, again_train)
+    np.testing.assert_array_equal(val, again_val)
+
+
+def test_split_size_and_seed_dependence():
+    train, val = make_split(100, 0.2, seed=0)
+    assert len(val) == 20 and len(train) == 80
+    assert any(not np.array_equal(val, make_split(100, 0.2, seed=s)[1]) for s in (1, 2, 3))
+    with pytest.raises(DataError, match="at least 2 cases"):
+        make_split(1, 0.5, seed=0)
+
+
+def test_item_is_scaled_transposed_window(sweep_file):
+    array = open_sweep(sweep_file)
+    train, val = [0, 1, 3, 4], [2, 5]
+    scaler = NodeScaler().fit(array, train, DATA)
+    dataset = FieldDataset(sweep_file, val, DATA, scaler, load_all=True)
+    assert len(dataset) == 2
+    field, case_index = dataset[1]
+    assert case_index == 5
+    assert field.shape == (6, 4) and field.dtype == torch.float32  # [nodes used, timesteps used]
+    raw = np.asarray(array[5, :4, 1:7], dtype=np.float64)  # [T, N]
+    expected = (raw - (scaler.data_max + scaler.data_min) / 2) / ((scaler.data_max - scaler.data_min) / 2) * 0.7
+    np.testing.assert_allclose(field.numpy(), expected.T, rtol=1e-6, atol=1e-6)
+
+
+def test_streamed_items_equal_in_memory_items(sweep_file):
+    scaler = NodeScaler().fit(open_sweep(sweep_file), [0, 2, 4], DATA)
+    in_memory = FieldDataset(sweep_file, range(6), DATA, scaler, load_all=True)
+    streamed = FieldDataset(sweep_file, range(6), DATA, scaler, load_all=False)
+    for i in range(6):
+        assert in_memory[i][1] == streamed[i][1] == i
+        assert torch.equal(in_memory[i][0], streamed[i][0])
+    training = torch.stack([in_memory[i][0] for i in (0, 2, 4)])
+    assert training.min() >= -0.7 and training.max() <= 0.7
+
+
+def test_streamed_dataset_pickles_without_the_array_and_works_in_workers(sweep_file):
+    scaler = NodeScaler().fit(open_sweep(sweep_file), [0, 1, 2], DATA)
+    streamed = FieldDataset(sweep_file, [5, 3], DATA, scaler, load_all=False)
+    blob = pickle.dumps(streamed)
+    assert len(blob) < 1200  # the memory map is not pickled: with it the blob is ~1900 bytes
+    reopened = pickle.loads(blob)
+    assert reopened._array is None and reopened.path == sweep_file
+    assert torch.equal(reopened[0][0], streamed[0][0])
+    # The unpickled copy has no array yet, so the worker must reopen the file by path (as under spawn).
+    loader = DataLoader(pickle.loads(blob), batch_size=2, num_workers=1, multiprocessing_context="fork")
+    fields, cases = next(iter(loader))
+    assert fields.shape == (2, 6, 4)
+    assert cases.tolist() == [5, 3]
+    assert torch.equal(fields[1], streamed[1][0])
+
+
+def test_memory_budget_refusal(sweep_file):
+    scaler = NodeScaler().fit(open_sweep(sweep_file), [0, 1], DATA)
+    needed = 6 * 6 * 4 * 4  # cases x nodes x timesteps x float32
+    FieldDataset(sweep_file, range(6), DATA, scaler, load_all=True, memory_budget_bytes=needed)
+    with pytest.raises(DataError) as caught:
+        FieldDataset(sweep_file, range(6), DATA, scaler, load_all=True, memory_budget_bytes=needed - 1)
+    message = str(caught.value)
+    assert "keeping 6 cases x 4 timesteps x 6 nodes of" in message
+    assert f"needs {needed / 2**30:.2f} GiB, but only" in message
+    assert "--load_all=0" in message
+    FieldDataset(sweep_file, range(6), DATA, scaler, load_all=False, memory_budget_bytes=1)
+
+
+def test_in_memory_from_npz_array(tmp_path, sweep_file):
+    array = np.load(sweep_file)
+    npz = tmp_path / "dataset1.npz"
+    np.savez(npz, data=array)
+    scaler = NodeScaler().fit(array, [0, 1], DATA)
+    from_npz = FieldDataset(npz, [4], DATA, scaler, load_all=False)
+    from_npy = FieldDataset(sweep_file, [4], DATA, scaler, load_all=True)
+    assert torch.equal(from_npz[0][0], from_npy[0][0])
