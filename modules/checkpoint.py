@@ -104,6 +104,16 @@ def require_matching(path: Path, saved: Dict[str, Any], current: Dict[str, Any],
             f"Restore those settings in preset.txt/condition.txt, or train a new model with --out NEW_FOLDER.")
 
 
+def load_weights(module: torch.nn.Module, weights: Dict[str, Any], path: Path) -> None:
+    """load_state_dict, with a readable error when the file was written by a different network."""
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(f"{path}: its weights do not fit this network ({first[:300]}); it was written by a "
+                              f"different configuration or version. Train again with --out NEW_FOLDER") from None
+
+
 def capture_rng_state() -> Dict[str, Any]:
     state: Dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

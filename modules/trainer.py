@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from modules.checkpoint import capture_rng_state, load_state, require_matching, restore_rng_state, save_state
+from modules.checkpoint import (capture_rng_state, load_state, load_weights, require_matching, restore_rng_state,
+                                save_state)
 from modules.errors import SimulGenError, TrainingDivergedError
 from modules.run_log import RunLog
 from modules.runtime import Runtime, evaluation_mode, unwrap
@@ -173,7 +174,7 @@ class Trainer:
         if state.get("stage") != self.settings.name:
             raise SimulGenError(f"{path} is a '{state.get('stage')}' checkpoint, not '{self.settings.name}'")
         require_matching(path, state["must_match"], self.must_match, f"{self.settings.name} checkpoint")
-        unwrap(self.model).load_state_dict(state["model"])
+        load_weights(unwrap(self.model), state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.grad_scaler.load_state_dict(state["grad_scaler"])

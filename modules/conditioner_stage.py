@@ -1,0 +1,225 @@
+"""Stage 2 of a run: the latent conditioner (design -> latent code), trained on the VAE's latents
+or end to end through the decoder, then measured on held-out designs against POD+GP and nearest neighbour."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from modules.baselines import NearestNeighbourBaseline, PODGaussianProcessBaseline
+from modules.checkpoint import load_state, load_weights, save_state
+from modules.conditioner_inputs import InputScaler
+from modules.conditioners import build_conditioner, count_parameters, resolve_architecture
+from modules.config import RunConfig
+from modules.dataset_io import read_cases
+from modules.design_inputs import DesignDataset, features_for_baselines, load_design_array, scaled_inputs
+from modules.errors import CheckpointError
+from modules.evaluate import relative_l2_per_case, summarize_errors
+from modules.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
+from modules.run_directory import RunDirectory
+from modules.run_log import RunLog
+from modules.runtime import Runtime, evaluation_mode
+from modules.sweep_data import PreparedSweep
+from modules.trainer import CheckpointPaths, LoopSettings, Trainer, TrainingResult
+from modules.vae import HierarchicalVAE
+
+CONDITIONER_BUNDLE_FORMAT = "simulgenvae-conditioner-1"
+
+
+@dataclass
+class TrainedConditioner:
+    """A conditioner with everything prediction needs."""
+
+    model: torch.nn.Module
+    input_scaler: InputScaler
+    input_kind: str
+    in_channels: int
+    latent_residual_std: torch.Tensor
+    """[flat latent] std of (predicted - VAE latent) on validation designs: the sampling width of --samples."""
+    decoder_weights: Optional[Dict[str, torch.Tensor]]
+    """VAE weights after end-to-end fine-tuning of the decoder, else None (use the VAE bundle)."""
+
+
+@dataclass
+class ConditionerEvaluation:
+    errors_val: np.ndarray
+    errors_train: np.ndarray
+    pod_gp_val: np.ndarray
+    nearest_val: np.ndarray
+    val_predictions: np.ndarray  # [val, T, N] physical units
+    val_latents_true: np.ndarray
+    val_latents_predicted: np.ndarray
+    pod_modes: int
+
+
+def conditioner_must_match(config: RunConfig) -> Dict[str, Any]:
+    return {"conditioner": dataclasses.asdict(config.conditioner), "end_to_end": dataclasses.asdict(config.end_to_end),
+            "model": dataclasses.asdict(config.model)}
+
+
+def _settings(config: RunConfig) -> LoopSettings:
+    lc = config.conditioner
+    return LoopSettings(
+        name="conditioner", epochs=lc.epochs, batch_size=lc.batch_size, learning_rate=lc.learning_rate,
+        weight_decay=lc.weight_decay, grad_clip=config.train.grad_clip, lr_schedule="cosine",
+        min_lr_fraction=config.train.min_lr_fraction, early_stopping_patience=lc.early_stopping_patience,
+        checkpoint_every=config.train.checkpoint_every, seed=config.train.seed,
+        divergence_hint=f"lower latent_conditioner_lr (now {lc.learning_rate:g})"
+                        + (f" or LC_alpha (now {config.end_to_end.recon_weight:g})" if config.end_to_end.enabled else ""))
+
+
+def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int) -> torch.nn.Module:
+    torch.manual_seed(config.train.seed + 1)
+    return build_conditioner(config.conditioner, vae.cfg.latent_dim_main, vae.cfg.latent_dim_hier,
+                             vae.num_hier_levels, in_channels=in_channels, spectral_norm=config.model.spectral_norm)
+
+
+def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: HierarchicalVAE, latents: Dict[str, np.ndarray],
+                      runtime: Runtime, run_dir: RunDirectory, log: RunLog, base_dir: Path
+                      ) -> Tuple[TrainedConditioner, TrainingResult, np.ndarray]:
+    """Train on the saved latents (or end to end); returns the conditioner, its history and the raw designs."""
+    designs = load_design_array(config.conditioner, base_dir, config.data.num_cases)
+    scaler = InputScaler().fit(designs, sweep.train_indices)
+    inputs = scaled_inputs(designs, scaler)
+    targets = torch.as_tensor(latents["flat"], dtype=torch.float32)
+    in_channels = designs.shape[1] if designs.ndim == 4 else 1
+    conditioner = build(config, vae, in_channels)
+    e2e = config.end_to_end.enabled
+    train_set = DesignDataset(inputs, targets, sweep.train_indices, sweep.train_set if e2e else None)
+    val_set = DesignDataset(inputs, targets, sweep.val_indices, sweep.val_set if e2e else None)
+    if e2e:
+        model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder)
+        objective: Any = EndToEndObjective(config.end_to_end)
+    else:
+        model, objective = conditioner, ConditionerObjective()
+    mode = "end-to-end through the decoder" if e2e else "on the VAE's latent vectors"
+    log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
+             f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}, trained {mode}")
+    trainer = Trainer(model, objective, _settings(config), runtime, log,
+                      CheckpointPaths(run_dir.last_checkpoint("conditioner"), run_dir.best_checkpoint("conditioner")),
+                      config_snapshot=config.to_dict(), must_match=conditioner_must_match(config))
+    if config.resume and run_dir.last_checkpoint("conditioner").is_file():
+        trainer.resume(run_dir.last_checkpoint("conditioner"))
+    result = trainer.fit(train_set, val_set, num_workers=0)
+    conditioner.eval()
+    residual = _latent_residual_std(conditioner, inputs[sweep.val_indices], targets[sweep.val_indices],
+                                    runtime.device)
+    decoder_weights = ({k: v.detach().cpu() for k, v in vae.state_dict().items()}
+                       if e2e and config.end_to_end.finetune_decoder else None)
+    trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
+                                 decoder_weights)
+    if runtime.is_main:
+        save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
+    runtime.barrier()
+    log.info(f"conditioner: best validation loss {result.best_val_loss:.4g} at epoch {result.best_epoch + 1}; "
+             f"saved {run_dir.conditioner_bundle}")
+    return trained, result, designs
+
+
+def predict_latents(conditioner: torch.nn.Module, inputs: torch.Tensor, device: torch.device,
+                    batch_size: int = 256) -> torch.Tensor:
+    outputs = []
+    with evaluation_mode(conditioner):
+        for start in range(0, len(inputs), batch_size):
+            outputs.append(conditioner(inputs[start:start + batch_size].to(device)).flat().float().cpu())
+    return torch.cat(outputs)
+
+
+def _latent_residual_std(conditioner, inputs, targets, device) -> torch.Tensor:
+    predicted = predict_latents(conditioner, inputs, device)
+    return (predicted - targets).std(dim=0, unbiased=len(targets) > 1).clamp_min(1e-6)
+
+
+def decode_to_physical(vae: HierarchicalVAE, flat: torch.Tensor, scaler, device: torch.device,
+                       batch_size: int = 64) -> np.ndarray:
+    """Flat latent codes -> fields [k, T, N] float32 in physical units."""
+    parts = []
+    with evaluation_mode(vae):
+        for start in range(0, len(flat), batch_size):
+            scaled = vae.decode_flat(flat[start:start + batch_size].to(device)).transpose(1, 2).float().cpu().numpy()
+            parts.append(np.asarray(scaler.inverse(scaled), dtype=np.float32))
+    return np.concatenate(parts) if parts else np.empty((0, vae.num_timesteps, vae.num_nodes), np.float32)
+
+
+def evaluate_conditioner(trained: TrainedConditioner, vae: HierarchicalVAE, designs: np.ndarray,
+                         latents: Dict[str, np.ndarray], sweep: PreparedSweep, config: RunConfig,
+                         device: torch.device) -> ConditionerEvaluation:
+    """Held-out error of conditioner + decoder in physical units, beside POD+GP and nearest neighbour."""
+    inputs = scaled_inputs(designs, trained.input_scaler)
+    errors = {}
+    predictions = {}
+    for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
+        flat = predict_latents(trained.model, inputs[indices], device)
+        predictions[split] = (flat, decode_to_physical(vae, flat, sweep.scaler, device))
+        errors[split] = relative_l2_per_case(read_cases(sweep.array, indices, config.data), predictions[split][1])
+    features = features_for_baselines(designs)
+    train_fields = read_cases(sweep.array, sweep.train_indices, config.data)
+    val_truth = read_cases(sweep.array, sweep.val_indices, config.data)
+    pod_gp = PODGaussianProcessBaseline().fit(features[sweep.train_indices], train_fields, vae.flat_latent_dim)
+    nearest = NearestNeighbourBaseline().fit(features[sweep.train_indices], train_fields)
+    return ConditionerEvaluation(
+        errors_val=errors["val"], errors_train=errors["train"],
+        pod_gp_val=relative_l2_per_case(val_truth, pod_gp.predict(features[sweep.val_indices])),
+        nearest_val=relative_l2_per_case(val_truth, nearest.predict(features[sweep.val_indices])),
+        val_predictions=predictions["val"][1], val_latents_true=latents["flat"][sweep.val_indices],
+        val_latents_predicted=predictions["val"][0].numpy(), pod_modes=pod_gp.num_modes)
+
+
+def conditioner_report_section(evaluation: ConditionerEvaluation, result: Optional[TrainingResult],
+                               config: RunConfig, trained: TrainedConditioner) -> Dict[str, Any]:
+    section: Dict[str, Any] = {
+        "architecture": resolve_architecture(config.conditioner),
+        "input_type": config.conditioner.input_type,
+        "end_to_end": config.end_to_end.enabled,
+        "parameters": count_parameters(trained.model),
+        "pod_gp_modes": evaluation.pod_modes,
+        "prediction_relative_l2": {
+            "conditioner": {"train": summarize_errors(evaluation.errors_train),
+                            "val": summarize_errors(evaluation.errors_val)},
+            "pod_gp": {"val": summarize_errors(evaluation.pod_gp_val)},
+            "nearest_neighbour": {"val": summarize_errors(evaluation.nearest_val)},
+        },
+    }
+    if result is not None:
+        section["training"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
+                               "best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 2),
+                               "stopped_early": result.stopped_early}
+    return section
+
+
+def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: RunConfig, vae: HierarchicalVAE) -> Path:
+    state: Dict[str, Any] = {
+        "format": CONDITIONER_BUNDLE_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in trained.model.state_dict().items()},
+        "conditioner_config": dataclasses.asdict(config.conditioner),
+        "spectral_norm": config.model.spectral_norm,
+        "latent_dims": [vae.cfg.latent_dim_main, vae.cfg.latent_dim_hier, vae.num_hier_levels],
+        "input_kind": trained.input_kind,
+        "in_channels": trained.in_channels,
+        "input_scaler": trained.input_scaler.state_dict(),
+        "latent_residual_std": trained.latent_residual_std,
+        "seed": config.train.seed,
+    }
+    if trained.decoder_weights is not None:
+        state["vae_weights"] = trained.decoder_weights
+    return save_state(path, state)
+
+
+def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditioner:
+    state = load_state(path)
+    if state.get("format") != CONDITIONER_BUNDLE_FORMAT:
+        raise CheckpointError(f"{path}: not a SimulGenVAE latent conditioner (format {state.get('format')!r})")
+    from modules.config import ConditionerConfig
+
+    cfg = ConditionerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["conditioner_config"].items()})
+    latent_dim_main, latent_dim_hier, levels = state["latent_dims"]
+    model = build_conditioner(cfg, latent_dim_main, latent_dim_hier, levels, in_channels=state["in_channels"],
+                              spectral_norm=state["spectral_norm"])
+    load_weights(model, state["model"], path)
+    model.to(device).eval()
+    return TrainedConditioner(model, InputScaler.from_state_dict(state["input_scaler"]), state["input_kind"],
+                              state["in_channels"], state["latent_residual_std"], state.get("vae_weights"))

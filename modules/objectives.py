@@ -1,0 +1,81 @@
+"""One step function per training mode: batch in, (loss, metrics) out.
+
+The trainer calls `objective(model, batch, epoch)` under autocast; the model may
+be wrapped in DistributedDataParallel, so objectives only call it (forward).
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+
+from modules.config import EndToEndConfig, TrainConfig
+from modules.losses import kl_weight, vae_loss
+
+
+class VAEObjective:
+    """Reconstruction x alpha + beta(epoch) x KL of every level, averaged over Recon_iter samples."""
+
+    def __init__(self, train: TrainConfig):
+        self.train = train
+
+    def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
+        fields = batch[0]
+        beta = kl_weight(epoch, self.train)
+        terms = [vae_loss(model(fields), fields, beta, self.train) for _ in range(self.train.recon_iterations)]
+        total = torch.stack([t.total for t in terms]).mean()
+        recon = torch.stack([t.recon.detach() for t in terms]).mean()
+        kl = torch.stack([t.kl.detach() for t in terms]).mean()
+        return total, {"loss": total.item(), "recon": recon.item(), "kl": kl.item(), "beta": beta}
+
+
+class ConditionerObjective:
+    """Mean squared error between predicted and VAE latent codes (flat layout, main first)."""
+
+    def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
+        inputs, targets = batch[0], batch[1]
+        loss = torch.nn.functional.mse_loss(model(inputs).flat().float(), targets)
+        return loss, {"loss": loss.item()}
+
+
+E2E_LOSSES = {
+    "MSE": torch.nn.functional.mse_loss,
+    "MAE": torch.nn.functional.l1_loss,
+    "Huber": torch.nn.functional.huber_loss,
+    "SmoothL1": torch.nn.functional.smooth_l1_loss,
+}
+
+
+class ConditionedDecoder(torch.nn.Module):
+    """design -> conditioner -> VAE decoder -> scaled field [B, N, T]; the end-to-end model."""
+
+    def __init__(self, conditioner: torch.nn.Module, vae: torch.nn.Module, finetune_decoder: bool):
+        super().__init__()
+        self.conditioner = conditioner
+        self.vae = vae
+        for parameter in vae.parameters():
+            parameter.requires_grad_(False)
+        for parameter in vae.decoder.parameters():
+            parameter.requires_grad_(finetune_decoder)
+
+    def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        flat = self.conditioner(inputs).flat()
+        return flat, self.vae.decode_flat(flat)
+
+
+class EndToEndObjective:
+    """LC_alpha x field loss through the decoder (+ latent_reg_weight x latent MSE toward the VAE's code)."""
+
+    def __init__(self, end_to_end: EndToEndConfig):
+        self.config = end_to_end
+        self.field_loss = E2E_LOSSES[end_to_end.loss_function]
+
+    def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
+        inputs, targets, fields = batch
+        flat, recon = model(inputs)
+        field = self.field_loss(recon.float(), fields)
+        total = self.config.recon_weight * field
+        latent = torch.nn.functional.mse_loss(flat.float(), targets)
+        if self.config.use_latent_regularization:
+            total = total + self.config.latent_reg_weight * latent
+        return total, {"loss": total.item(), "field": field.item(), "latent": latent.item()}

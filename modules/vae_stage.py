@@ -1,0 +1,170 @@
+"""Stage 1 of a run: train the hierarchical VAE, save it, encode every case, measure it against PCA."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+
+from modules.baselines import PCABaseline
+from modules.checkpoint import write_atomically
+from modules.config import RunConfig
+from modules.dataset_io import read_cases
+from modules.evaluate import relative_l2_per_case, summarize_errors
+from modules.model_bundle import save_vae_bundle, vae_must_match
+from modules.objectives import VAEObjective
+from modules.run_directory import RunDirectory
+from modules.run_log import RunLog
+from modules.runtime import Runtime, evaluation_mode
+from modules.sweep_data import PreparedSweep
+from modules.trainer import CheckpointPaths, LoopSettings, Trainer, TrainingResult
+from modules.vae import HierarchicalVAE
+
+# In-memory PCA below this many bytes of training fields; streamed IncrementalPCA above.
+PCA_IN_MEMORY_BYTES = 2 * 1024 ** 3
+
+
+@dataclass
+class VAEEvaluation:
+    """Relative L2 errors per case (physical units) of the VAE and of PCA with as many numbers."""
+
+    vae_train: np.ndarray
+    vae_val: np.ndarray
+    pca_train: np.ndarray
+    pca_val: np.ndarray
+    pca_components: int
+    val_reconstructions: np.ndarray  # [val cases, T, N] physical units, for plots
+
+
+def loop_settings(config: RunConfig) -> LoopSettings:
+    train = config.train
+    return LoopSettings(
+        name="vae", epochs=train.epochs, batch_size=train.batch_size, learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay, grad_clip=train.grad_clip, lr_schedule=train.lr_schedule,
+        min_lr_fraction=train.min_lr_fraction, early_stopping_patience=train.early_stopping_patience,
+        checkpoint_every=train.checkpoint_every, seed=train.seed,
+        divergence_hint=f"lower LearningR (now {train.learning_rate:g}) or alpha (now {train.recon_weight:g}), "
+                        f"or keep grad_clip on (now {train.grad_clip:g})")
+
+
+def build_vae(config: RunConfig) -> HierarchicalVAE:
+    torch.manual_seed(config.train.seed)
+    return HierarchicalVAE(config.model, config.data.nodes, config.data.timesteps)
+
+
+def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory,
+              log: RunLog) -> Tuple[HierarchicalVAE, TrainingResult]:
+    """Train (or resume) the VAE; returns it on its best validation epoch and saves the bundle."""
+    model = build_vae(config)
+    log.info(f"VAE: {model.parameter_count():,} parameters; {len(sweep.train_indices)} training and "
+             f"{len(sweep.val_indices)} validation cases of {config.data.timesteps} timesteps x "
+             f"{config.data.nodes} nodes; device {runtime.device}"
+             + (f", {runtime.world_size} processes" if runtime.distributed else ""))
+    trainer = Trainer(
+        model, VAEObjective(config.train), loop_settings(config), runtime, log,
+        CheckpointPaths(run_dir.last_checkpoint("vae"), run_dir.best_checkpoint("vae")),
+        config_snapshot=config.to_dict(), must_match=vae_must_match(config),
+        extra_state={"scaler": sweep.scaler.state_dict()})
+    if config.resume and run_dir.last_checkpoint("vae").is_file():
+        trainer.resume(run_dir.last_checkpoint("vae"))
+    result = trainer.fit(sweep.train_set, sweep.val_set, num_workers=config.data.num_workers)
+    if runtime.is_main:
+        save_vae_bundle(run_dir.vae_bundle, model, config, sweep.scaler, sweep.train_indices, sweep.val_indices)
+    runtime.barrier()
+    log.info(f"VAE: best validation loss {result.best_val_loss:.4g} at epoch {result.best_epoch + 1}; "
+             f"{result.samples_per_second:.1f} cases/s; saved {run_dir.vae_bundle}")
+    return model, result
+
+
+def _batches(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(indices), size):
+        yield indices[start:start + size]
+
+
+def reconstruct_fields(model: HierarchicalVAE, fields: np.ndarray, scaler, device: torch.device,
+                       batch_size: int = 32) -> np.ndarray:
+    """decode(encode(x)) with posterior means, physical units in and out: [k, T, N] float32."""
+    out = np.empty(fields.shape, dtype=np.float32)
+    with evaluation_mode(model):
+        for chunk in _batches(np.arange(len(fields)), batch_size):
+            scaled = torch.as_tensor(scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
+            recon = model(scaled.transpose(1, 2).to(device), use_mean=True).recon
+            out[chunk] = scaler.inverse(recon.transpose(1, 2).float().cpu().numpy())
+    return out
+
+
+def encode_cases(model: HierarchicalVAE, sweep_array: np.ndarray, config: RunConfig, scaler,
+                 device: torch.device, batch_size: int = 32) -> Dict[str, np.ndarray]:
+    """Posterior means (and log-variances) of every case, the conditioner's targets."""
+    mains, hiers, flats, logvars = [], [], [], []
+    with evaluation_mode(model):
+        for chunk in _batches(np.arange(config.data.num_cases), batch_size):
+            scaled = torch.as_tensor(scaler.transform(read_cases(sweep_array, chunk, config.data)))
+            code = model.encode(scaled.transpose(1, 2).to(device))
+            mains.append(code.main_mu.float().cpu().numpy())
+            hiers.append(torch.stack(code.hier_mu, dim=1).float().cpu().numpy())
+            flats.append(code.flat().float().cpu().numpy())
+            logvars.append(code.flat_logvar().float().cpu().numpy())
+    return {"main": np.concatenate(mains), "hier": np.concatenate(hiers), "flat": np.concatenate(flats),
+            "flat_logvar": np.concatenate(logvars)}
+
+
+def save_latents(run_dir: RunDirectory, latents: Dict[str, np.ndarray], sweep: PreparedSweep) -> None:
+    def write(stream: Any) -> None:
+        np.savez(stream, **latents, train_indices=sweep.train_indices, val_indices=sweep.val_indices)
+
+    write_atomically(run_dir.latents, write)
+
+
+def fit_pca_baseline(sweep: PreparedSweep, config: RunConfig, num_components: int) -> PCABaseline:
+    train_bytes = len(sweep.train_indices) * config.data.timesteps * config.data.nodes * 4
+    pca = PCABaseline()
+    if train_bytes <= PCA_IN_MEMORY_BYTES:
+        return pca.fit(read_cases(sweep.array, sweep.train_indices, config.data), num_components)
+    chunk = max(num_components, int(PCA_IN_MEMORY_BYTES // 8 // (config.data.timesteps * config.data.nodes * 4)))
+    return pca.fit_streamed(lambda idx: read_cases(sweep.array, idx, config.data), sweep.train_indices,
+                            chunk, num_components)
+
+
+def evaluate_vae(model: HierarchicalVAE, sweep: PreparedSweep, config: RunConfig,
+                 device: torch.device) -> VAEEvaluation:
+    """Relative L2 of the VAE and of PCA with as many components as the VAE has latent numbers."""
+    errors: Dict[str, np.ndarray] = {}
+    val_recon: Optional[np.ndarray] = None
+    pca = fit_pca_baseline(sweep, config, model.flat_latent_dim)
+    for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
+        recon_parts, vae_parts, pca_parts = [], [], []
+        for chunk in _batches(indices, 64):
+            truth = read_cases(sweep.array, chunk, config.data)
+            recon = reconstruct_fields(model, truth, sweep.scaler, device)
+            vae_parts.append(relative_l2_per_case(truth, recon))
+            pca_parts.append(relative_l2_per_case(truth, pca.reconstruct(truth)))
+            if split == "val":
+                recon_parts.append(recon)
+        errors[f"vae_{split}"] = np.concatenate(vae_parts)
+        errors[f"pca_{split}"] = np.concatenate(pca_parts)
+        if split == "val":
+            val_recon = np.concatenate(recon_parts)
+    return VAEEvaluation(errors["vae_train"], errors["vae_val"], errors["pca_train"], errors["pca_val"],
+                         pca.num_components, val_recon)
+
+
+def vae_report_section(evaluation: VAEEvaluation, result: Optional[TrainingResult], model: HierarchicalVAE,
+                       sweep: PreparedSweep) -> Dict[str, Any]:
+    section: Dict[str, Any] = {
+        "latent_numbers": model.flat_latent_dim,
+        "pca_components": evaluation.pca_components,
+        "parameters": model.parameter_count(),
+        "relative_l2": {
+            "vae": {"train": summarize_errors(evaluation.vae_train), "val": summarize_errors(evaluation.vae_val)},
+            "pca": {"train": summarize_errors(evaluation.pca_train), "val": summarize_errors(evaluation.pca_val)},
+        },
+        "val_case_indices": [int(i) for i in sweep.val_indices],
+    }
+    if result is not None:
+        section["training"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
+                               "best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 2),
+                               "cases_per_second": round(result.samples_per_second, 2),
+                               "stopped_early": result.stopped_early}
+    return section
