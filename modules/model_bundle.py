@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ class VAEBundle:
     config: RunConfig
     train_indices: np.ndarray
     val_indices: np.ndarray
+    coordinates: Optional[np.ndarray]
+    """[nodes, 2 or 3] of the trained window, when the run knew them (for VTU output)."""
 
 
 def vae_must_match(config: RunConfig) -> Dict[str, Any]:
@@ -44,7 +46,8 @@ def vae_must_match(config: RunConfig) -> Dict[str, Any]:
 
 
 def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scaler: NodeScaler,
-                    train_indices: np.ndarray, val_indices: np.ndarray) -> Path:
+                    train_indices: np.ndarray, val_indices: np.ndarray,
+                    coordinates: Optional[np.ndarray] = None) -> Path:
     return save_state(path, {
         "format": VAE_BUNDLE_FORMAT,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -55,6 +58,7 @@ def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scale
         "train_indices": torch.as_tensor(train_indices, dtype=torch.int64),
         "val_indices": torch.as_tensor(val_indices, dtype=torch.int64),
         "config": config.to_dict(),
+        "coordinates": None if coordinates is None else torch.as_tensor(coordinates, dtype=torch.float64),
     })
 
 
@@ -70,7 +74,8 @@ def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
     model.to(device).eval()
     return VAEBundle(model=model, scaler=NodeScaler.from_state_dict(state["scaler"]),
                      config=config_from_dict(state["config"]),
-                     train_indices=state["train_indices"].numpy(), val_indices=state["val_indices"].numpy())
+                     train_indices=state["train_indices"].numpy(), val_indices=state["val_indices"].numpy(),
+                     coordinates=None if state.get("coordinates") is None else state["coordinates"].numpy())
 
 
 def resolve_vae_bundle_path(path: Path) -> Path:

@@ -70,7 +70,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         trainer.resume(run_dir.last_checkpoint("vae"))
     result = trainer.fit(sweep.train_set, sweep.val_set, num_workers=config.data.num_workers)
     if runtime.is_main:
-        save_vae_bundle(run_dir.vae_bundle, model, config, sweep.scaler, sweep.train_indices, sweep.val_indices)
+        save_vae_bundle(run_dir.vae_bundle, model, config, sweep.scaler, sweep.train_indices, sweep.val_indices,
+                        sweep.coordinates)
     runtime.barrier()
     log.info(f"VAE: best validation loss {result.best_val_loss:.4g} at epoch {result.best_epoch + 1}; "
              f"{result.samples_per_second:.1f} cases/s; saved {run_dir.vae_bundle}")
