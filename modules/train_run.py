@@ -10,6 +10,7 @@ import numpy as np
 
 from modules.config import RunConfig
 from modules.dataset_io import read_cases
+from modules.errors import CheckpointError
 from modules.evaluate import format_report_table, write_report
 from modules.model_bundle import load_vae_bundle, vae_must_match
 from modules.checkpoint import require_matching, write_atomically
@@ -88,7 +89,15 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
     finished = run_dir.vae_bundle.is_file() and (config.resume or config.lc_only)
     if config.lc_only or finished:
         path = run_dir.vae_bundle if finished else Path(config.end_to_end.vae_model_path)
+        if not path.is_file():
+            raise CheckpointError(
+                f"--lc_only=1 needs a trained VAE: none at {run_dir.vae_bundle} (the --out folder) nor at "
+                f"{path} (e2e_vae_model_path in condition.txt); train one first with --lc_only=0, "
+                f"or point --out / e2e_vae_model_path at it")
         bundle = load_vae_bundle(path, runtime.device)
+        if not np.array_equal(bundle.train_indices, sweep.train_indices):
+            raise CheckpointError(f"{path}: the VAE was trained on another train/validation split of the cases "
+                                  f"(validation_fraction, split_seed or Dim1 differ); restore those settings")
         require_matching(path, vae_must_match(bundle.config)["model"], vae_must_match(config)["model"], "VAE")
         log.info(f"VAE: using the trained model {path}")
         return bundle.model, None

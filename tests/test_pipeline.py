@@ -1,0 +1,222 @@
+"""The whole command on a tiny demo sweep: outputs, the previous-run guard, exact resume, lc_only,
+end-to-end, predict and reconstruct."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modules.checkpoint import load_state
+from modules.objectives import EndToEndObjective, VAEObjective
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_PRESET = """data_No, init_beta_divisior, num_filter_enc, latent_conditioner_filter
+1
+3
+16 8
+16 16
+"""
+
+
+def tiny_condition(data_dir: Path, epochs: int = 4, lc_epochs: int = 4, extra: str = "") -> str:
+    return f"""Common params
+Dim1\t16
+Dim2\t8
+Dim3\t64
+num_var\t1
+'
+data_path\t{data_dir}/dataset1.npy
+coordinates_path\t{data_dir}/coordinates.npy
+demo_data\t1
+validation_fraction\t0.25
+%LSH-VAE parameters
+Training_epochs\t{epochs}
+Batch_size\t4
+LearningR\t0.003
+Latent_dim\t2
+Latent_dim_end\t4
+Loss_type\t1
+alpha\t100
+Recon_iter\t1
+%LatentConditioner
+num_param\t5
+param_dir\t{data_dir}/params.csv
+n_epoch\t{lc_epochs}
+latent_conditioner_lr\t0.003
+latent_conditioner_batch\t4
+latent_conditioner_dropout_rate\t0.0
+input_type\tcsvs
+{extra}"""
+
+
+def load_entry():
+    spec = importlib.util.spec_from_file_location("simulgen_entry", REPO / "SimulGen-VAE.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def entry():
+    torch.set_num_threads(1)
+    return load_entry()
+
+
+def write_config(tmp_path: Path, **kwargs) -> list:
+    (tmp_path / "preset.txt").write_text(TINY_PRESET)
+    (tmp_path / "condition.txt").write_text(tiny_condition(tmp_path / "data", **kwargs))
+    return ["--preset-file", str(tmp_path / "preset.txt"), "--condition", str(tmp_path / "condition.txt"),
+            "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, entry):
+    """One full run shared by the read-only tests below."""
+    root = tmp_path_factory.mktemp("run")
+    args = write_config(root)
+    out = root / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    return root, out, args
+
+
+def test_full_run_writes_models_latents_and_an_honest_report(trained_run):
+    root, out, _ = trained_run
+    for name in ("SimulGen-VAE", "latent_conditioner.pt", "latent_vectors.npz", "report.json", "report.txt",
+                 "config.json", "train_log.txt", "checkpoints/vae_last.pt", "checkpoints/vae_best.pt",
+                 "checkpoints/conditioner_last.pt"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard" / "vae").iterdir())
+    report = json.loads((out / "report.json").read_text())
+    vae = report["vae"]
+    assert vae["latent_numbers"] == 4 + 1 * 2 and vae["pca_components"] == 6
+    for model in ("vae", "pca"):
+        for split in ("train", "val"):
+            assert 0 <= vae["relative_l2"][model][split]["mean"] < 1
+    lc = report["conditioner"]["prediction_relative_l2"]
+    assert set(lc) == {"conditioner", "pod_gp", "nearest_neighbour"}
+    text = (out / "report.txt").read_text()
+    assert "PCA (6 components)" in text and "POD (6 modes) + Gaussian process" in text
+    latents = np.load(out / "latent_vectors.npz")
+    assert latents["main"].shape == (16, 4) and latents["hier"].shape == (16, 1, 2)
+    assert latents["flat"].shape == (16, 6) and len(latents["val_indices"]) == 4
+    history = load_state(out / "checkpoints" / "vae_last.pt")["history"]
+    assert history["train_recon"][-1] < history["train_recon"][0]
+
+
+def test_a_previous_run_is_never_overwritten_without_being_asked(trained_run, entry, capsys):
+    root, out, args = trained_run
+    before = (out / "SimulGen-VAE").read_bytes()
+    assert entry.main(args + ["--out", str(out)]) == 1
+    message = capsys.readouterr().err
+    assert "already holds results of a previous run" in message and "--resume" in message and "--overwrite" in message
+    assert (out / "SimulGen-VAE").read_bytes() == before
+
+
+def test_reconstruct_matches_the_report(trained_run, entry, tmp_path):
+    root, out, _ = trained_run
+    target = tmp_path / "recon.npy"
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(root / "data" / "dataset1.npy"),
+                       "--out", str(target), "--device", "cpu"]) == 0
+    recon, truth = np.load(target), np.load(root / "data" / "dataset1.npy")
+    assert recon.shape == truth.shape and recon.dtype == np.float32
+    val = json.loads((out / "report.json").read_text())["vae"]["val_case_indices"]
+    errors = np.linalg.norm((recon - truth)[val].reshape(len(val), -1), axis=1) / \
+        np.linalg.norm(truth[val].reshape(len(val), -1), axis=1)
+    reported = json.loads((out / "report.json").read_text())["vae"]["relative_l2"]["vae"]["val"]["mean"]
+    assert errors.mean() == pytest.approx(reported, rel=1e-4)
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(root / "data" / "dataset1.npy"),
+                       "--out", str(target), "--device", "cpu"]) == 1  # exists: refused
+
+
+def test_predict_gives_fields_in_physical_units_with_an_uncertainty_band(trained_run, entry, tmp_path):
+    root, out, _ = trained_run
+    designs = tmp_path / "designs.csv"
+    lines = (root / "data" / "params.csv").read_text().splitlines()
+    designs.write_text("\n".join(lines[:4]) + "\n")  # header + 3 designs
+    target = tmp_path / "pred.npy"
+    assert entry.main(["predict", "--model", str(out), "--params", str(designs), "--out", str(target),
+                       "--samples", "6", "--vtu", str(tmp_path / "vtu"), "--device", "cpu"]) == 0
+    prediction = np.load(target)
+    mean, std = np.load(tmp_path / "pred_mean.npy"), np.load(tmp_path / "pred_std.npy")
+    truth = np.load(root / "data" / "dataset1.npy")
+    assert prediction.shape == (3, 8, 64) and prediction.dtype == np.float32
+    assert mean.shape == std.shape == prediction.shape and (std >= 0).all() and std.max() > 0
+    # physical units (the plate starts at 20 C), not the scaled [-0.7, 0.7] range
+    assert abs(prediction.mean() - truth.mean()) < 0.5 * (truth.max() - truth.min())
+    assert np.abs(mean - prediction).mean() < 3 * std.mean() + 1e-6
+    assert (tmp_path / "vtu" / "design_0003.pvd").is_file()
+    assert len(list((tmp_path / "vtu").glob("design_0001_t*.vtu"))) == 8
+
+
+def test_predict_refuses_images_for_a_csv_model(trained_run, entry, tmp_path, capsys):
+    _, out, _ = trained_run
+    assert entry.main(["predict", "--model", str(out), "--images", str(tmp_path), "--out",
+                       str(tmp_path / "p.npy"), "--device", "cpu"]) == 1
+    assert "trained on CSV parameters; pass --params" in capsys.readouterr().err
+
+
+def test_lc_only_retrains_the_conditioner_and_keeps_the_vae(trained_run, entry, tmp_path):
+    root, out, args = trained_run
+    copy = tmp_path / "out"
+    import shutil
+
+    shutil.copytree(out, copy)
+    vae_before = (copy / "SimulGen-VAE").read_bytes()
+    lc_before = (copy / "latent_conditioner.pt").read_bytes()
+    condition = tmp_path / "condition.txt"
+    condition.write_text((root / "condition.txt").read_text() +
+                         f"e2e_vae_model_path\t{copy}/SimulGen-VAE\n")
+    assert entry.main(args[:2] + ["--condition", str(condition)] + args[4:] +
+                      ["--out", str(copy), "--lc_only=1", "--overwrite", "--seed", "7"]) == 0
+    assert (copy / "SimulGen-VAE").read_bytes() == vae_before
+    assert (copy / "latent_conditioner.pt").read_bytes() != lc_before
+
+
+def test_lc_only_without_a_trained_vae_is_a_clear_error(entry, tmp_path, capsys):
+    args = write_config(tmp_path)
+    assert entry.main(args + ["--out", str(tmp_path / "fresh"), "--lc_only=1"]) == 1
+    message = capsys.readouterr().err
+    assert "--lc_only=1 needs a trained VAE: none at" in message and "e2e_vae_model_path" in message
+    assert not (tmp_path / "fresh" / "latent_conditioner.pt").exists()
+
+
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(entry, tmp_path, monkeypatch):
+    args = write_config(tmp_path, epochs=3, lc_epochs=1)
+    assert entry.main(args + ["--out", str(tmp_path / "straight")]) == 0
+
+    original = VAEObjective.__call__
+    calls = {"n": 0}
+
+    def interrupting(self, model, batch, epoch):
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] == 5:  # epoch 2, second batch (3 batches per epoch)
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, model, batch, epoch)
+
+    monkeypatch.setattr(VAEObjective, "__call__", interrupting)
+    assert entry.main(args + ["--out", str(tmp_path / "broken")]) == 130
+    monkeypatch.setattr(VAEObjective, "__call__", original)
+    stopped = load_state(tmp_path / "broken" / "checkpoints" / "vae_last.pt")
+    assert (stopped["epoch"], stopped["batches_done"]) == (1, 2)
+    assert entry.main(args + ["--out", str(tmp_path / "broken"), "--resume"]) == 0
+    straight = load_state(tmp_path / "straight" / "SimulGen-VAE")["model"]
+    resumed = load_state(tmp_path / "broken" / "SimulGen-VAE")["model"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_end_to_end_training_lowers_the_field_loss(entry, tmp_path):
+    extra = "use_e2e_training\t1\ne2e_loss_function\tMSE\nLC_alpha\t10\nlatent_reg_weight\t0.01\n"
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=extra)
+    assert entry.main(args + ["--out", str(tmp_path / "out")]) == 0
+    history = load_state(tmp_path / "out" / "checkpoints" / "conditioner_last.pt")["history"]
+    assert history["train_field"][-1] < history["train_field"][0]
+    assert "(end-to-end)" in (tmp_path / "out" / "report.txt").read_text()
