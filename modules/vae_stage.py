@@ -104,7 +104,8 @@ def encode_cases(model: HierarchicalVAE, sweep_array: np.ndarray, config: RunCon
             scaled = torch.as_tensor(scaler.transform(read_cases(sweep_array, chunk, config.data)))
             code = model.encode(scaled.transpose(1, 2).to(device))
             mains.append(code.main_mu.float().cpu().numpy())
-            hiers.append(torch.stack(code.hier_mu, dim=1).float().cpu().numpy())
+            hiers.append(torch.stack(code.hier_mu, dim=1).float().cpu().numpy() if code.hier_mu
+                         else np.zeros((len(chunk), 0, model.cfg.latent_dim_hier), dtype=np.float32))
             flats.append(code.flat().float().cpu().numpy())
             logvars.append(code.flat_logvar().float().cpu().numpy())
     return {"main": np.concatenate(mains), "hier": np.concatenate(hiers), "flat": np.concatenate(flats),

@@ -1,0 +1,73 @@
+"""The VAE objective: reconstruction, KL and the KL-weight (beta) schedule."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from modules.config import LOSS_TYPE_NAMES, TrainConfig
+from modules.distributions import DiagonalNormal
+from modules.vae import VAEOutput
+
+
+@dataclass
+class LossTerms:
+    """One batch's loss; `total` carries the gradient, the rest are for logging."""
+
+    total: torch.Tensor
+    """recon_weight * recon + beta * kl (scalar)."""
+    recon: torch.Tensor
+    """Reconstruction loss, mean over elements (scalar)."""
+    kl: torch.Tensor
+    """Sum over levels of the per-case KL, mean over the batch (scalar)."""
+    kl_per_level: List[torch.Tensor]
+    """Per-level KL, mean over the batch, detached (0-d tensors; call float() to log)."""
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, loss_type: int) -> torch.Tensor:
+    """Mean over all elements of 1 MSE, 2 MAE, 3 SmoothL1 (beta=1) or 4 Huber (delta=1)."""
+    if loss_type == 1:
+        return F.mse_loss(recon, target)
+    if loss_type == 2:
+        return F.l1_loss(recon, target)
+    if loss_type == 3:
+        return F.smooth_l1_loss(recon, target, beta=1.0)
+    if loss_type == 4:
+        return F.huber_loss(recon, target, delta=1.0)
+    valid = ", ".join(f"{number} ({name})" for number, name in LOSS_TYPE_NAMES.items())
+    raise ValueError(f"unknown loss_type {loss_type!r}; valid types are {valid}")
+
+
+def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: Optional[torch.Tensor] = None,
+                logvar_p: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) summed over the last dim -> [B].
+    Without mu_p/logvar_p the prior is N(0, I)."""
+    q = DiagonalNormal(mu_q, logvar_q)
+    if mu_p is None and logvar_p is None:
+        return q.kl_standard()
+    if mu_p is None or logvar_p is None:
+        raise ValueError("gaussian_kl: give both mu_p and logvar_p, or neither for a standard-normal prior")
+    return q.kl(DiagonalNormal(mu_p, logvar_p))
+
+
+def kl_weight(epoch: int, cfg: TrainConfig) -> float:
+    """Beta for `epoch` (0-based): linear from cfg.init_beta at epoch 0 to
+    cfg.beta_target at cfg.warmup_epochs, constant afterwards."""
+    if epoch < 0:
+        raise ValueError(f"kl_weight: epoch must be >= 0, got {epoch}")
+    warmup = cfg.warmup_epochs
+    if warmup == 0 or epoch >= warmup:
+        return float(cfg.beta_target)
+    fraction = epoch / warmup
+    return float(cfg.init_beta + fraction * (cfg.beta_target - cfg.init_beta))
+
+
+def vae_loss(output: VAEOutput, target: torch.Tensor, beta: float, cfg: TrainConfig) -> LossTerms:
+    """Loss of one forward pass against the scaled target [B, N, T]."""
+    recon = reconstruction_loss(output.recon, target, cfg.loss_type)
+    level_means = [level.mean() for level in output.kl_per_level]
+    kl = torch.stack(level_means).sum()
+    total = cfg.recon_weight * recon + beta * kl
+    return LossTerms(total=total, recon=recon, kl=kl, kl_per_level=[level.detach() for level in level_means])

@@ -1,0 +1,179 @@
+"""The hierarchical VAE: encoder + top-down decoder + the latent bookkeeping around them.
+
+Shapes: B cases, N = num_nodes, T = num_timesteps, Lm = latent_dim_main,
+Lh = latent_dim_hier, K = num_hier_levels = len(encoder_filters) - 1. Hierarchical
+level lists always run deep-to-shallow (k = 0 is next to the main latent).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from modules.config import ModelConfig
+from modules.decoder import Decoder
+from modules.distributions import DiagonalNormal
+from modules.encoder import Encoder
+
+# Width of the per-level feature vectors that feed the prior and posterior heads:
+# enough to carry a few Lh-sized Gaussians, small enough that Linear(C*T -> width)
+# stays cheap on meshes of thousands of nodes.
+MIN_SUMMARY_WIDTH = 64
+
+
+@dataclass
+class VAEOutput:
+    """Result of `HierarchicalVAE.forward`."""
+
+    recon: torch.Tensor
+    """[B, N, T] reconstruction in (-1, 1)."""
+    main_mu: torch.Tensor
+    """[B, Lm] main posterior mean."""
+    main_logvar: torch.Tensor
+    """[B, Lm] main posterior log-variance (clamped)."""
+    hier_mu: List[torch.Tensor]
+    """K x [B, Lh] hierarchical posterior means."""
+    hier_logvar: List[torch.Tensor]
+    """K x [B, Lh] hierarchical posterior log-variances (clamped)."""
+    kl_per_level: List[torch.Tensor]
+    """(1 + K) x [B]: index 0 = KL(q(z_main) || N(0, I)), then KL(q(z_k) || p(z_k)) per level."""
+    z_main: torch.Tensor
+    """[B, Lm] main latent used by the decoder."""
+    z_hier: List[torch.Tensor]
+    """K x [B, Lh] hierarchical latents used by the decoder."""
+
+
+@dataclass
+class LatentCode:
+    """Deterministic posterior of a batch: the targets of the latent conditioner."""
+
+    main_mu: torch.Tensor
+    """[B, Lm]"""
+    main_logvar: torch.Tensor
+    """[B, Lm]"""
+    hier_mu: List[torch.Tensor]
+    """K x [B, Lh]"""
+    hier_logvar: List[torch.Tensor]
+    """K x [B, Lh]"""
+
+    def flat(self) -> torch.Tensor:
+        """[B, Lm + K*Lh]: main mean, then each level's mean, deep-to-shallow."""
+        return torch.cat([self.main_mu, *self.hier_mu], dim=-1)
+
+    def flat_logvar(self) -> torch.Tensor:
+        """[B, Lm + K*Lh]: the log-variances in the same layout as `flat()`."""
+        return torch.cat([self.main_logvar, *self.hier_logvar], dim=-1)
+
+
+def split_flat_latent(flat: torch.Tensor, latent_dim_main: int, latent_dim_hier: int,
+                      num_hier_levels: int) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Inverse of `LatentCode.flat()`: [B, Lm + K*Lh] -> (z_main [B, Lm], K x [B, Lh])."""
+    expected = latent_dim_main + num_hier_levels * latent_dim_hier
+    if flat.dim() != 2 or flat.shape[1] != expected:
+        raise ValueError(
+            f"flat latent has shape {tuple(flat.shape)}, expected [batch, {expected}] "
+            f"(latent_dim_main {latent_dim_main} + {num_hier_levels} levels x latent_dim_hier {latent_dim_hier}); "
+            "build it with LatentCode.flat() from a VAE with the same ModelConfig")
+    z_main, *z_hier = flat.split([latent_dim_main] + [latent_dim_hier] * num_hier_levels, dim=1)
+    return z_main, list(z_hier)
+
+
+class HierarchicalVAE(nn.Module):
+    """Hierarchical VAE over fields [B, num_nodes, num_timesteps] scaled to [-0.7, 0.7]."""
+
+    def __init__(self, cfg: ModelConfig, num_nodes: int, num_timesteps: int):
+        super().__init__()
+        if num_nodes <= 0 or num_timesteps <= 0:
+            raise ValueError(f"HierarchicalVAE needs num_nodes > 0 and num_timesteps > 0, "
+                             f"got {num_nodes} and {num_timesteps}")
+        self.cfg = cfg
+        self.num_nodes = num_nodes
+        self.num_timesteps = num_timesteps
+        summary_width = max(MIN_SUMMARY_WIDTH, 4 * cfg.latent_dim_hier)
+        self.encoder = Encoder(num_nodes, num_timesteps, cfg.encoder_filters, cfg.latent_dim_main, summary_width,
+                               cfg.large, cfg.spectral_norm, cfg.grad_checkpoint)
+        self.decoder = Decoder(num_nodes, num_timesteps, cfg.encoder_filters, cfg.latent_dim_main,
+                               cfg.latent_dim_hier, summary_width, cfg.large, cfg.spectral_norm,
+                               cfg.grad_checkpoint)
+
+    @property
+    def num_hier_levels(self) -> int:
+        return self.decoder.num_hier_levels
+
+    @property
+    def flat_latent_dim(self) -> int:
+        """Width of `LatentCode.flat()`: Lm + K*Lh."""
+        return self.cfg.latent_dim_main + self.num_hier_levels * self.cfg.latent_dim_hier
+
+    def parameter_count(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[1] != self.num_nodes or x.shape[2] != self.num_timesteps:
+            raise ValueError(f"VAE input has shape {tuple(x.shape)}, expected [batch, {self.num_nodes} nodes, "
+                             f"{self.num_timesteps} timesteps]; the model was built for that window of the data")
+
+    def forward(self, x: torch.Tensor, use_mean: bool = False,
+                generator: Optional[torch.Generator] = None) -> VAEOutput:
+        """x [B, N, T] -> VAEOutput. Latents are reparameterised samples of each
+        posterior (drawn with `generator` if given), or the posterior means when
+        `use_mean`, in which case recon == decode(*encode(x) means)."""
+        self._check_input(x)
+        main_mu, main_logvar, features = self.encoder(x)
+        main = DiagonalNormal(main_mu, main_logvar)
+        z_main = main.mu if use_mean else main.rsample(generator)
+        top_down = self.decoder(z_main, encoder_features=features, stochastic=not use_mean, generator=generator)
+        kl_per_level = [main.kl_standard()]
+        kl_per_level += [q.kl(p) for q, p in zip(top_down.posteriors, top_down.priors)]
+        return VAEOutput(
+            recon=top_down.recon,
+            main_mu=main.mu,
+            main_logvar=main.logvar,
+            hier_mu=[q.mu for q in top_down.posteriors],
+            hier_logvar=[q.logvar for q in top_down.posteriors],
+            kl_per_level=kl_per_level,
+            z_main=z_main,
+            z_hier=top_down.z_hier,
+        )
+
+    def encode(self, x: torch.Tensor) -> LatentCode:
+        """x [B, N, T] -> LatentCode. Deterministic: each level's posterior is
+        conditioned on the posterior means of the levels above it."""
+        self._check_input(x)
+        main_mu, main_logvar, features = self.encoder(x)
+        main = DiagonalNormal(main_mu, main_logvar)
+        top_down = self.decoder(main.mu, encoder_features=features, stochastic=False, with_recon=False)
+        return LatentCode(main.mu, main.logvar, [q.mu for q in top_down.posteriors],
+                          [q.logvar for q in top_down.posteriors])
+
+    def decode(self, z_main: torch.Tensor, z_hier: Optional[Sequence[torch.Tensor]] = None,
+               sample_prior: bool = False, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """z_main [B, Lm] (+ K x [B, Lh]) -> [B, N, T].
+
+        With z_hier None each level uses its prior mean (deterministic), or a prior
+        sample drawn with `generator` when `sample_prior`."""
+        if z_main.dim() != 2 or z_main.shape[1] != self.cfg.latent_dim_main:
+            raise ValueError(f"z_main has shape {tuple(z_main.shape)}, expected [batch, {self.cfg.latent_dim_main}]")
+        if z_hier is not None:
+            z_hier = list(z_hier)
+            expected = (z_main.shape[0], self.cfg.latent_dim_hier)
+            if len(z_hier) != self.num_hier_levels or any(tuple(z.shape) != expected for z in z_hier):
+                raise ValueError(f"z_hier has shapes {[tuple(z.shape) for z in z_hier]}, expected "
+                                 f"{self.num_hier_levels} tensors of shape {list(expected)} (deep-to-shallow)")
+        return self.decoder(z_main, z_hier=z_hier, stochastic=sample_prior, generator=generator).recon
+
+    def decode_flat(self, flat: torch.Tensor) -> torch.Tensor:
+        """[B, Lm + K*Lh] laid out as `LatentCode.flat()` -> [B, N, T]."""
+        z_main, z_hier = split_flat_latent(flat, self.cfg.latent_dim_main, self.cfg.latent_dim_hier,
+                                           self.num_hier_levels)
+        return self.decode(z_main, z_hier)
+
+    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """[S, N, T] drawn from the prior: z_main ~ N(0, I), each z_k ~ p(z_k | above).
+        `generator` must live on the model's device."""
+        reference = next(self.parameters())
+        z_main = torch.randn(num_samples, self.cfg.latent_dim_main, generator=generator,
+                             device=reference.device, dtype=reference.dtype)
+        return self.decode(z_main, sample_prior=True, generator=generator)
