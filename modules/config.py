@@ -120,6 +120,9 @@ class ModelConfig:
     """Spectral normalisation on convolutions (stabilises long runs, costs speed)."""
     grad_checkpoint: bool = False
     """Recompute activations in backward to save memory on large meshes."""
+    linear_path: bool = True
+    """A linear encoder/decoder path beside the convolutional one, initialised from PCA of the training
+    cases, so training starts from PCA's reconstruction and the network learns what PCA misses."""
 
     @property
     def num_hier_levels(self) -> int:
@@ -179,6 +182,9 @@ class TrainConfig:
     """Stop when validation has not improved for N epochs (0 = never)."""
     recon_iterations: int = 1
     """Recon_iter: decoder samples averaged in the reconstruction term per step."""
+    physical_weighting: bool = True
+    """Weight each node's reconstruction error by its physical range squared, so the loss on the
+    per-node scaled data measures the error in physical units (what the report and users see)."""
 
     @property
     def warmup_epochs(self) -> int:

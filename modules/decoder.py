@@ -39,9 +39,10 @@ class Decoder(nn.Module):
 
     def __init__(self, num_nodes: int, num_timesteps: int, filters: Sequence[int], latent_dim_main: int,
                  latent_dim_hier: int, summary_width: int, large: bool, spectral_norm: bool,
-                 grad_checkpoint: bool):
+                 grad_checkpoint: bool, linear_path: bool = False):
         super().__init__()
         filters = list(filters)
+        self.latent_dim_hier = latent_dim_hier
         self.num_timesteps = num_timesteps
         self.grad_checkpoint = grad_checkpoint
         self.start = nn.Linear(latent_dim_main, filters[-1] * num_timesteps)
@@ -68,14 +69,27 @@ class Decoder(nn.Module):
             nn.init.zeros_(correction[-1].bias)
             self.posterior_heads.append(correction)
             self.latent_projections.append(nn.Linear(latent_dim_hier, channels * num_timesteps))
-        # The residual stream is never normalised, so it grows during training; without this
-        # final norm the tanh saturated (lr 5e-3 on the demo sweep) and the decoder stopped learning.
-        self.output = nn.Sequential(
-            nn.GroupNorm(group_count(filters[0]), filters[0]),
-            nn.GELU(),
-            conv1d(filters[0], num_nodes, 1, spectral_norm),
-            nn.Tanh(),
-        )
+        self.linear_readout: Optional[nn.Linear] = None
+        if linear_path:
+            # recon = basis( linear(z) + correction(stream) ): a linear map of all latent numbers (PCA at init)
+            # plus what the convolutional stream adds, zero at init. No tanh: it would bend the linear part.
+            flat_dim = latent_dim_main + len(filters[:-1]) * latent_dim_hier
+            self.linear_readout = nn.Linear(flat_dim, filters[0] * num_timesteps)
+            correction = conv1d(filters[0], filters[0], 1, spectral_norm=False)
+            nn.init.zeros_(correction.weight)
+            nn.init.zeros_(correction.bias)
+            self.stream_correction = nn.Sequential(nn.GroupNorm(group_count(filters[0]), filters[0]), nn.GELU(),
+                                                   correction)
+            self.output = nn.Sequential(conv1d(filters[0], num_nodes, 1, spectral_norm=False))
+        else:
+            # The residual stream is never normalised, so it grows during training; without this
+            # final norm the tanh saturated (lr 5e-3 on the demo sweep) and the decoder stopped learning.
+            self.output = nn.Sequential(
+                nn.GroupNorm(group_count(filters[0]), filters[0]),
+                nn.GELU(),
+                conv1d(filters[0], num_nodes, 1, spectral_norm),
+                nn.Tanh(),
+            )
 
     @property
     def num_hier_levels(self) -> int:
@@ -83,7 +97,8 @@ class Decoder(nn.Module):
 
     def forward(self, z_main: torch.Tensor, encoder_features: Optional[List[torch.Tensor]] = None,
                 z_hier: Optional[List[torch.Tensor]] = None, stochastic: bool = False,
-                generator: Optional[torch.Generator] = None, with_recon: bool = True) -> DecoderOutput:
+                generator: Optional[torch.Generator] = None, with_recon: bool = True,
+                linear_hier: Optional[torch.Tensor] = None) -> DecoderOutput:
         """One top-down pass.
 
         z_main: [B, Lm]. At each level the latent is z_hier[k] if given; else drawn
@@ -91,6 +106,7 @@ class Decoder(nn.Module):
         each) are given, otherwise from the prior; `stochastic` samples it (with
         `generator`, which must live on z_main's device), else its mean is used.
         `with_recon=False` stops after the last latent (for encoding only).
+        linear_hier [B, K*Lh]: the encoder's linear-path share of each level's posterior mean.
         """
         batch = z_main.shape[0]
         h = self.start(z_main).view(batch, -1, self.num_timesteps)
@@ -107,6 +123,8 @@ class Decoder(nn.Module):
             if encoder_features is not None:
                 correction = self.posterior_heads[k](torch.cat([encoder_features[k], state], dim=-1))
                 delta_mu, delta_logvar = correction.chunk(2, dim=-1)
+                if linear_hier is not None:
+                    delta_mu = delta_mu + linear_hier[:, k * self.latent_dim_hier:(k + 1) * self.latent_dim_hier]
                 chosen = DiagonalNormal(prior.mu + delta_mu, prior.logvar + delta_logvar)
                 posteriors.append(chosen)
             if z_hier is not None:
@@ -118,5 +136,9 @@ class Decoder(nn.Module):
                 return DecoderOutput(None, priors, posteriors, used)
             h = h + self.latent_projections[k](z).view_as(h)
             h = run_block(self.level_blocks[k], h, self.grad_checkpoint)
-        recon = self.output(h) if with_recon else None
-        return DecoderOutput(recon, priors, posteriors, used)
+        if not with_recon:
+            return DecoderOutput(None, priors, posteriors, used)
+        if self.linear_readout is not None:
+            flat = torch.cat([z_main, *used], dim=-1)
+            h = self.linear_readout(flat).view_as(h) + self.stream_correction(h)
+        return DecoderOutput(self.output(h), priors, posteriors, used)

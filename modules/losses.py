@@ -26,18 +26,31 @@ class LossTerms:
     """Per-level KL, mean over the batch, detached (0-d tensors; call float() to log)."""
 
 
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, loss_type: int) -> torch.Tensor:
-    """Mean over all elements of 1 MSE, 2 MAE, 3 SmoothL1 (beta=1) or 4 Huber (delta=1)."""
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, loss_type: int,
+                        node_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean over all elements of 1 MSE, 2 MAE, 3 SmoothL1 (beta=1) or 4 Huber (delta=1).
+
+    node_weights [N] (mean 1) weight each node of [B, N, T] fields; None = all equal."""
+    reduction = "mean" if node_weights is None else "none"
     if loss_type == 1:
-        return F.mse_loss(recon, target)
-    if loss_type == 2:
-        return F.l1_loss(recon, target)
-    if loss_type == 3:
-        return F.smooth_l1_loss(recon, target, beta=1.0)
-    if loss_type == 4:
-        return F.huber_loss(recon, target, delta=1.0)
-    valid = ", ".join(f"{number} ({name})" for number, name in LOSS_TYPE_NAMES.items())
-    raise ValueError(f"unknown loss_type {loss_type!r}; valid types are {valid}")
+        loss = F.mse_loss(recon, target, reduction=reduction)
+    elif loss_type == 2:
+        loss = F.l1_loss(recon, target, reduction=reduction)
+    elif loss_type == 3:
+        loss = F.smooth_l1_loss(recon, target, beta=1.0, reduction=reduction)
+    elif loss_type == 4:
+        loss = F.huber_loss(recon, target, delta=1.0, reduction=reduction)
+    else:
+        valid = ", ".join(f"{number} ({name})" for number, name in LOSS_TYPE_NAMES.items())
+        raise ValueError(f"unknown loss_type {loss_type!r}; valid types are {valid}")
+    return loss if node_weights is None else (loss * node_weights[None, :, None]).mean()
+
+
+def physical_node_weights(half_range: torch.Tensor) -> torch.Tensor:
+    """[N] weights that turn a squared error on per-node scaled data into one in physical units
+    (half_range**2), normalised to mean 1 so alpha keeps its meaning."""
+    squared = half_range.double() ** 2
+    return (squared / squared.mean().clamp_min(1e-300)).float()
 
 
 def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: Optional[torch.Tensor] = None,
@@ -64,9 +77,10 @@ def kl_weight(epoch: int, cfg: TrainConfig) -> float:
     return float(cfg.init_beta + fraction * (cfg.beta_target - cfg.init_beta))
 
 
-def vae_loss(output: VAEOutput, target: torch.Tensor, beta: float, cfg: TrainConfig) -> LossTerms:
-    """Loss of one forward pass against the scaled target [B, N, T]."""
-    recon = reconstruction_loss(output.recon, target, cfg.loss_type)
+def vae_loss(output: VAEOutput, target: torch.Tensor, beta: float, cfg: TrainConfig,
+             node_weights: Optional[torch.Tensor] = None) -> LossTerms:
+    """Loss of one forward pass against the scaled target [B, N, T] (node_weights: see reconstruction_loss)."""
+    recon = reconstruction_loss(output.recon, target, cfg.loss_type, node_weights)
     level_means = [level.mean() for level in output.kl_per_level]
     kl = torch.stack(level_means).sum()
     total = cfg.recon_weight * recon + beta * kl

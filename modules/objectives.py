@@ -5,7 +5,7 @@ be wrapped in DistributedDataParallel, so objectives only call it (forward).
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -16,13 +16,16 @@ from modules.losses import kl_weight, vae_loss
 class VAEObjective:
     """Reconstruction x alpha + beta(epoch) x KL of every level, averaged over Recon_iter samples."""
 
-    def __init__(self, train: TrainConfig):
+    def __init__(self, train: TrainConfig, node_weights: Optional[torch.Tensor] = None):
         self.train = train
+        self.node_weights = node_weights
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         fields = batch[0]
         beta = kl_weight(epoch, self.train)
-        terms = [vae_loss(model(fields), fields, beta, self.train) for _ in range(self.train.recon_iterations)]
+        weights = None if self.node_weights is None else self.node_weights.to(fields.device)
+        terms = [vae_loss(model(fields), fields, beta, self.train, weights)
+                 for _ in range(self.train.recon_iterations)]
         total = torch.stack([t.total for t in terms]).mean()
         recon = torch.stack([t.recon.detach() for t in terms]).mean()
         kl = torch.stack([t.kl.detach() for t in terms]).mean()
@@ -46,6 +49,12 @@ E2E_LOSSES = {
 }
 
 
+# decode_flat() is given every level's latent, so these decoder heads (which compute priors and
+# posteriors) are off the path from latent to field: left trainable they would get no gradient,
+# and DistributedDataParallel stops on parameters that require a gradient and never receive one.
+DECODER_HEADS_UNUSED_BY_DECODE_FLAT = ("prior_summaries", "prior_heads", "posterior_heads")
+
+
 class ConditionedDecoder(torch.nn.Module):
     """design -> conditioner -> VAE decoder -> scaled field [B, N, T]; the end-to-end model."""
 
@@ -55,8 +64,9 @@ class ConditionedDecoder(torch.nn.Module):
         self.vae = vae
         for parameter in vae.parameters():
             parameter.requires_grad_(False)
-        for parameter in vae.decoder.parameters():
-            parameter.requires_grad_(finetune_decoder)
+        for name, parameter in vae.decoder.named_parameters():
+            used = name.split(".")[0] not in DECODER_HEADS_UNUSED_BY_DECODE_FLAT
+            parameter.requires_grad_(finetune_decoder and used)
 
     def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         flat = self.conditioner(inputs).flat()

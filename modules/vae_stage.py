@@ -12,6 +12,8 @@ from modules.checkpoint import write_atomically
 from modules.config import RunConfig
 from modules.dataset_io import read_cases
 from modules.evaluate import relative_l2_per_case, summarize_errors
+from modules.linear_path import fit_linear_path
+from modules.losses import physical_node_weights
 from modules.model_bundle import save_vae_bundle, vae_must_match
 from modules.objectives import VAEObjective
 from modules.run_directory import RunDirectory
@@ -23,6 +25,8 @@ from modules.vae import HierarchicalVAE
 
 # In-memory PCA below this many bytes of training fields; streamed IncrementalPCA above.
 PCA_IN_MEMORY_BYTES = 2 * 1024 ** 3
+# The linear path is initialised from at most this much of the training data (evenly spread cases).
+LINEAR_PATH_INIT_BYTES = 1024 ** 3
 
 
 @dataclass
@@ -53,6 +57,23 @@ def build_vae(config: RunConfig) -> HierarchicalVAE:
     return HierarchicalVAE(config.model, config.data.nodes, config.data.timesteps)
 
 
+def node_half_range(sweep: PreparedSweep) -> torch.Tensor:
+    return torch.as_tensor((sweep.scaler.data_max - sweep.scaler.data_min) / 2.0)
+
+
+def initialise_from_pca(model: HierarchicalVAE, sweep: PreparedSweep, config: RunConfig) -> int:
+    """Start the linear path at the PCA of (up to LINEAR_PATH_INIT_BYTES of) the training cases."""
+    per_case = config.data.timesteps * config.data.nodes * 4
+    count = int(min(len(sweep.train_indices), max(2, LINEAR_PATH_INIT_BYTES // per_case)))
+    chosen = sweep.train_indices[np.linspace(0, len(sweep.train_indices) - 1, count).round().astype(int)]
+    scaled = torch.as_tensor(np.asarray(sweep.scaler.transform(read_cases(sweep.array, chosen, config.data))))
+    cases = scaled.transpose(1, 2)  # [k, N, T]
+    weights = node_half_range(sweep) if config.train.physical_weighting else None
+    init = fit_linear_path(cases, config.model.encoder_filters[0], model.flat_latent_dim, node_weights=weights)
+    model.initialise_linear_path(init, node_weights=weights)
+    return count
+
+
 def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory,
               log: RunLog) -> Tuple[HierarchicalVAE, TrainingResult]:
     """Train (or resume) the VAE; returns it on its best validation epoch and saves the bundle."""
@@ -61,8 +82,13 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
              f"{len(sweep.val_indices)} validation cases of {config.data.timesteps} timesteps x "
              f"{config.data.nodes} nodes; device {runtime.device}"
              + (f", {runtime.world_size} processes" if runtime.distributed else ""))
+    if config.model.linear_path:
+        used = initialise_from_pca(model, sweep, config)
+        log.info(f"VAE: linear path starts at the PCA of {used} training cases "
+                 f"({config.model.encoder_filters[0]} spatial modes, {model.flat_latent_dim} components)")
+    weights = physical_node_weights(node_half_range(sweep)) if config.train.physical_weighting else None
     trainer = Trainer(
-        model, VAEObjective(config.train), loop_settings(config), runtime, log,
+        model, VAEObjective(config.train, weights), loop_settings(config), runtime, log,
         CheckpointPaths(run_dir.last_checkpoint("vae"), run_dir.best_checkpoint("vae")),
         config_snapshot=config.to_dict(), must_match=vae_must_match(config),
         extra_state={"scaler": sweep.scaler.state_dict()})

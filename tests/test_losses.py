@@ -115,3 +115,17 @@ def test_vae_loss_combines_terms_by_hand():
     assert terms.kl.item() == pytest.approx(2.0 + 0.5)
     assert [float(level) for level in terms.kl_per_level] == [2.0, 0.5]
     assert terms.total.item() == pytest.approx(10.0 * 5.5 / 4 + 0.1 * 2.5)
+
+
+def test_node_weights_make_the_loss_a_physical_error():
+    from modules.losses import physical_node_weights, reconstruction_loss
+
+    recon = torch.zeros(1, 2, 3)
+    target = torch.tensor([[[0.1, 0.1, 0.1], [0.5, 0.5, 0.5]]])
+    half_range = torch.tensor([10.0, 1.0])  # node 0 spans 20 units, node 1 spans 2
+    weights = physical_node_weights(half_range)
+    assert torch.allclose(weights, torch.tensor([200 / 101, 2 / 101]))
+    # squared physical errors: (0.1*10)^2 = 1 and (0.5*1)^2 = 0.25, normalised by mean(half_range^2) = 50.5
+    expected = (1.0 + 0.25) / 2 / 50.5
+    assert reconstruction_loss(recon, target, 1, weights).item() == pytest.approx(expected, rel=1e-6)
+    assert reconstruction_loss(recon, target, 1).item() == pytest.approx((0.01 + 0.25) / 2)

@@ -10,7 +10,7 @@ from modules.losses import vae_loss
 from modules.vae import HierarchicalVAE, LatentCode, split_flat_latent
 
 NODES, TIMESTEPS = 20, 10
-SMALL = ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3)
+SMALL = ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, linear_path=False)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,8 +45,8 @@ def test_group_count_divides_and_keeps_two_channels_per_group():
 
 @pytest.mark.parametrize("cfg", [
     SMALL,
-    ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, large=True),
-    ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, large=True,
+    ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, linear_path=False, large=True),
+    ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, linear_path=False, large=True,
                 spectral_norm=True, grad_checkpoint=True),
 ], ids=["small", "large", "large-spectral-checkpoint"])
 def test_forward_shapes(cfg):
@@ -64,7 +64,7 @@ def test_forward_shapes(cfg):
 
 
 def test_large_has_more_parameters_than_small():
-    large = ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, large=True)
+    large = ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, linear_path=False, large=True)
     assert build(large).parameter_count() > build(SMALL).parameter_count()
 
 
@@ -176,7 +176,7 @@ def test_logvar_is_clamped():
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     plain = build(SMALL)
-    checkpointed = build(ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3,
+    checkpointed = build(ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, linear_path=False,
                                      grad_checkpoint=True), seed=1)
     checkpointed.load_state_dict(plain.state_dict())
     x = smooth_fields(4)
@@ -204,3 +204,57 @@ def test_short_training_run_reduces_the_loss():
     with torch.no_grad():
         model.eval()
         assert torch.nn.functional.mse_loss(model(x, use_mean=True).recon, x) < 0.25 * losses[0]
+
+
+def weighted_pca_reconstruction(x: torch.Tensor, components: int, weights: torch.Tensor) -> torch.Tensor:
+    """Plain space-time PCA of x [k, N, T] in the metric of node weights, by hand."""
+    flat = (x * weights[None, :, None]).reshape(len(x), -1).double()
+    mean = flat.mean(dim=0)
+    _, _, directions = torch.linalg.svd(flat - mean, full_matrices=False)
+    basis = directions[:components].T
+    projected = (flat - mean) @ basis @ basis.T + mean
+    return (projected.reshape(x.shape) / weights[None, :, None]).float()
+
+
+def test_linear_path_starts_exactly_at_the_pca_and_is_frozen():
+    from modules.linear_path import fit_linear_path
+
+    torch.manual_seed(3)
+    x = torch.einsum("kr,rnt->knt", torch.randn(12, 9), torch.randn(9, NODES, TIMESTEPS)) * 0.05
+    cfg = ModelConfig(encoder_filters=(24, 8, 4), latent_dim_main=4, latent_dim_hier=1)  # 24 >= NODES: exact
+    model = build(cfg)
+    weights = torch.rand(NODES) + 0.5
+    model.initialise_linear_path(fit_linear_path(x, 24, model.flat_latent_dim, weights), weights)
+    model.eval()
+    expected = weighted_pca_reconstruction(x, model.flat_latent_dim, weights)
+    with torch.no_grad():
+        recon = model(x, use_mean=True).recon
+        again = model.decode_flat(model.encode(x).flat())
+    assert torch.allclose(recon, expected, atol=1e-5)
+    assert torch.allclose(again, expected, atol=1e-5)
+    frozen = {id(p) for p in model.linear_path_parameters()}
+    assert frozen and all(not p.requires_grad for p in model.linear_path_parameters())
+    assert all(p.requires_grad for p in model.parameters() if id(p) not in frozen)
+
+
+def test_training_from_the_pca_start_lowers_the_loss():
+    from modules.linear_path import fit_linear_path
+    from modules.losses import reconstruction_loss
+
+    x = smooth_fields(8)
+    cfg = ModelConfig(encoder_filters=(8, 8, 4), latent_dim_main=2, latent_dim_hier=1)  # PCA-4 of 8 cases
+    model = build(cfg)
+    model.initialise_linear_path(fit_linear_path(x, 8, model.flat_latent_dim), None)
+    model.eval()
+    with torch.no_grad():
+        start = reconstruction_loss(model(x, use_mean=True).recon, x, 1).item()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    model.train()
+    for _ in range(150):
+        optimizer.zero_grad()
+        vae_loss(model(x), x, 1e-5, TrainConfig(recon_weight=100.0)).total.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        end = reconstruction_loss(model(x, use_mean=True).recon, x, 1).item()
+    assert end < 0.5 * start
