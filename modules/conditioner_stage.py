@@ -19,6 +19,7 @@ from modules.dataset_io import read_cases
 from modules.design_inputs import DesignDataset, features_for_baselines, load_design_array, scaled_inputs
 from modules.errors import CheckpointError
 from modules.evaluate import relative_l2_per_case, summarize_errors
+from modules.losses import physical_node_weights
 from modules.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
 from modules.run_directory import RunDirectory
 from modules.run_log import RunLog
@@ -89,13 +90,16 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     in_channels = designs.shape[1] if designs.ndim == 4 else 1
     conditioner = build(config, vae, in_channels)
     e2e = config.end_to_end.enabled
+    node_weights = (physical_node_weights(torch.as_tensor((sweep.scaler.data_max - sweep.scaler.data_min) / 2))
+                    if config.train.physical_weighting else None)
     train_set = DesignDataset(inputs, targets, sweep.train_indices, sweep.train_set if e2e else None)
     val_set = DesignDataset(inputs, targets, sweep.val_indices, sweep.val_set if e2e else None)
     if e2e:
         model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder)
-        objective: Any = EndToEndObjective(config.end_to_end)
+        objective: Any = EndToEndObjective(config.end_to_end, node_weights)
     else:
-        model, objective = conditioner, ConditionerObjective()
+        weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)], node_weights)
+        model, objective = conditioner, ConditionerObjective(weights)
     mode = "end-to-end through the decoder" if e2e else "on the VAE's latent vectors"
     log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
              f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}, trained {mode}")
@@ -118,6 +122,26 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     log.info(f"conditioner: best validation loss {result.best_val_loss:.4g} at epoch {result.best_epoch + 1}; "
              f"saved {run_dir.conditioner_bundle}")
     return trained, result, designs
+
+
+@torch.no_grad()
+def field_sensitivity(vae: HierarchicalVAE, train_latents: torch.Tensor,
+                      node_weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """[flat latent] how strongly each latent number moves the decoded field (squared, in the physical
+    metric), normalised to mean 1: a latent error the decoder ignores should cost the conditioner little.
+
+    Finite differences of one standard deviation around the mean training latent, one batched decode."""
+    vae.eval()
+    device = next(vae.parameters()).device
+    mean, spread = train_latents.mean(dim=0), train_latents.std(dim=0).clamp_min(1e-6)
+    steps = torch.diag(spread)
+    latents = torch.cat([mean[None], mean[None] + steps]).to(device)
+    fields = vae.decode_flat(latents).float()  # [1 + d, N, T]
+    change = (fields[1:] - fields[:1]) ** 2
+    if node_weights is not None:
+        change = change * node_weights.to(device)[None, :, None]
+    sensitivity = change.sum(dim=(1, 2)).cpu() / spread.cpu() ** 2
+    return (sensitivity / sensitivity.mean().clamp_min(1e-30)).clamp_min(1e-3)
 
 
 def predict_latents(conditioner: torch.nn.Module, inputs: torch.Tensor, device: torch.device,

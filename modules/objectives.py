@@ -33,11 +33,17 @@ class VAEObjective:
 
 
 class ConditionerObjective:
-    """Mean squared error between predicted and VAE latent codes (flat layout, main first)."""
+    """Squared error between predicted and VAE latent codes (flat layout, main first), each latent number
+    weighted by how much it moves the decoded field (`latent_weights`, mean 1; None = all equal)."""
+
+    def __init__(self, latent_weights: Optional[torch.Tensor] = None):
+        self.latent_weights = latent_weights
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         inputs, targets = batch[0], batch[1]
-        loss = torch.nn.functional.mse_loss(model(inputs).flat().float(), targets)
+        squared = (model(inputs).flat().float() - targets) ** 2
+        loss = squared.mean() if self.latent_weights is None else \
+            (squared * self.latent_weights.to(squared.device)).mean()
         return loss, {"loss": loss.item()}
 
 
@@ -76,14 +82,19 @@ class ConditionedDecoder(torch.nn.Module):
 class EndToEndObjective:
     """LC_alpha x field loss through the decoder (+ latent_reg_weight x latent MSE toward the VAE's code)."""
 
-    def __init__(self, end_to_end: EndToEndConfig):
+    def __init__(self, end_to_end: EndToEndConfig, node_weights: Optional[torch.Tensor] = None):
         self.config = end_to_end
         self.field_loss = E2E_LOSSES[end_to_end.loss_function]
+        self.node_weights = node_weights
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         inputs, targets, fields = batch
         flat, recon = model(inputs)
-        field = self.field_loss(recon.float(), fields)
+        if self.node_weights is None:
+            field = self.field_loss(recon.float(), fields)
+        else:
+            elementwise = self.field_loss(recon.float(), fields, reduction="none")
+            field = (elementwise * self.node_weights.to(fields.device)[None, :, None]).mean()
         total = self.config.recon_weight * field
         latent = torch.nn.functional.mse_loss(flat.float(), targets)
         if self.config.use_latent_regularization:
