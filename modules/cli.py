@@ -69,7 +69,7 @@ def build_train_parser() -> argparse.ArgumentParser:
         description="Train a hierarchical VAE on a sweep of transient simulations, then a latent conditioner "
                     "that maps designs (CSV parameters or images) to it. Settings come from preset.txt and "
                     "input_data/condition.txt; flags below override them.",
-        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     legacy = parser.add_argument_group("legacy flags (same meaning as before)")
     legacy.add_argument("--preset", type=_positive_int, default=1,
                         help="which preset of preset.txt to use (1 = the first block of four lines)")
@@ -113,7 +113,7 @@ def build_predict_parser() -> argparse.ArgumentParser:
                "  python SimulGen-VAE.py predict --model model_save --params designs.csv --out pred.npy\n"
                "  python SimulGen-VAE.py predict --model model_save --images new_designs/ --out pred.npy --samples 20\n"
                "  python SimulGen-VAE.py predict --model model_save --params designs.csv --out pred.npy --vtu vtu/\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model", type=Path, default=Path("model_save"), help="folder of a trained run")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--params", type=Path, help="CSV of design parameters, one row per design")
@@ -134,7 +134,7 @@ def build_reconstruct_parser() -> argparse.ArgumentParser:
         description="Run a trained VAE (encode, then decode) on a dataset file and write the reconstruction in "
                     "physical units, same shape as the model's window of the input.",
         epilog="example:\n  python SimulGen-VAE.py reconstruct --model model_save --data input_data/dataset1.npy "
-               "--out recon.npy\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+               "--out recon.npy\n", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model", type=Path, default=Path("model_save"), help="folder of a trained run")
     parser.add_argument("--data", type=Path, required=True, help="dataset file (.npy, .npz or legacy .pickle)")
     parser.add_argument("--out", type=Path, required=True, help="output .npy")
