@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from modules.config import DataConfig, RunConfig
 from modules.dataset_io import check_sweep, default_dataset_path, open_sweep, resolve_dataset_path
 from modules.datasets import FieldDataset, available_memory_bytes, make_split
 from modules.demo_data import DATASET_FILE, DemoSweepSpec, ensure_demo_sweep
 from modules.errors import DataError
-from modules.scaling import NodeScaler
+from modules.runtime import Runtime
+from modules.scaling import SCALED_LIMIT, NodeScaler
 
 
 @dataclass
@@ -74,14 +76,28 @@ def load_coordinates(data: DataConfig, base_dir: Path) -> Optional[np.ndarray]:
     return np.asarray(coordinates[data.node_start:data.node_stop], dtype=np.float64)
 
 
-def prepare_sweep(config: RunConfig, base_dir: Path) -> PreparedSweep:
+def fit_shared_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataConfig,
+                      runtime: Optional[Runtime]) -> NodeScaler:
+    """Fit the scaler on rank 0 only (one pass over the training cases, not one per rank) and send its
+    bounds to the other ranks as tensors, so every rank scales with bit-identical numbers."""
+    if runtime is None or not runtime.distributed:
+        return NodeScaler().fit(array, train_indices, data)
+    bounds = torch.zeros(2, data.nodes, dtype=torch.float64)
+    if runtime.is_main:
+        fitted = NodeScaler().fit(array, train_indices, data).state_dict()
+        bounds = torch.stack([fitted["data_min"], fitted["data_max"]])
+    runtime.broadcast_(bounds)
+    return NodeScaler.from_state_dict({"data_min": bounds[0], "data_max": bounds[1], "scaled_limit": SCALED_LIMIT})
+
+
+def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] = None) -> PreparedSweep:
     data = config.data
     ensure_demo_data(data, base_dir)
     path = resolve_dataset_path(data, base_dir)
     array = open_sweep(path)
     check_sweep(array, data, path, condition_file=config.condition_path)
     train_indices, val_indices = make_split(data.num_cases, data.validation_fraction, data.split_seed)
-    scaler = NodeScaler().fit(array, train_indices, data)
+    scaler = fit_shared_scaler(array, train_indices, data, runtime)
     budget = available_memory_bytes()
     train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, budget, array=array)
     val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, budget, array=array)

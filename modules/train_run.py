@@ -10,14 +10,14 @@ import numpy as np
 
 from modules.config import RunConfig
 from modules.dataset_io import read_cases
-from modules.errors import CheckpointError
+from modules.errors import CheckpointError, SimulGenError
 from modules.evaluate import format_report_table, write_report
 from modules.model_bundle import load_vae_bundle, vae_must_match
 from modules.checkpoint import require_matching, write_atomically
 from modules.run_directory import RunDirectory
 from modules.run_log import RunLog
 from modules.runtime import Runtime, setup_runtime, shutdown_runtime
-from modules.sweep_data import PreparedSweep, prepare_sweep
+from modules.sweep_data import PreparedSweep, ensure_demo_data, prepare_sweep
 from modules.trainer import TrainingResult
 from modules import conditioner_stage, vae_stage
 
@@ -27,9 +27,18 @@ def restarted_by_torchrun() -> bool:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
+def _has_checkpoint(run_dir: RunDirectory) -> bool:
+    try:
+        run_dir.require_resumable()
+    except SimulGenError:
+        return False
+    return True
+
+
 def run_training(config: RunConfig, notices: List[str], show_progress: bool = True) -> Dict[str, Any]:
     """Run every stage the config asks for; returns the report (rank 0) or {} (other ranks)."""
-    if restarted_by_torchrun() and not config.resume:
+    # A group that died before its first checkpoint has nothing to resume: it starts again.
+    if restarted_by_torchrun() and not config.resume and _has_checkpoint(RunDirectory(Path(config.output_dir))):
         from dataclasses import replace
         config = replace(config, resume=True)
     runtime = setup_runtime(config.train.device, config.train.amp, config.use_ddp)
@@ -52,9 +61,15 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         log.info(f"note: {notice}")
     try:
         base_dir = Path.cwd()
-        sweep = prepare_sweep(config, base_dir)
+        if runtime.is_main:
+            ensure_demo_data(config.data, base_dir)  # one writer; the other ranks find the files after the barrier
+        runtime.barrier()
+        sweep = prepare_sweep(config, base_dir, runtime)
+        copies = f", one copy per process ({runtime.world_size}); --load_all=0 streams instead" \
+            if runtime.distributed else ""
         log.info(f"data: {sweep.path} ({config.data.num_cases} cases; window {config.data.timesteps} timesteps x "
-                 f"{config.data.nodes} nodes; {'in memory' if config.data.load_all else 'streamed from disk'})")
+                 f"{config.data.nodes} nodes; "
+                 f"{'in memory' + copies if config.data.load_all else 'streamed from disk'})")
         report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root)}
         model, result = _vae(config, sweep, runtime, run_dir, log)
         latents = vae_stage.encode_cases(model, sweep.array, config, sweep.scaler, runtime.device)

@@ -5,6 +5,11 @@ shuffling (seeded per epoch, so a resumed run sees the same order), AdamW,
 the learning-rate schedule, mixed precision, gradient clipping, validation,
 metrics reduced over ranks, early stopping, the NaN guard, 'last' and 'best'
 checkpoints, and a clean stop on Ctrl-C or SIGTERM that can be resumed exactly.
+
+Under DDP (see runtime.py) every rank runs this same loop on its shard: the
+global batch stays settings.batch_size, the logged metrics are means over all
+ranks' samples, only rank 0 writes, and each rank's random stream is saved so
+a restarted group continues exactly.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -21,7 +26,7 @@ from tqdm import tqdm
 
 from modules.checkpoint import (capture_rng_state, load_state, load_weights, require_matching, restore_rng_state,
                                 save_state)
-from modules.errors import SimulGenError, TrainingDivergedError
+from modules.errors import CheckpointError, SimulGenError, TrainingDivergedError
 from modules.run_log import RunLog
 from modules.runtime import Runtime, evaluation_mode, unwrap
 
@@ -134,6 +139,7 @@ class Trainer:
                 f"{settings.name}: the batch size {settings.batch_size} does not divide evenly over "
                 f"{runtime.world_size} processes; choose a batch size that is a multiple of {runtime.world_size}")
         self.rank_batch_size = max(1, settings.batch_size // runtime.world_size)
+        runtime.seed_this_rank(settings.seed)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         if self.settings.lr_schedule == "constant":
@@ -164,12 +170,46 @@ class Trainer:
         }
 
     def save(self, path: Path) -> None:
+        """Rank 0 writes; every rank must call this (it gathers each rank's random state first)."""
+        rng_per_rank = self._gather_rng_states()
         if self.runtime.is_main:
-            save_state(path, self.state())
+            state = self.state()
+            if rng_per_rank is not None:
+                state["rng_per_rank"] = rng_per_rank
+            save_state(path, state)
         self.runtime.barrier()
+
+    def _gather_rng_states(self) -> Optional[List[Dict[str, torch.Tensor]]]:
+        """[{"torch": cpu state, "cuda": this rank's device state}] per rank, or None in one process."""
+        runtime = self.runtime
+        if not runtime.distributed:
+            return None
+        gathered = {"torch": runtime.all_gather(torch.get_rng_state())}
+        if runtime.device.type == "cuda":
+            gathered["cuda"] = runtime.all_gather(torch.cuda.get_rng_state(runtime.device))
+        return [{key: parts[rank] for key, parts in gathered.items()} for rank in range(runtime.world_size)]
+
+    def _restore_rng(self, state: Dict[str, Any]) -> None:
+        runtime = self.runtime
+        per_rank = state.get("rng_per_rank")
+        if runtime.distributed and per_rank is not None and len(per_rank) == runtime.world_size:
+            mine = per_rank[runtime.rank]
+            torch.set_rng_state(mine["torch"])
+            if "cuda" in mine and runtime.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], runtime.device)
+            return
+        restore_rng_state(state["rng"])
+        if runtime.distributed:
+            # Saved by another number of processes: the batches differ anyway; keep the ranks' streams apart.
+            runtime.seed_this_rank(self.settings.seed + self.epoch)
 
     def resume(self, path: Path) -> None:
         """Continue exactly where `path` stopped (same weights, optimiser, schedule, RNG and batch position)."""
+        missing_somewhere = self.runtime.any_rank(not Path(path).is_file())
+        if missing_somewhere:
+            raise CheckpointError(
+                f"{path}: not found on every process (each of the {self.runtime.world_size} processes reads it "
+                f"to resume); with several nodes put --out on a filesystem that every node mounts")
         state = load_state(path)
         if state.get("stage") != self.settings.name:
             raise SimulGenError(f"{path} is a '{state.get('stage')}' checkpoint, not '{self.settings.name}'")
@@ -178,8 +218,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.grad_scaler.load_state_dict(state["grad_scaler"])
-        restore_rng_state(state["rng"])
         self.epoch, self.batches_done = state["epoch"], state["batches_done"]
+        self._restore_rng(state)
         self.result.history = {key: list(values) for key, values in state["history"].items()}
         self.result.best_epoch, self.result.best_val_loss = state["best_epoch"], state["best_val_loss"]
         self.result.seconds = state.get("seconds", 0.0)
@@ -189,14 +229,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _epoch_batches(self, dataset: Dataset, epoch: int) -> List[List[int]]:
-        """This rank's batches for `epoch`: a seeded shuffle, identical on every run and after resume."""
+        """This rank's batches for `epoch`: a seeded shuffle, identical on every run and after resume.
+
+        Batch j of every rank together holds the cases of batch j of a one-process run (see
+        Runtime.sampler), so the averaged DDP gradient is the one-process gradient of that batch.
+        """
         sampler = self.runtime.sampler(dataset, shuffle=True, seed=self.settings.seed)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-            order = list(sampler)
-        else:
-            generator = torch.Generator().manual_seed(self.settings.seed * 100003 + epoch)
-            order = torch.randperm(len(dataset), generator=generator).tolist()
+        sampler.set_epoch(epoch)  # a new order every epoch, the same on every rank
+        order = list(sampler)
         size = self.rank_batch_size
         return [order[start:start + size] for start in range(0, len(order), size)]
 
@@ -215,7 +255,7 @@ class Trainer:
             while self.epoch < settings.epochs:
                 epoch_started = time.perf_counter()
                 train_metrics, seen = self._train_epoch(train_set, num_workers, stop)
-                samples_seen += seen
+                samples_seen += self.runtime.all_reduce_sum(seen)  # cases/s of the whole group
                 val_metrics = self._validate(val_set, num_workers)
                 self.scheduler.step()
                 self._record(train_metrics, val_metrics)
@@ -243,14 +283,23 @@ class Trainer:
         elapsed = time.perf_counter() - started
         self.result.epochs_run = self.epoch
         self.result.samples_per_second = samples_seen / elapsed if elapsed > 0 else 0.0
+        if self.runtime.distributed:
+            digest = self.runtime.require_identical_replicas(unwrap(self.model), settings.name)
+            self.log.info(f"{settings.name}: all {self.runtime.world_size} processes hold identical weights "
+                          f"after epoch {self.epoch} (sha256 {digest[:16]})")
         self.load_best_weights()
         return self.result
 
     def load_best_weights(self) -> None:
-        """End on the epoch with the lowest validation loss."""
-        if self.checkpoints.best.is_file():
-            state = load_state(self.checkpoints.best, map_location=self.runtime.device)
+        """End on the epoch with the lowest validation loss (rank 0 reads it and sends it to the others,
+        so nodes without rank 0's disk get the same weights)."""
+        runtime = self.runtime
+        if not runtime.any_rank(runtime.is_main and self.checkpoints.best.is_file()):
+            return
+        if runtime.is_main:
+            state = load_state(self.checkpoints.best, map_location=runtime.device)
             unwrap(self.model).load_state_dict(state["model"])
+        runtime.broadcast_module_(unwrap(self.model))
 
     def _train_epoch(self, dataset: Dataset, num_workers: int, stop: _StopRequest) -> Tuple[Dict[str, float], int]:
         settings, runtime = self.settings, self.runtime
@@ -301,14 +350,19 @@ class Trainer:
         return loss, metrics
 
     def _validate(self, dataset: Dataset, num_workers: int) -> Dict[str, float]:
+        """Mean metrics over the whole validation set: each rank takes a disjoint, unpadded shard, so
+        no case counts twice; a rank left without cases evaluates one with weight 0 to learn the keys."""
         runtime = self.runtime
-        sampler = runtime.sampler(dataset, shuffle=False, seed=0)
-        indices = list(sampler) if sampler is not None else list(range(len(dataset)))
+        indices = runtime.shard(len(dataset))
+        weight_of_cases = 1.0 if indices else 0.0
+        indices = indices or [0]
         batches = [indices[i:i + self.rank_batch_size] for i in range(0, len(indices), self.rank_batch_size)]
         totals: Dict[str, float] = {}
         seen = 0
         rng = capture_rng_state()  # validation sampling must not shift the training random stream
-        with evaluation_mode(self.model) as model, runtime.autocast():
+        # The plain module: no gradient to average, and DDP's forward would sync buffers in lockstep,
+        # which ranks with different shard sizes cannot keep.
+        with evaluation_mode(unwrap(self.model)) as model, runtime.autocast():
             for batch in self._loader(dataset, batches, num_workers):
                 batch = move_to_device(batch, runtime.device)
                 _, metrics = self.objective(model, batch, self.epoch)
@@ -318,7 +372,7 @@ class Trainer:
                     totals[key] = totals.get(key, 0.0) + value * size
         restore_rng_state(rng)
         local = {key: value / max(seen, 1) for key, value in totals.items()}
-        return runtime.all_reduce_mean(local, weight=float(seen))
+        return runtime.all_reduce_mean(local, weight=float(seen) * weight_of_cases)
 
     # --------------------------------------------------------------- logging
     def _record(self, train_metrics: Dict[str, float], val_metrics: Dict[str, float]) -> None:
