@@ -16,9 +16,13 @@ from modules.losses import kl_weight, vae_loss
 class VAEObjective:
     """Reconstruction x alpha + beta(epoch) x KL of every level, averaged over Recon_iter samples."""
 
-    def __init__(self, train: TrainConfig, node_weights: Optional[torch.Tensor] = None):
+    def __init__(self, train: TrainConfig, node_weights: Optional[torch.Tensor] = None,
+                 to_physical: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+        """to_physical: (offset [N], factor [N]) with physical = offset + factor * scaled; when given, the
+        epoch is selected on the report's metric, the mean relative L2 error per case in physical units."""
         self.train = train
         self.node_weights = node_weights
+        self.to_physical = to_physical
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         fields = batch[0]
@@ -29,7 +33,20 @@ class VAEObjective:
         total = torch.stack([t.total for t in terms]).mean()
         recon = torch.stack([t.recon.detach() for t in terms]).mean()
         kl = torch.stack([t.kl.detach() for t in terms]).mean()
-        return total, {"loss": total.item(), "recon": recon.item(), "kl": kl.item(), "beta": beta}
+        # 'selection' picks the best epoch. Not the total loss: beta changes during warm-up, which makes the
+        # totals of different epochs incomparable. The report's own metric where the physical units are known.
+        metrics = {"loss": total.item(), "recon": recon.item(), "kl": kl.item(), "beta": beta}
+        if not model.training:
+            metrics["selection"] = recon.item() if self.to_physical is None else self._relative_error(model, fields)
+        return total, metrics
+
+    def _relative_error(self, model: torch.nn.Module, fields: torch.Tensor) -> float:
+        """Mean over the batch of ||x - x_hat|| / ||x|| in physical units, with posterior means."""
+        offset, factor = (t.to(fields.device)[None, :, None] for t in self.to_physical)
+        truth = offset + factor * fields
+        recon = offset + factor * model(fields, use_mean=True).recon.float()
+        errors = (recon - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1).clamp_min(1e-30)
+        return errors.mean().item()
 
 
 class ConditionerObjective:

@@ -13,7 +13,7 @@ from modules.dataset_io import read_cases
 from modules.errors import CheckpointError, SimulGenError
 from modules.evaluate import format_report_table, write_report
 from modules.model_bundle import load_vae_bundle, vae_must_match
-from modules.checkpoint import require_matching, write_atomically
+from modules.checkpoint import load_state, require_matching, write_atomically
 from modules.run_directory import RunDirectory
 from modules.run_log import RunLog
 from modules.runtime import Runtime, setup_runtime, shutdown_runtime
@@ -101,7 +101,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
 
 def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory, log: RunLog):
     """Train the VAE, or with --lc_only / a resumed run whose VAE is finished, load it."""
-    finished = run_dir.vae_bundle.is_file() and (config.resume or config.lc_only)
+    finished = run_dir.vae_bundle.is_file() and (config.lc_only or (config.resume and _vae_finished(run_dir)))
     if config.lc_only or finished:
         path = run_dir.vae_bundle if finished else Path(config.end_to_end.vae_model_path)
         if not path.is_file():
@@ -117,6 +117,12 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
         log.info(f"VAE: using the trained model {path}")
         return bundle.model, None
     return vae_stage.train_vae(config, sweep, runtime, run_dir, log)
+
+
+def _vae_finished(run_dir: RunDirectory) -> bool:
+    """The VAE stage of this run ended (its bundle is this run's, not a leftover of an earlier one)."""
+    last = run_dir.last_checkpoint("vae")
+    return not last.is_file() or bool(load_state(last).get("finished", False))
 
 
 def _report_table(report: Dict[str, Any]) -> str:

@@ -56,6 +56,9 @@ class LoopSettings:
     checkpoint_every: int
     seed: int
     divergence_hint: str = "lower the learning rate"
+    evaluate_start: bool = False
+    """Validate the weights before the first epoch too, and keep them if no epoch beats them
+    (for a model that starts from a meaningful solution, e.g. the VAE's PCA start)."""
 
 
 @dataclass
@@ -161,6 +164,7 @@ class Trainer:
             "rng": capture_rng_state(),
             "history": self.result.history,
             "best_epoch": self.result.best_epoch,
+            "finished": self.result.stopped_early or self.epoch >= self.settings.epochs,
             "best_val_loss": self.result.best_val_loss,
             "epochs_since_best": self.epochs_since_best,
             "seconds": self.result.seconds,
@@ -252,6 +256,13 @@ class Trainer:
         settings = self.settings
         samples_seen, started = 0, time.perf_counter()
         with _StopRequest() as stop:
+            if settings.evaluate_start and self.epoch == 0 and self.batches_done == 0 \
+                    and self.result.best_val_loss == math.inf:
+                start_metrics = self._validate(val_set, num_workers)
+                self.result.best_val_loss, self.result.best_epoch = _selection(start_metrics), -1
+                self.log.info(f"{settings.name}: before training, validation "
+                              + "  ".join(f"{key} {value:.4g}" for key, value in start_metrics.items()))
+                self.save(self.checkpoints.best)
             while self.epoch < settings.epochs:
                 epoch_started = time.perf_counter()
                 train_metrics, seen = self._train_epoch(train_set, num_workers, stop)
@@ -260,9 +271,9 @@ class Trainer:
                 self.scheduler.step()
                 self._record(train_metrics, val_metrics)
                 self.result.seconds += time.perf_counter() - epoch_started
-                improved = val_metrics["loss"] < self.result.best_val_loss
+                improved = _selection(val_metrics) < self.result.best_val_loss
                 if improved:
-                    self.result.best_val_loss, self.result.best_epoch = val_metrics["loss"], self.epoch
+                    self.result.best_val_loss, self.result.best_epoch = _selection(val_metrics), self.epoch
                     self.epochs_since_best = 0
                 else:
                     self.epochs_since_best += 1
@@ -406,6 +417,11 @@ class Trainer:
         scalars.update({f"val/{k}": v for k, v in val_metrics.items()})
         scalars["lr"] = lr
         self.log.scalars(name, scalars, self.epoch)
+
+
+def _selection(val_metrics: Dict[str, float]) -> float:
+    """What 'best' means: the objective's 'selection' metric if it gives one, else its loss."""
+    return val_metrics.get("selection", val_metrics["loss"])
 
 
 def _batch_length(batch: Any) -> int:

@@ -17,6 +17,7 @@ from modules.losses import physical_node_weights
 from modules.model_bundle import save_vae_bundle, vae_must_match
 from modules.objectives import VAEObjective
 from modules.run_directory import RunDirectory
+from modules.scaling import SCALED_LIMIT
 from modules.run_log import RunLog
 from modules.runtime import Runtime, evaluation_mode
 from modules.sweep_data import PreparedSweep
@@ -47,7 +48,7 @@ def loop_settings(config: RunConfig) -> LoopSettings:
         name="vae", epochs=train.epochs, batch_size=train.batch_size, learning_rate=train.learning_rate,
         weight_decay=train.weight_decay, grad_clip=train.grad_clip, lr_schedule=train.lr_schedule,
         min_lr_fraction=train.min_lr_fraction, early_stopping_patience=train.early_stopping_patience,
-        checkpoint_every=train.checkpoint_every, seed=train.seed,
+        checkpoint_every=train.checkpoint_every, seed=train.seed, evaluate_start=config.model.linear_path,
         divergence_hint=f"lower LearningR (now {train.learning_rate:g}) or alpha (now {train.recon_weight:g}), "
                         f"or keep grad_clip on (now {train.grad_clip:g})")
 
@@ -55,6 +56,14 @@ def loop_settings(config: RunConfig) -> LoopSettings:
 def build_vae(config: RunConfig) -> HierarchicalVAE:
     torch.manual_seed(config.train.seed)
     return HierarchicalVAE(config.model, config.data.nodes, config.data.timesteps)
+
+
+def physical_conversion(sweep: PreparedSweep) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(offset, factor) per node with physical = offset + factor * scaled (the inverse of the node scaler)."""
+    scaler = sweep.scaler
+    offset = torch.as_tensor((scaler.data_max + scaler.data_min) / 2.0, dtype=torch.float32)
+    factor = torch.as_tensor((scaler.data_max - scaler.data_min) / 2.0 / SCALED_LIMIT, dtype=torch.float32)
+    return offset, factor
 
 
 def node_half_range(sweep: PreparedSweep) -> torch.Tensor:
@@ -88,7 +97,7 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
                  f"({config.model.encoder_filters[0]} spatial modes, {model.flat_latent_dim} components)")
     weights = physical_node_weights(node_half_range(sweep)) if config.train.physical_weighting else None
     trainer = Trainer(
-        model, VAEObjective(config.train, weights), loop_settings(config), runtime, log,
+        model, VAEObjective(config.train, weights, physical_conversion(sweep)), loop_settings(config), runtime, log,
         CheckpointPaths(run_dir.last_checkpoint("vae"), run_dir.best_checkpoint("vae")),
         config_snapshot=config.to_dict(), must_match=vae_must_match(config),
         extra_state={"scaler": sweep.scaler.state_dict()})
@@ -99,7 +108,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         save_vae_bundle(run_dir.vae_bundle, model, config, sweep.scaler, sweep.train_indices, sweep.val_indices,
                         sweep.coordinates)
     runtime.barrier()
-    log.info(f"VAE: best validation loss {result.best_val_loss:.4g} at epoch {result.best_epoch + 1}; "
+    best = f"epoch {result.best_epoch + 1}" if result.best_epoch >= 0 else "the PCA start (no epoch improved on it)"
+    log.info(f"VAE: best validation relative L2 error {result.best_val_loss:.4%} at {best}; "
              f"{result.samples_per_second:.1f} cases/s; saved {run_dir.vae_bundle}")
     return model, result
 

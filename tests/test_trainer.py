@@ -128,3 +128,19 @@ def test_early_stopping_stops_after_patience(tmp_path):
     assert result.stopped_early or result.epochs_run == 50
     if result.stopped_early:
         assert result.epochs_run - 1 - result.best_epoch == 2
+
+
+def test_a_start_no_epoch_beats_is_kept(tmp_path):
+    """evaluate_start: weights that begin at a good solution survive a training that only makes them worse."""
+    train, val = make_data()
+    trainer = build(tmp_path, NoisyObjective(), epochs=3, learning_rate=5.0, grad_clip=0.0, lr_schedule="constant",
+                    evaluate_start=True)
+    model = trainer.model
+    with torch.no_grad():  # the exact solution of make_data's linear relation
+        model.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
+        model.bias.fill_(0.3)
+    result = trainer.fit(train, val)
+    assert result.best_epoch == -1
+    assert torch.allclose(model.weight, torch.tensor([[1.0, -2.0, 0.5]])) and torch.allclose(model.bias, torch.tensor([0.3]))
+    assert all(v > result.best_val_loss for v in result.history["val_loss"])
+    assert "before training, validation loss" in (tmp_path / "log.txt").read_text()
