@@ -177,6 +177,8 @@ def test_lc_only_retrains_the_conditioner_and_keeps_the_vae(trained_run, entry, 
                       ["--out", str(copy), "--lc_only=1", "--overwrite", "--seed", "7"]) == 0
     assert (copy / "SimulGen-VAE").read_bytes() == vae_before
     assert (copy / "latent_conditioner.pt").read_bytes() != lc_before
+    history = load_state(copy / "checkpoints" / "conditioner_last.pt")["history"]
+    assert history["train_loss"][-1] < history["train_loss"][0]
 
 
 def test_lc_only_without_a_trained_vae_is_a_clear_error(entry, tmp_path, capsys):
@@ -220,3 +222,32 @@ def test_end_to_end_training_lowers_the_field_loss(entry, tmp_path):
     history = load_state(tmp_path / "out" / "checkpoints" / "conditioner_last.pt")["history"]
     assert history["train_field"][-1] < history["train_field"][0]
     assert "(end-to-end)" in (tmp_path / "out" / "report.txt").read_text()
+
+
+def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):
+    extra = "image_size\t16\n"
+    args = write_config(tmp_path, epochs=2, lc_epochs=4, extra=extra)
+    condition = tmp_path / "condition.txt"
+    condition.write_text(condition.read_text().replace("input_type\tcsvs", "input_type\timage").replace(
+        f"param_dir\t{tmp_path / 'data'}/params.csv", f"param_dir\t{tmp_path / 'data'}/images"))
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())["conditioner"]
+    assert report["architecture"] == "cnn" and report["input_type"] == "image"
+    assert "Prediction of designs from their images" in (out / "report.txt").read_text()
+    new_designs = tmp_path / "new"
+    new_designs.mkdir()
+    for name in ("case_0010.png", "case_0002.png"):
+        (new_designs / name).write_bytes((tmp_path / "data" / "images" / name).read_bytes())
+    target = tmp_path / "pred.npy"
+    assert entry.main(["predict", "--model", str(out), "--images", str(new_designs), "--out", str(target),
+                       "--device", "cpu"]) == 0
+    prediction = np.load(target)
+    assert prediction.shape == (2, 8, 64) and np.isfinite(prediction).all()
+    # natural order: case_0002 first; the same design predicts the same field as in a batch of one
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "a.png").write_bytes((new_designs / "case_0002.png").read_bytes())
+    assert entry.main(["predict", "--model", str(out), "--images", str(single), "--out", str(tmp_path / "one.npy"),
+                       "--device", "cpu"]) == 0
+    assert np.allclose(np.load(tmp_path / "one.npy")[0], prediction[0], atol=1e-5)
