@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from modules.cli import non_negative_int, positive_int
+
 TRAINING_SCRIPT = Path(__file__).resolve().parent / "SimulGen-VAE.py"
 LOCAL_HOST = "127.0.0.1"
 # Subcommands of SimulGen-VAE.py that run in one process and have no --use_ddp flag.
@@ -48,28 +50,8 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {value}")
     return value
@@ -83,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train SimulGen-VAE on several processes with DistributedDataParallel, launched by\n"
                     "PyTorch's torchrun (python -m torch.distributed.run). Prints the exact command, runs it\n"
                     "and exits with its return code.")
-    parser.add_argument("--nproc", type=_positive_int,
+    parser.add_argument("--nproc", type=positive_int,
                         help="processes on this node (default: one per CUDA GPU; 1 on a CPU-only machine). "
                              "More than 1 on CPU uses gloo, for testing")
-    parser.add_argument("--nnodes", type=_positive_int, default=1, help="number of machines (default 1)")
-    parser.add_argument("--node-rank", type=_non_negative_int,
+    parser.add_argument("--nnodes", type=positive_int, default=1, help="number of machines (default 1)")
+    parser.add_argument("--node-rank", type=non_negative_int,
                         help="this machine's index, 0 to NNODES-1 (required when --nnodes > 1)")
     parser.add_argument("--master-addr",
                         help="address of node 0, reachable from every node (required when --nnodes > 1; "
@@ -95,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--master-port", type=_port,
                         help="free TCP port on node 0 (required when --nnodes > 1; single node: a free port "
                              "is picked)")
-    parser.add_argument("--max-restarts", type=_non_negative_int, default=0,
+    parser.add_argument("--max-restarts", type=non_negative_int, default=0,
                         help="restart the process group up to K times after a failure (default 0)")
     parser.add_argument("--dry-run", action="store_true", help="print the torchrun command without running it")
     return parser

@@ -43,13 +43,23 @@ def _zero_one(text: str) -> int:
     return int(text)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
     return value
 
 
@@ -71,7 +81,7 @@ def build_train_parser() -> argparse.ArgumentParser:
                     "input_data/condition.txt; flags below override them.",
         epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     legacy = parser.add_argument_group("legacy flags (same meaning as before)")
-    legacy.add_argument("--preset", type=_positive_int, default=1,
+    legacy.add_argument("--preset", type=positive_int, default=1,
                         help="which preset of preset.txt to use (1 = the first block of four lines)")
     legacy.add_argument("--plot", type=int, choices=(0, 1, 2), default=2,
                         help="0 show plots in windows, 1 save PNGs under OUT/plots, 2 no plots (default 2)")
@@ -94,10 +104,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     files.add_argument("--overwrite", action="store_true",
                        help="allow replacing the results of a previous run in OUT (otherwise refused)")
     overrides = parser.add_argument_group("overrides of condition.txt")
-    overrides.add_argument("--epochs", type=_positive_int, help="VAE epochs (Training_epochs)")
-    overrides.add_argument("--batch-size", type=_positive_int, help="VAE batch size (Batch_size)")
+    overrides.add_argument("--epochs", type=positive_int, help="VAE epochs (Training_epochs)")
+    overrides.add_argument("--batch-size", type=positive_int, help="VAE batch size (Batch_size)")
     overrides.add_argument("--lr", type=_positive_float, help="VAE learning rate (LearningR)")
-    overrides.add_argument("--lc-epochs", type=_positive_int, help="conditioner epochs (n_epoch)")
+    overrides.add_argument("--lc-epochs", type=positive_int, help="conditioner epochs (n_epoch)")
     overrides.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     overrides.add_argument("--seed", type=int, help="seed of weights, sampling and shuffling")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (log lines only)")
@@ -123,7 +133,7 @@ def build_predict_parser() -> argparse.ArgumentParser:
                         help="also draw K decoder samples and write their mean and standard deviation")
     parser.add_argument("--vtu", type=Path, help="also write each prediction as a ParaView time series here")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="designs per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="designs per forward pass")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
@@ -139,7 +149,7 @@ def build_reconstruct_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="dataset file (.npy, .npz or legacy .pickle)")
     parser.add_argument("--out", type=Path, required=True, help="output .npy")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--batch-size", type=_positive_int, default=32, help="cases per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="cases per forward pass")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
