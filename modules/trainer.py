@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,11 +97,10 @@ class _StopRequest:
         self._previous: Dict[int, Any] = {}
 
     def __enter__(self) -> "_StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default effect.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. some test runners)
-                pass
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
