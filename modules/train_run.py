@@ -53,9 +53,6 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
     run_dir.guard_previous_run(config.lc_only, config.resume, config.overwrite)
     if config.resume:
         run_dir.require_resumable()
-    if runtime.is_main:
-        run_dir.root.mkdir(parents=True, exist_ok=True)
-        write_atomically(run_dir.config_json, lambda s: s.write(json.dumps(config.to_dict(), indent=2) + "\n"), "w")
     log = RunLog(run_dir.log_file, run_dir.tensorboard, enabled=runtime.is_main, show_progress=show_progress)
     for notice in notices:
         log.info(f"note: {notice}")
@@ -67,6 +64,9 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         sweep = prepare_sweep(config, base_dir, runtime)
         copies = f", one copy per process ({runtime.world_size}); --load_all=0 streams instead" \
             if runtime.distributed else ""
+        if runtime.is_main and not config.resume:  # a resumed run keeps the settings file of the run it continues
+            write_atomically(run_dir.config_json,
+                             lambda stream: stream.write(json.dumps(config.to_dict(), indent=2) + "\n"), "w")
         log.info(f"data: {sweep.path} ({config.data.num_cases} cases; window {config.data.timesteps} timesteps x "
                  f"{config.data.nodes} nodes; "
                  f"{'in memory' + copies if config.data.load_all else 'streamed from disk'})")
