@@ -1,20 +1,15 @@
 """Command-line mistakes: a clear message, a non-zero exit, and nothing written."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
+from tiny_sweep import load_entry
 
 @pytest.fixture(scope="module")
 def entry():
-    spec = importlib.util.spec_from_file_location("simulgen_entry_cli", REPO / "SimulGen-VAE.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_entry("simulgen_entry_cli")
 
 
 def test_unknown_flag_is_refused(entry, capsys):

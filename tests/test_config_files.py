@@ -9,18 +9,16 @@ import pytest
 from modules.config_files import load_run_config
 from modules.errors import ConfigError
 
-LEGACY = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "legacy"
+# A copy of ../shared/fixtures/legacy: the exact files existing users keep (kept in the repo so CI never skips).
+LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 REPO = Path(__file__).resolve().parents[1]
 
 
 def legacy_copy(tmp_path: Path) -> tuple:
-    """The legacy fixture pair, copied so a test can edit it (falls back to the repo's demo files)."""
-    source = LEGACY if (LEGACY / "condition.txt").is_file() else None
+    """The legacy fixture pair, copied so a test can edit it."""
     preset, condition = tmp_path / "preset.txt", tmp_path / "condition.txt"
-    if source is None:
-        pytest.skip("../shared/fixtures/legacy is not available")
-    shutil.copy(source / "preset.txt", preset)
-    shutil.copy(source / "condition.txt", condition)
+    shutil.copy(LEGACY / "preset.txt", preset)
+    shutil.copy(LEGACY / "condition.txt", condition)
     return preset, condition
 
 

@@ -8,7 +8,6 @@ flags) are tested in their modules' test files; the README table maps every line
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import pickle
 import re
@@ -27,54 +26,16 @@ from modules import checkpoint
 from modules.checkpoint import load_state, save_state
 from modules.demo_data import DemoSweepSpec, ensure_demo_sweep
 from modules.objectives import VAEObjective
+from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 20  # long enough that a kill after epoch 2 lands mid-training (about 0.2 s per epoch here)
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
-PRESET = """data_No, init_beta_divisior, num_filter_enc, latent_conditioner_filter
-1
-3
-{filters}
-16 16
-"""
-
-
-def condition_text(data_dir: Path, epochs: int, data_file: str = "dataset1.npy", demo: int = 1) -> str:
-    return f"""Common params
-Dim1\t16
-Dim2\t8
-Dim3\t64
-num_var\t1
-'
-data_path\t{data_dir / data_file}
-coordinates_path\t{data_dir}/coordinates.npy
-demo_data\t{demo}
-validation_fraction\t0.25
-%LSH-VAE parameters
-Training_epochs\t{epochs}
-Batch_size\t4
-LearningR\t0.003
-Latent_dim\t2
-Latent_dim_end\t4
-Loss_type\t1
-alpha\t100
-Recon_iter\t1
-%LatentConditioner
-num_param\t5
-param_dir\t{data_dir}/params.csv
-n_epoch\t1
-latent_conditioner_lr\t0.003
-latent_conditioner_batch\t4
-latent_conditioner_dropout_rate\t0.0
-input_type\tcsvs
-"""
-
-
 def write_config(folder: Path, data_dir: Path, epochs: int = EPOCHS, filters: str = "16 8", **kwargs) -> list:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "preset.txt").write_text(PRESET.format(filters=filters))
-    (folder / "condition.txt").write_text(condition_text(data_dir, epochs, **kwargs))
+    (folder / "preset.txt").write_text(tiny_preset(filters))
+    (folder / "condition.txt").write_text(tiny_condition(data_dir, epochs, lc_epochs=1, **kwargs))
     return ["--preset-file", str(folder / "preset.txt"), "--condition", str(folder / "condition.txt"),
             "--device", "cpu", "--quiet"]
 
@@ -91,10 +52,7 @@ def temp_files(folder: Path) -> list:
 @pytest.fixture(scope="module")
 def entry():
     torch.set_num_threads(1)  # the same as the OMP_NUM_THREADS=1 child, so runs compare bit for bit
-    spec = importlib.util.spec_from_file_location("simulgen_entry_faults", REPO / "SimulGen-VAE.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_entry("simulgen_entry_faults")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 end-to-end, predict and reconstruct."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -13,64 +12,17 @@ import pytest
 import torch
 
 from modules.checkpoint import load_state
-from modules.objectives import EndToEndObjective, VAEObjective
-
-REPO = Path(__file__).resolve().parents[1]
-
-TINY_PRESET = """data_No, init_beta_divisior, num_filter_enc, latent_conditioner_filter
-1
-3
-16 8
-16 16
-"""
-
-
-def tiny_condition(data_dir: Path, epochs: int = 4, lc_epochs: int = 4, extra: str = "") -> str:
-    return f"""Common params
-Dim1\t16
-Dim2\t8
-Dim3\t64
-num_var\t1
-'
-data_path\t{data_dir}/dataset1.npy
-coordinates_path\t{data_dir}/coordinates.npy
-demo_data\t1
-validation_fraction\t0.25
-%LSH-VAE parameters
-Training_epochs\t{epochs}
-Batch_size\t4
-LearningR\t0.003
-Latent_dim\t2
-Latent_dim_end\t4
-Loss_type\t1
-alpha\t100
-Recon_iter\t1
-%LatentConditioner
-num_param\t5
-param_dir\t{data_dir}/params.csv
-n_epoch\t{lc_epochs}
-latent_conditioner_lr\t0.003
-latent_conditioner_batch\t4
-latent_conditioner_dropout_rate\t0.0
-input_type\tcsvs
-{extra}"""
-
-
-def load_entry():
-    spec = importlib.util.spec_from_file_location("simulgen_entry", REPO / "SimulGen-VAE.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from modules.objectives import VAEObjective
+from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 @pytest.fixture(scope="module")
 def entry():
     torch.set_num_threads(1)
-    return load_entry()
+    return load_entry("simulgen_entry_pipeline")
 
 
 def write_config(tmp_path: Path, **kwargs) -> list:
-    (tmp_path / "preset.txt").write_text(TINY_PRESET)
+    (tmp_path / "preset.txt").write_text(tiny_preset())
     (tmp_path / "condition.txt").write_text(tiny_condition(tmp_path / "data", **kwargs))
     return ["--preset-file", str(tmp_path / "preset.txt"), "--condition", str(tmp_path / "condition.txt"),
             "--device", "cpu", "--quiet"]
