@@ -1,7 +1,6 @@
 """Command-line mistakes: a clear message, a non-zero exit, and nothing written."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
