@@ -168,18 +168,21 @@ class PODGaussianProcessBaseline:
     The design matrix is any [cases, features] array: CSV parameters, or images
     the caller flattened to one row per case. Inputs are standardised on the
     training rows (a constant column gets scale 1, as it carries no information).
-    One GP with an ARD kernel ConstantKernel * RBF(length scale per feature) +
-    WhiteKernel is shared by all modes; normalize_y scales each mode separately.
+    One GP per mode, each with its own ARD kernel ConstantKernel * RBF(length scale
+    per feature) + WhiteKernel: the standard POD-GPR. (A single GP shared by all modes
+    was measured first: its hyperparameters, fitted to all 56 modes of the demo at
+    once, follow the many small noisy modes, and its held-out error was 15.0 % against
+    4.9 % per mode.)
     Optimiser warnings (e.g. a length scale at its bound) are kept in
     `fit_warnings` for the report instead of being printed or dropped.
     """
 
-    def __init__(self, random_state: int = 0, n_restarts_optimizer: int = 2) -> None:
+    def __init__(self, random_state: int = 0, n_restarts_optimizer: int = 1) -> None:
         self.random_state = random_state
         self.n_restarts_optimizer = n_restarts_optimizer
         self.pod = PCABaseline()
         self.scaler: Optional[StandardScaler] = None
-        self.gaussian_process: Optional[GaussianProcessRegressor] = None
+        self.gaussian_processes: List[GaussianProcessRegressor] = []
         self.fit_warnings: List[str] = []
 
     @property
@@ -194,29 +197,33 @@ class PODGaussianProcessBaseline:
         self.pod.fit(fields, num_modes)
         coefficients = self.pod.encode(fields)
         self.scaler = StandardScaler().fit(inputs)
+        scaled = self.scaler.transform(inputs)
         num_features = inputs.shape[1]
-        kernel = (ConstantKernel(1.0, (1e-3, 1e3))
-                  * RBF(length_scale=np.ones(num_features), length_scale_bounds=(1e-2, 1e3))
-                  + WhiteKernel(noise_level=1e-5, noise_level_bounds=(1e-10, 1e0)))
-        self.gaussian_process = GaussianProcessRegressor(
-            kernel=kernel, normalize_y=True, n_restarts_optimizer=self.n_restarts_optimizer,
-            random_state=self.random_state)
+        self.gaussian_processes = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.gaussian_process.fit(self.scaler.transform(inputs), coefficients)
+            for mode in range(coefficients.shape[1]):
+                kernel = (ConstantKernel(1.0, (1e-3, 1e3))
+                          * RBF(length_scale=np.ones(num_features), length_scale_bounds=(1e-2, 1e3))
+                          + WhiteKernel(noise_level=1e-5, noise_level_bounds=(1e-10, 1e0)))
+                process = GaussianProcessRegressor(kernel=kernel, normalize_y=True,
+                                                   n_restarts_optimizer=self.n_restarts_optimizer,
+                                                   random_state=self.random_state)
+                self.gaussian_processes.append(process.fit(scaled, coefficients[:, mode]))
         self.fit_warnings = [str(warning.message) for warning in caught]
         return self
 
     def predict(self, design_inputs: np.ndarray) -> np.ndarray:
         """Fields [m, T, N] predicted for design inputs [m, features]."""
-        if self.gaussian_process is None or self.scaler is None:
+        if not self.gaussian_processes or self.scaler is None:
             raise RuntimeError("PODGaussianProcessBaseline is not fitted; call fit() first")
         inputs = _check_inputs(design_inputs, "POD+GP baseline predict")
         if inputs.shape[1] != self.scaler.n_features_in_:
             raise DataError(f"POD+GP baseline predict: design inputs have {inputs.shape[1]} features, the baseline "
                             f"was fitted on {self.scaler.n_features_in_}; expected the same columns")
-        coefficients = self.gaussian_process.predict(self.scaler.transform(inputs))
-        return self.pod.decode(np.asarray(coefficients).reshape(inputs.shape[0], -1))
+        scaled = self.scaler.transform(inputs)
+        coefficients = np.stack([process.predict(scaled) for process in self.gaussian_processes], axis=1)
+        return self.pod.decode(coefficients.reshape(inputs.shape[0], -1))
 
 
 class NearestNeighbourBaseline:

@@ -168,3 +168,18 @@ def test_nearest_neighbour_standardises_inputs():
     design = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1000.0], [1.0, 1000.0]])
     nearest = NearestNeighbourBaseline().fit(design, random_fields(4))
     assert nearest.nearest_indices(np.array([[0.9, 100.0]])).tolist() == [1]
+
+
+def test_pod_gp_fits_one_process_per_mode_with_its_own_length_scales():
+    from modules.baselines import PODGaussianProcessBaseline
+
+    rng = np.random.default_rng(0)
+    design = rng.uniform(-1, 1, size=(40, 2))
+    pattern_a, pattern_b = rng.normal(size=(2, 3, 5))
+    # mode along pattern_a varies fast with input 0 only; mode along pattern_b slowly with input 1 only
+    fields = (np.sin(4 * design[:, 0])[:, None, None] * 5 * pattern_a
+              + design[:, 1][:, None, None] * pattern_b)
+    baseline = PODGaussianProcessBaseline().fit(design, fields, 2)
+    assert len(baseline.gaussian_processes) == 2
+    scales = [process.kernel_.k1.k2.length_scale for process in baseline.gaussian_processes]
+    assert not np.allclose(scales[0], scales[1], rtol=0.5)
