@@ -167,6 +167,15 @@ def test_end_to_end_mode_with_decoder_finetuning_under_ddp(vae_run, tmp_path, wo
         assert torch.equal(after[frozen], before[frozen]), frozen
 
 
+def test_gradient_checkpointing_trains_under_ddp(tmp_path, workspace):
+    """Activation recomputation (use_reentrant=False) with DDP's gradient hooks: the ranks still agree."""
+    condition = write_condition(tmp_path / "condition_checkpointing.txt", {"grad_checkpoint": "1"})
+    out = tmp_path / "checkpointing"
+    run(train_command(str(out), str(condition)), workspace)
+    log = (out / "train_log.txt").read_text()
+    assert agreement_digest(log, "vae", VAE_EPOCHS) == checkpoint_digest(out / "checkpoints" / "vae_last.pt")[:16]
+
+
 def _rank_processes(tag: str, rank: int, restart_count: int) -> List[int]:
     """PIDs of this test's workers with the given RANK on the given torchrun attempt."""
     wanted = [f"SIMULGEN_TEST_TAG={tag}".encode(), f"RANK={rank}".encode(),
