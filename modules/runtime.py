@@ -11,6 +11,7 @@ every rank in the same order; a single process skips them all.
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 import hashlib
 import os
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from modules.errors import SimulGenError
 # Rank r draws its noise (reparameterisation, dropout) from seed + r * RANK_SEED_STRIDE: the ranks see
 # different cases, and identical noise on every rank would correlate their samples.
 RANK_SEED_STRIDE = 1_000_003
+
+
+# How long a finishing rank waits for the others before it leaves the process group anyway.
+SHUTDOWN_BARRIER_SECONDS = 60
 
 
 @dataclass
@@ -225,8 +230,18 @@ def setup_runtime(device: str, amp: bool, use_ddp: bool) -> Runtime:
 
 
 def shutdown_runtime(runtime: Runtime) -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group together: a rank that tore down gloo while its peer still had a collective in
+    flight aborted with 'terminate called without an active exception' (seen once in CI's run of the tests)."""
+    if not dist.is_initialized():
+        return
+    # A RuntimeError here means a peer already left (it failed, and its own error is what the user sees):
+    # tear down regardless.
+    with contextlib.suppress(RuntimeError):
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=SHUTDOWN_BARRIER_SECONDS))
+        else:
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:
