@@ -12,14 +12,7 @@ from modules.conditioners import LatentPrediction, build_conditioner, count_para
 from modules.config import ConditionerConfig
 from modules.errors import ConfigError
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # These tensors are tiny: thread hand-offs cost more than they save, and much more
-    # when other jobs share the cores.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 LATENT = dict(latent_dim_main=6, latent_dim_hier=3, num_hier_levels=2)

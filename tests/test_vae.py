@@ -13,14 +13,7 @@ NODES, TIMESTEPS = 20, 10
 SMALL = ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, linear_path=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors gain nothing from threads, and on a shared 2-core machine extra
-    # threads only spin; restore the setting for the other test files.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(cfg: ModelConfig = SMALL, seed: int = 0) -> HierarchicalVAE:
