@@ -28,6 +28,7 @@ from tqdm import tqdm
 from modules.checkpoint import (capture_rng_state, load_state, load_weights, require_matching, restore_rng_state,
                                 save_state)
 from modules.errors import CheckpointError, SimulGenError, TrainingDivergedError
+from modules.profiling import StepTimer, summarize
 from modules.run_log import RunLog
 from modules.runtime import Runtime, evaluation_mode, unwrap
 
@@ -134,6 +135,7 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         self.grad_scaler = runtime.make_grad_scaler()
         self.result = TrainingResult()
+        self.timer = StepTimer(runtime.device)
         self.epoch = 0
         self.batches_done = 0
         self.epochs_since_best = 0
@@ -267,6 +269,7 @@ class Trainer:
                 epoch_started = time.perf_counter()
                 train_metrics, seen = self._train_epoch(train_set, num_workers, stop)
                 samples_seen += self.runtime.all_reduce_sum(seen)  # cases/s of the whole group
+                validation_started = time.perf_counter()
                 val_metrics = self._validate(val_set, num_workers)
                 self.scheduler.step()
                 self._record(train_metrics, val_metrics)
@@ -286,6 +289,7 @@ class Trainer:
                 stop_now = patience > 0 and self.epochs_since_best >= patience
                 if self.epoch % settings.checkpoint_every == 0 or self.epoch == settings.epochs or stop_now:
                     self.save(self.checkpoints.last)
+                self.timer.seconds["validation+checkpoints"] += time.perf_counter() - validation_started
                 if stop_now:
                     self.log.info(f"{settings.name}: validation loss has not improved for {patience} epochs; "
                                   f"stopping early at epoch {self.epoch}")
@@ -294,6 +298,9 @@ class Trainer:
         elapsed = time.perf_counter() - started
         self.result.epochs_run = self.epoch
         self.result.samples_per_second = samples_seen / elapsed if elapsed > 0 else 0.0
+        for line in summarize(settings.name, self.timer, self.result.samples_per_second,
+                              loading_in_memory=num_workers == 0 and not _streams(train_set)):
+            self.log.info(line)
         if self.runtime.distributed:
             digest = self.runtime.require_identical_replicas(unwrap(self.model), settings.name)
             self.log.info(f"{settings.name}: all {self.runtime.world_size} processes hold identical weights "
@@ -322,7 +329,12 @@ class Trainer:
         bar = tqdm(self._loader(dataset, remaining, num_workers), total=len(batches), initial=self.batches_done,
                    desc=f"{settings.name} epoch {self.epoch + 1}/{settings.epochs}", leave=False,
                    disable=not runtime.is_main or not self.log.show_progress, dynamic_ncols=True)
-        for batch in bar:
+        batches_iter = iter(bar)
+        while True:
+            with self.timer.phase("data"):
+                batch = next(batches_iter, None)
+            if batch is None:
+                break
             if runtime.any_rank(stop.requested):
                 self.save(self.checkpoints.last)
                 raise TrainingInterrupted(
@@ -343,7 +355,7 @@ class Trainer:
     def _step(self, batch: Any) -> Tuple[torch.Tensor, Dict[str, float]]:
         settings, runtime = self.settings, self.runtime
         self.optimizer.zero_grad(set_to_none=True)
-        with runtime.autocast():
+        with self.timer.phase("forward"), runtime.autocast():
             loss, metrics = self.objective(self.model, batch, self.epoch)
         if runtime.any_rank(not bool(torch.isfinite(loss.detach()).item())):
             raise TrainingDivergedError(
@@ -351,13 +363,15 @@ class Trainer:
                 f"{self.batches_done + 1}; training stopped. The last good checkpoints stay in "
                 f"{self.checkpoints.last.parent}. To fix: {settings.divergence_hint}; then run again "
                 f"(add --resume to continue from the last checkpoint).")
-        self.grad_scaler.scale(loss).backward()
-        if settings.grad_clip > 0:
-            self.grad_scaler.unscale_(self.optimizer)
-            parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(parameters, settings.grad_clip)
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
+        with self.timer.phase("backward"):
+            self.grad_scaler.scale(loss).backward()
+        with self.timer.phase("optimizer"):
+            if settings.grad_clip > 0:
+                self.grad_scaler.unscale_(self.optimizer)
+                parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(parameters, settings.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
         return loss, metrics
 
     def _validate(self, dataset: Dataset, num_workers: int) -> Dict[str, float]:
@@ -417,6 +431,11 @@ class Trainer:
         scalars.update({f"val/{k}": v for k, v in val_metrics.items()})
         scalars["lr"] = lr
         self.log.scalars(name, scalars, self.epoch)
+
+
+def _streams(dataset: Dataset) -> bool:
+    """True when the dataset reads cases from disk on access (FieldDataset with load_all=0)."""
+    return getattr(dataset, "load_all", True) is False
 
 
 def _selection(val_metrics: Dict[str, float]) -> float:
