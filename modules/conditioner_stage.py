@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from modules.augmentation import ParameterPerturber
 from modules.baselines import NearestNeighbourBaseline, PODGaussianProcessBaseline
 from modules.checkpoint import load_state, load_weights, save_state
 from modules.conditioner_inputs import InputScaler
@@ -99,7 +100,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
         objective: Any = EndToEndObjective(config.end_to_end, node_weights)
     else:
         weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)], node_weights)
-        model, objective = conditioner, ConditionerObjective(weights)
+        model, objective = conditioner, ConditionerObjective(weights, ParameterPerturber(config.augmentation))
     mode = "end-to-end through the decoder" if e2e else "on the VAE's latent vectors"
     log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
              f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}, trained {mode}")

@@ -238,6 +238,44 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AugmentationConfig:
+    """On-the-fly augmentation of training batches (never of validation); every probability 0 = off."""
+
+    time_warp_probability: float = 0.0
+    """Share of VAE training cases whose transient is stretched in time (a new plausible case)."""
+    time_warp_range: float = 0.05
+    """Stretch factors are drawn from [1 - range, 1 + range]."""
+    node_mask_probability: float = 0.0
+    """Share of VAE training cases whose input has a block of nodes masked (denoising)."""
+    node_mask_fraction: float = 0.05
+    """Share of the nodes in the masked block."""
+    noise_probability: float = 0.0
+    """Share of VAE training cases whose input gets Gaussian noise (denoising)."""
+    noise_std_range: Tuple[float, float] = (0.005, 0.02)
+    """Noise standard deviation, in scaled units (data span [-0.7, 0.7]), drawn per case from this range."""
+    param_noise_probability: float = 0.0
+    """Share of conditioner training designs whose standardised parameters get Gaussian jitter."""
+    param_noise_std: float = 0.02
+    """Standard deviation of that jitter, in standard deviations of each parameter."""
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        for name in ("time_warp_probability", "node_mask_probability", "noise_probability", "param_noise_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                out.append((name, f"must be in [0, 1], got {getattr(self, name)}", "use 0 to turn it off"))
+        if not 0.0 <= self.time_warp_range < 1.0:
+            out.append(("time_warp_range", f"must be in [0, 1), got {self.time_warp_range}", "use e.g. 0.05"))
+        if not 0.0 < self.node_mask_fraction < 1.0:
+            out.append(("node_mask_fraction", f"must be in (0, 1), got {self.node_mask_fraction}", "use e.g. 0.05"))
+        low, high = self.noise_std_range
+        if not 0.0 <= low <= high:
+            out.append(("noise_std_range", f"must be 0 <= low <= high, got ({low}, {high})", "use e.g. 0.005 0.02"))
+        if self.param_noise_std < 0:
+            out.append(("param_noise_std", f"must be >= 0, got {self.param_noise_std}", "use e.g. 0.02"))
+        return out
+
+
+@dataclass(frozen=True)
 class ConditionerConfig:
     """The latent conditioner: design inputs -> latent codes."""
 
@@ -336,6 +374,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     conditioner: ConditionerConfig = field(default_factory=ConditionerConfig)
     end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     output_dir: str = "model_save"
     """Where models, latents, reports, logs and plots go."""
     plot_mode: int = 2
@@ -353,7 +392,7 @@ class RunConfig:
 
     def problems(self) -> List[Problem]:
         out: List[Problem] = []
-        for section in ("data", "model", "train", "conditioner", "end_to_end"):
+        for section in ("data", "model", "train", "conditioner", "end_to_end", "augmentation"):
             out += [(f"{section}.{name}", msg, fix) for name, msg, fix in getattr(self, section).problems()]
         if self.plot_mode not in (0, 1, 2):
             out.append(("plot_mode", f"must be 0, 1 or 2, got {self.plot_mode}", "use --plot=1 to save PNGs"))
@@ -375,7 +414,7 @@ def config_from_dict(values: Dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `to_dict()` output (as stored in checkpoints)."""
     sections = {
         "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-        "conditioner": ConditionerConfig, "end_to_end": EndToEndConfig,
+        "conditioner": ConditionerConfig, "end_to_end": EndToEndConfig, "augmentation": AugmentationConfig,
     }
     kwargs: Dict[str, Any] = {}
     for key, value in values.items():

@@ -74,6 +74,13 @@ def _to_input_type(text: str) -> str:
     raise _BadValue(f"expected csvs, csv or image, got '{text}'")
 
 
+def _to_float_pair(text: str) -> Tuple[float, float]:
+    tokens = text.replace(",", " ").split()
+    if len(tokens) != 2:
+        raise _BadValue(f"expected two numbers (low high), got '{text}'")
+    return (_to_float(tokens[0]), _to_float(tokens[1]))
+
+
 def _to_filters(text: str) -> Tuple[int, ...]:
     tokens = text.replace(",", " ").split()
     if not tokens:
@@ -142,6 +149,14 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "LC_alpha": ("end_to_end.recon_weight", _to_float),
     "latent_reg_weight": ("end_to_end.latent_reg_weight", _to_float),
     "e2e_finetune_decoder": ("end_to_end.finetune_decoder", _to_flag),
+    "aug_time_warp_probability": ("augmentation.time_warp_probability", _to_float),
+    "aug_time_warp_range": ("augmentation.time_warp_range", _to_float),
+    "aug_node_mask_probability": ("augmentation.node_mask_probability", _to_float),
+    "aug_node_mask_fraction": ("augmentation.node_mask_fraction", _to_float),
+    "aug_noise_probability": ("augmentation.noise_probability", _to_float),
+    "aug_noise_std_range": ("augmentation.noise_std_range", lambda text: _to_float_pair(text)),
+    "aug_param_noise_probability": ("augmentation.param_noise_probability", _to_float),
+    "aug_param_noise_std": ("augmentation.param_noise_std", _to_float),
 }
 
 # Legacy keys that are read and accepted but change nothing; a non-zero value gets a notice.
@@ -149,6 +164,9 @@ ACCEPTED_WITHOUT_EFFECT = {
     "RESERVED": "placeholder line of the legacy format",
     "Stretch": "legacy switch with no documented meaning; temporal warping is not implemented yet",
 }
+
+# Keys whose value may hold spaces (a path) or several numbers.
+MULTI_VALUE_KEYS = ("param_dir", "aug_noise_std_range")
 
 # Keys that must appear in condition.txt: the sweep's shape cannot be guessed.
 REQUIRED_CONDITION_KEYS = ("Dim1", "Dim2", "Dim3")
@@ -221,7 +239,7 @@ def parse_condition_lines(lines: Sequence[str], path: Path) -> Tuple[Dict[str, R
                                       message=f"duplicate key (first set on line {entries[key].line})",
                                       fix="keep only one of the two lines"))
             continue
-        if len(values) != 1 and not (key == "param_dir" and values):
+        if len(values) != 1 and not (key in MULTI_VALUE_KEYS and values):
             issues.append(ConfigIssue(file=str(path), line=number, key=key,
                                       message=f"expected one value after the key, found {len(values)}",
                                       fix=f"write '{key}<TAB>value' (comments after '#')"))

@@ -9,6 +9,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from modules.augmentation import FieldAugmenter, ParameterPerturber
 from modules.config import EndToEndConfig, TrainConfig
 from modules.losses import kl_weight, vae_loss
 
@@ -17,18 +18,23 @@ class VAEObjective:
     """Reconstruction x alpha + beta(epoch) x KL of every level, averaged over Recon_iter samples."""
 
     def __init__(self, train: TrainConfig, node_weights: Optional[torch.Tensor] = None,
-                 to_physical: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+                 to_physical: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                 augmenter: Optional[FieldAugmenter] = None):
         """to_physical: (offset [N], factor [N]) with physical = offset + factor * scaled; when given, the
         epoch is selected on the report's metric, the mean relative L2 error per case in physical units."""
         self.train = train
         self.node_weights = node_weights
         self.to_physical = to_physical
+        self.augmenter = augmenter if augmenter is not None and augmenter.active else None
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         fields = batch[0]
         beta = kl_weight(epoch, self.train)
         weights = None if self.node_weights is None else self.node_weights.to(fields.device)
-        terms = [vae_loss(model(fields), fields, beta, self.train, weights)
+        inputs, target = fields, fields
+        if model.training and self.augmenter is not None:
+            inputs, target = self.augmenter(fields)
+        terms = [vae_loss(model(inputs), target, beta, self.train, weights)
                  for _ in range(self.train.recon_iterations)]
         total = torch.stack([t.total for t in terms]).mean()
         recon = torch.stack([t.recon.detach() for t in terms]).mean()
@@ -53,11 +59,14 @@ class ConditionerObjective:
     """Squared error between predicted and VAE latent codes (flat layout, main first), each latent number
     weighted by how much it moves the decoded field (`latent_weights`, mean 1; None = all equal)."""
 
-    def __init__(self, latent_weights: Optional[torch.Tensor] = None):
+    def __init__(self, latent_weights: Optional[torch.Tensor] = None, perturber: Optional[ParameterPerturber] = None):
         self.latent_weights = latent_weights
+        self.perturber = perturber if perturber is not None and perturber.active else None
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         inputs, targets = batch[0], batch[1]
+        if model.training and self.perturber is not None and inputs.dim() == 2:
+            inputs = self.perturber(inputs)
         squared = (model(inputs).flat().float() - targets) ** 2
         loss = squared.mean() if self.latent_weights is None else \
             (squared * self.latent_weights.to(squared.device)).mean()

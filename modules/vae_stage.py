@@ -7,6 +7,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
+from modules.augmentation import FieldAugmenter
 from modules.baselines import PCABaseline
 from modules.checkpoint import write_atomically
 from modules.config import RunConfig
@@ -97,7 +98,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
                  f"({config.model.encoder_filters[0]} spatial modes, {model.flat_latent_dim} components)")
     weights = physical_node_weights(node_half_range(sweep)) if config.train.physical_weighting else None
     trainer = Trainer(
-        model, VAEObjective(config.train, weights, physical_conversion(sweep)), loop_settings(config), runtime, log,
+        model, VAEObjective(config.train, weights, physical_conversion(sweep), FieldAugmenter(config.augmentation)),
+        loop_settings(config), runtime, log,
         CheckpointPaths(run_dir.last_checkpoint("vae"), run_dir.best_checkpoint("vae")),
         config_snapshot=config.to_dict(), must_match=vae_must_match(config),
         extra_state={"scaler": sweep.scaler.state_dict()})

@@ -1,0 +1,97 @@
+"""Augmentations: shapes, probabilities, identity when off, hand-computed warps, and never in validation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modules.augmentation import FieldAugmenter, ParameterPerturber, mask_node_groups, time_warp
+from modules.config import AugmentationConfig, TrainConfig
+from modules.objectives import ConditionerObjective, VAEObjective
+from modules.vae import VAEOutput
+
+
+def fields(batch: int = 6, nodes: int = 10, steps: int = 5) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.rand(batch, nodes, steps) - 0.5
+
+
+def test_time_warp_by_hand():
+    x = torch.tensor([[[0.0, 1.0, 2.0, 3.0, 4.0]]])
+    assert torch.allclose(time_warp(x, torch.tensor([1.0])), x)
+    # factor 0.5: step t reads position t/2 -> 0, 0.5, 1, 1.5, 2
+    assert torch.allclose(time_warp(x, torch.tensor([0.5])), torch.tensor([[[0.0, 0.5, 1.0, 1.5, 2.0]]]))
+    # factor 1.5 reads 0, 1.5, 3, 4.5 -> clamped to the last step 4
+    assert torch.allclose(time_warp(x, torch.tensor([1.5])), torch.tensor([[[0.0, 1.5, 3.0, 4.0, 4.0]]]))
+
+
+def test_node_mask_zeroes_one_block_per_case():
+    x = torch.ones(4, 20, 3)
+    masked = mask_node_groups(x, 0.25, torch.Generator().manual_seed(1))
+    zeroed = (masked == 0).all(dim=2)  # [B, N]
+    assert (zeroed.sum(dim=1) == 5).all()
+    for row in zeroed:
+        where = row.nonzero().flatten()
+        assert (where.diff() == 1).all()  # consecutive nodes
+
+
+def test_everything_off_is_the_identity():
+    augmenter = FieldAugmenter(AugmentationConfig())
+    x = fields()
+    inputs, target = augmenter(x)
+    assert not augmenter.active and torch.equal(inputs, x) and torch.equal(target, x)
+    assert not ParameterPerturber(AugmentationConfig()).active
+
+
+def test_noise_and_masking_corrupt_only_the_input_and_warping_changes_both():
+    x = fields()
+    torch.manual_seed(3)
+    inputs, target = FieldAugmenter(AugmentationConfig(noise_probability=1.0))(x)
+    assert torch.equal(target, x) and not torch.equal(inputs, x)
+    noise_std = (inputs - x).std().item()
+    assert 0.004 < noise_std < 0.03
+    inputs, target = FieldAugmenter(AugmentationConfig(time_warp_probability=1.0, time_warp_range=0.3))(x)
+    assert torch.equal(inputs, target) and not torch.equal(target, x) and target.shape == x.shape
+
+
+@pytest.mark.parametrize("probability", [0.25, 0.75])
+def test_each_case_is_picked_with_its_probability(probability):
+    torch.manual_seed(4)
+    x = torch.zeros(2000, 3, 2)
+    inputs, _ = FieldAugmenter(AugmentationConfig(noise_probability=probability))(x)
+    share = (inputs.abs().sum(dim=(1, 2)) > 0).float().mean().item()
+    assert abs(share - probability) < 0.04
+
+
+def test_parameter_perturbation():
+    torch.manual_seed(5)
+    params = torch.zeros(4000, 5)
+    jittered = ParameterPerturber(AugmentationConfig(param_noise_probability=1.0, param_noise_std=0.1))(params)
+    assert jittered.std().item() == pytest.approx(0.1, rel=0.05)
+
+
+class SpyVAE(torch.nn.Module):
+    """Records what the objective feeds it; returns the input as its reconstruction."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, use_mean=False):
+        self.seen.append(x.clone())
+        zeros = torch.zeros(x.shape[0])
+        return VAEOutput(recon=x, main_mu=None, main_logvar=None, hier_mu=[], hier_logvar=[], kl_per_level=[zeros],
+                         z_main=None, z_hier=[])
+
+
+def test_augmentation_never_runs_in_validation():
+    config = AugmentationConfig(noise_probability=1.0, node_mask_probability=1.0, time_warp_probability=1.0)
+    objective = VAEObjective(TrainConfig(), augmenter=FieldAugmenter(config))
+    model, x = SpyVAE(), fields()
+    model.eval()
+    objective(model, (x,), 0)
+    assert all(torch.equal(seen, x) for seen in model.seen)
+    model.train()
+    objective(model, (x,), 0)
+    assert not torch.equal(model.seen[-1], x)
+    lc = ConditionerObjective(perturber=ParameterPerturber(AugmentationConfig(param_noise_probability=1.0)))
+    assert lc.perturber is not None
