@@ -8,65 +8,24 @@ which refuses any pickled object that is not plain tensors and containers.
 from __future__ import annotations
 
 import errno
-import os
 import pickle
-import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import torch
 
+from modules.atomic_files import replace_atomically
 from modules.errors import CheckpointError, SimulGenError
 
 
 def write_atomically(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call write(file_object) on a temp file beside `path`, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(temp_name, 0o666 & ~_current_umask())  # mkstemp makes 0600; results are meant to be shared
+    """replace_atomically, with a user-facing error when the disk refuses (the previous file stays)."""
     try:
-        with os.fdopen(handle, mode) as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException as error:
-        with _ignore_missing():
-            os.unlink(temp_name)
-        if isinstance(error, OSError):
-            reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-            raise SimulGenError(f"could not write {path}: {reason}. The previous version of the file, if any, "
-                                f"is unchanged; free space or choose another --out folder and run again") from error
-        raise
-    _remove_stale_temp_files(path)
-    return path
-
-
-def _remove_stale_temp_files(path: Path) -> None:
-    """Delete temp files of `path` left by an earlier writer killed mid-write (SIGKILL skips the cleanup
-    above), so repeated kills do not pile up checkpoint-sized leftovers. Only names mkstemp gives this
-    target match; one process (rank 0) writes a given target, so none of them is still being written."""
-    own_temp = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
-    for leftover in path.parent.iterdir():
-        if own_temp.fullmatch(leftover.name):
-            with _ignore_missing():
-                leftover.unlink()
-
-
-class _ignore_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, value, traceback) -> bool:
-        return kind is not None and issubclass(kind, FileNotFoundError)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        return replace_atomically(path, write, mode)
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        raise SimulGenError(f"could not write {path}: {reason}. The previous version of the file, if any, "
+                            f"is unchanged; free space or choose another --out folder and run again") from error
 
 
 def save_state(path: Path, state: Dict[str, Any]) -> Path:

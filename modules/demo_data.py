@@ -28,7 +28,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
@@ -36,6 +35,7 @@ from typing import Dict, List, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from modules.atomic_files import replace_atomically
 from modules.errors import ConfigError, ConfigIssue, DataError
 
 PARAMETER_NAMES = (
@@ -401,15 +401,7 @@ def _write_new(path: Path, payload: bytes, image: Union[np.ndarray, None] = None
         raise DataError(
             f"{path}: a different file is already there and the demo sweep will not overwrite it; "
             f"move or rename it (or choose another directory), then run again")
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            temp_file.write(payload)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
+    replace_atomically(path, lambda handle: handle.write(payload))
 
 
 def write_demo_sweep(sweep: DemoSweep, directory: PathLike) -> Dict[str, Path]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from modules.atomic_files import replace_atomically
 from modules.errors import DataError, SimulGenError
 
 SUMMARY_KEYS = ("count", "mean", "median", "max", "min", "argmax", "argmedian")
@@ -134,39 +133,13 @@ def _describe_os_error(error: OSError) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder and `os.replace`.
-
-    The rename is atomic on one file system, so readers see either the previous
-    report or the new one, never a truncated file; on failure the temp file is
-    removed and the previous file is left untouched.
-    """
-    path = Path(path)
-    temp_path = None
+    """The report file via a temp file and a rename: readers see the previous report or the new one."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        temp_path = Path(temp_name)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates owner-only files; a report should be as readable as any other output.
-        os.chmod(temp_path, 0o644)
-        os.replace(temp_path, path)
-    except BaseException as error:  # also on Ctrl-C: never leave a stray temp file beside the report
-        cleanup_note = ""
-        if temp_path is not None:
-            try:
-                temp_path.unlink(missing_ok=True)
-            except OSError as cleanup_error:
-                cleanup_note = (f" (also could not remove temporary file {temp_path}: "
-                                f"{_describe_os_error(cleanup_error)})")
-        if isinstance(error, OSError):
-            raise SimulGenError(
-                f"could not write report file {path}: {_describe_os_error(error)}; the previous file, if any, "
-                f"is unchanged{cleanup_note}. fix: free space on that disk or choose a writable output_dir, "
-                "then rerun") from error
-        raise
+        replace_atomically(Path(path), lambda handle: handle.write(text), "w")
+    except OSError as error:
+        raise SimulGenError(
+            f"could not write report file {path}: {_describe_os_error(error)}; the previous file, if any, "
+            "is unchanged. fix: free space on that disk or choose a writable output_dir, then rerun") from error
 
 
 def write_report(path_json: Path, path_text: Path, report: Dict[str, Any], table: str) -> None:

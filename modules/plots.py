@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -23,6 +22,7 @@ import matplotlib.pyplot as plt
 import matplotlib.tri as mtri
 import numpy as np
 
+from modules.atomic_files import replace_atomically
 from modules.errors import SimulGenError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -518,15 +518,4 @@ def _emit(fig: plt.Figure, path: Optional[PathLike]) -> Optional[Path]:
     if path is None:
         plt.show()
         return None
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Unique per process and call so two writers never share a temp file.
-    temp_path = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        fig.savefig(temp_path, format="png", dpi=DPI)
-        os.replace(temp_path, target)
-    except BaseException:
-        if temp_path.exists():
-            temp_path.unlink()  # only our own temp file; an earlier plot at `target` stays as it was
-        raise
-    return target
+    return replace_atomically(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=DPI))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules import checkpoint
+from modules import atomic_files
 from modules.checkpoint import differing_keys, load_state, require_matching, save_state
 from modules.errors import CheckpointError, SimulGenError
 
@@ -30,7 +30,7 @@ def test_full_disk_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypa
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "replace", no_space)
+    monkeypatch.setattr(atomic_files.os, "replace", no_space)
     with pytest.raises(SimulGenError, match="could not write .*last.pt: the disk is full. The previous version"):
         save_state(target, {"format": "x", "epoch": 2})
     assert target.read_bytes() == before

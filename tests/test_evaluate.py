@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from modules import atomic_files
 from modules import evaluate
 from modules.errors import DataError, SimulGenError
 from modules.evaluate import format_report_table, relative_l2_per_case, summarize_errors, write_report
@@ -109,7 +110,7 @@ def test_write_report_disk_full_on_replace_keeps_old_file(tmp_path, monkeypatch)
     def full_disk(source, target):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(evaluate.os, "replace", full_disk)
+    monkeypatch.setattr(atomic_files.os, "replace", full_disk)
     with pytest.raises(SimulGenError, match=r"could not write report file .*report\.json: disk full"):
         write_report(path_json, path_text, {"mean": 0.1}, "new table")
     assert path_json.read_text() == "old json"
@@ -126,7 +127,7 @@ def test_write_report_disk_full_during_write_keeps_old_file(tmp_path, monkeypatc
         real_fsync(descriptor)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(evaluate.os, "fsync", failing_fsync)
+    monkeypatch.setattr(atomic_files.os, "fsync", failing_fsync)
     with pytest.raises(SimulGenError, match="report.json: disk full .*previous file, if any, is unchanged"):
         write_report(path_json, path_text, {"mean": 0.1}, "new table")
     assert path_json.read_text() == "old json"

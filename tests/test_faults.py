@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from modules import checkpoint
+from modules import atomic_files
 from modules.checkpoint import load_state, save_state
 from modules.demo_data import DemoSweepSpec, ensure_demo_sweep
 from modules.objectives import VAEObjective
@@ -184,7 +184,7 @@ def test_full_disk_while_writing_a_checkpoint_stops_with_a_clear_error_and_keeps
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(source, target)
 
-    monkeypatch.setattr(checkpoint.os, "replace", disk_full_on_third_last_checkpoint)
+    monkeypatch.setattr(atomic_files.os, "replace", disk_full_on_third_last_checkpoint)
     assert entry.main(args + ["--out", str(out)]) == 1
     message = capsys.readouterr().err
     last = out / "checkpoints" / "vae_last.pt"

@@ -288,8 +288,7 @@ def test_failed_save_keeps_the_earlier_plot_and_leaves_no_temp_file(tmp_path, mo
     path.write_bytes(b"earlier plot")
 
     def failing_savefig(self, target, **kwargs):
-        with open(target, "wb") as handle:
-            handle.write(b"half a png")
+        target.write(b"half a png")  # the writer hands savefig an open temp file
         raise OSError("disk full")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", failing_savefig)
