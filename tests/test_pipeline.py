@@ -123,8 +123,7 @@ def test_lc_only_retrains_the_conditioner_and_keeps_the_vae(trained_run, entry, 
     vae_before = (copy / "SimulGen-VAE").read_bytes()
     lc_before = (copy / "latent_conditioner.pt").read_bytes()
     condition = tmp_path / "condition.txt"
-    condition.write_text((root / "condition.txt").read_text() +
-                         f"e2e_vae_model_path\t{copy}/SimulGen-VAE\n")
+    condition.write_text(tiny_condition(root / "data", vae_path=copy / "SimulGen-VAE"))
     assert entry.main(args[:2] + ["--condition", str(condition)] + args[4:] +
                       ["--out", str(copy), "--lc_only=1", "--overwrite", "--seed", "7"]) == 0
     assert (copy / "SimulGen-VAE").read_bytes() == vae_before

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,7 +15,10 @@ def tiny_preset(filters: str = "16 8", conditioner_filters: str = "16 16") -> st
 
 
 def tiny_condition(data_dir: Path, epochs: int = 4, lc_epochs: int = 4, data_file: str = "dataset1.npy",
-                   demo: int = 1, extra: str = "") -> str:
+                   demo: int = 1, extra: str = "", vae_path: Optional[Path] = None) -> str:
+    # Never the default model_save/SimulGen-VAE: that is relative to the working directory, where a user may
+    # just have trained the demo, and a test must not pick that up.
+    vae_path = vae_path or data_dir.parent / "no_trained_vae" / "SimulGen-VAE"
     return f"""Common params
 Dim1\t16
 Dim2\t8
@@ -42,6 +46,7 @@ latent_conditioner_lr\t0.003
 latent_conditioner_batch\t4
 latent_conditioner_dropout_rate\t0.0
 input_type\tcsvs
+e2e_vae_model_path\t{vae_path}
 {extra}"""
 
 
