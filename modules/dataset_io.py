@@ -258,7 +258,7 @@ def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
     first = None
     num_nan = num_inf = 0
     for start in range(0, array.shape[0], chunk):
-        window = _window(array[start:start + chunk], data)
+        window = read_cases(array, range(start, min(start + chunk, array.shape[0])), data, as_float32=False)
         bad = ~np.isfinite(window)
         count = int(bad.sum())
         if not count:
@@ -280,31 +280,62 @@ def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- reading windows
 
-def _window(cases: np.ndarray, data: DataConfig) -> np.ndarray:
-    """[k, ...] stored cases -> view [k, timesteps used, nodes used] (variable 0 when there is a variable axis)."""
-    window = cases[:, :data.timesteps, data.node_start:data.node_stop]
-    return window[..., 0] if window.ndim == 4 else window
-
-
 def windowed_case(array: np.ndarray, index: int, data: DataConfig) -> np.ndarray:
     """One case as float32 [timesteps used, nodes used]: first Dim2_red steps, nodes [Dim3_start, Dim3_end)."""
-    # A fresh float32 copy: it must not alias the read-only memory map, and integer sweeps become float here.
-    return np.array(_window(array[_one_case(array, index)], data)[0], dtype=np.float32, copy=True)
+    return read_cases(array, [index], data)[0]
 
 
-def read_cases(array: np.ndarray, indices: Sequence[int], data: DataConfig) -> np.ndarray:
-    """Several cases as float32 [k, timesteps used, nodes used], read one case at a time to touch only the window."""
-    indices = [int(i) for i in indices]
-    out = np.empty((len(indices), data.timesteps, data.nodes), dtype=np.float32)
+def read_cases(array: np.ndarray, indices: Sequence[int], data: DataConfig, as_float32: bool = True) -> np.ndarray:
+    """Several cases as float32 [k, timesteps used, nodes used] (the stored dtype with as_float32=False),
+    read one case at a time to touch only the window. A fresh array: it never aliases the file."""
+    return read_timestep_block(array, indices, 0, data.timesteps, data, as_float32)
+
+
+def read_timestep_block(array: np.ndarray, indices: Sequence[int], first_step: int, stop_step: int,
+                        data: DataConfig, as_float32: bool = True) -> np.ndarray:
+    """Timesteps [first_step, stop_step) of the node window of several cases: [k, steps, nodes used]."""
+    indices = [_case_number(array, i) for i in indices]
+    if not 0 <= first_step <= stop_step <= data.timesteps:
+        raise IndexError(f"timesteps [{first_step}, {stop_step}) are outside the {data.timesteps} used")
+    dtype = np.float32 if as_float32 else array.dtype
+    out = np.empty((len(indices), stop_step - first_step, data.nodes), dtype=dtype)
     for row, index in enumerate(indices):
-        out[row] = _window(array[_one_case(array, index)], data)[0]
+        stored = _stored_steps(array, index, first_step, stop_step)
+        window = stored[:, data.node_start:data.node_stop]
+        out[row] = window[..., 0] if window.ndim == 3 else window
     return out
 
 
-def _one_case(array: np.ndarray, index: int) -> slice:
-    """A length-1 slice selecting case `index` (a slice keeps the case axis, so one window helper serves all)."""
+def _stored_steps(array: np.ndarray, index: int, first_step: int, stop_step: int) -> np.ndarray:
+    """Stored rows [first_step, stop_step) of case `index`, all nodes (and variables), as an in-memory copy.
+
+    For a memory-mapped .npy the bytes are read with plain positional reads instead of through the
+    map: pages touched through a map count as the process's resident memory until the kernel needs
+    them back, so one pass over a 37 GB sweep would show as ~20 GB resident. Read this way, the same
+    pages sit in the page cache, which the kernel frees at will."""
+    filename = getattr(array, "filename", None)
+    if not isinstance(array, np.memmap) or filename is None or not array.flags.c_contiguous:
+        return np.array(array[index, first_step:stop_step])
+    row_items = int(np.prod(array.shape[2:], dtype=np.int64))
+    case_bytes = array.shape[1] * row_items * array.itemsize
+    start = array.offset + index * case_bytes + first_step * row_items * array.itemsize
+    out = np.empty((stop_step - first_step,) + tuple(array.shape[2:]), dtype=array.dtype)
+    buffer = memoryview(out.reshape(-1).view(np.uint8))
+    with open(filename, "rb", buffering=0) as handle:
+        handle.seek(start)
+        done = 0
+        while done < len(buffer):
+            count = handle.readinto(buffer[done:])
+            if not count:
+                raise DataError(f"{filename}: the file ended while reading case {index} "
+                                f"(it changed or was truncated after it was opened)\n"
+                                f"    fix: copy or export the sweep again and restart")
+            done += count
+    return out
+
+
+def _case_number(array: np.ndarray, index: int) -> int:
     index = int(index)
     if not -array.shape[0] <= index < array.shape[0]:
         raise IndexError(f"case {index} is outside the sweep's {array.shape[0]} cases")
-    index %= array.shape[0]
-    return slice(index, index + 1)
+    return index % array.shape[0]

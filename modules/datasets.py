@@ -19,6 +19,8 @@ from modules.errors import DataError
 from modules.scaling import NodeScaler
 
 GIB = 2.0**30
+STREAM_SCALE_BYTES = 16 * 2**20
+"""float64 working memory per step when a streamed case is scaled."""
 
 
 def make_split(num_cases: int, validation_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -46,13 +48,29 @@ def available_memory_bytes() -> Optional[int]:
     return None
 
 
+def require_memory_for(num_cases: int, data: DataConfig, path: Path, device: torch.device,
+                       host_budget_bytes: Optional[int], device_budget_bytes: Optional[int] = None) -> None:
+    """Refuse --load_all=1, before anything is allocated, when the window of `num_cases` cases cannot
+    be held: in host memory always, and in GPU memory too when it is to be kept there (CUDA)."""
+    needed = num_cases * data.nodes * data.timesteps * 4
+    shape = f"{num_cases} cases x {data.timesteps} timesteps x {data.nodes} nodes of {path}"
+    fix = (f"    fix: run with --load_all=0 to stream cases from the memory-mapped file "
+           f"(or narrow the window with Dim2_red / Dim3_start / Dim3_end)")
+    if host_budget_bytes is not None and needed > host_budget_bytes:
+        raise DataError(f"keeping {shape} in memory needs {needed / GIB:.2f} GiB, but only "
+                        f"{host_budget_bytes / GIB:.2f} GiB of memory can be used for it\n{fix}")
+    if device.type == "cuda" and device_budget_bytes is not None and needed > device_budget_bytes:
+        raise DataError(f"keeping {shape} in GPU memory ({device}) needs {needed / GIB:.2f} GiB, but only "
+                        f"{device_budget_bytes / GIB:.2f} GiB of it is free beside the model\n{fix}")
+
+
 class FieldDataset(Dataset):
     """Scaled cases of the sweep as float32 [num_nodes, num_timesteps] tensors (the VAE's layout).
 
     Item i is (field, case_index) for the i-th of `case_indices`. With load_all the
-    window of all those cases is scaled once into one tensor; otherwise each item is
-    read from the memory-mapped file on access. A streamed dataset pickles without
-    its memory map and reopens the file by path, so DataLoader workers can use it.
+    window of all those cases is scaled once into one tensor (which `place_on` may move
+    to the GPU); otherwise each item is read from the file on access. A streamed dataset
+    pickles without its memory map and reopens the file by path, so DataLoader workers can use it.
     """
 
     def __init__(self, path: Path, case_indices: Sequence[int], data: DataConfig, scaler: NodeScaler,
@@ -66,24 +84,28 @@ class FieldDataset(Dataset):
         self._array = array if array is not None else open_sweep(self.path)
         self._fields: Optional[torch.Tensor] = None
         if load_all:
-            self._fields = self._load_all(memory_budget_bytes)
+            require_memory_for(len(self.case_indices), data, self.path, torch.device("cpu"), memory_budget_bytes)
+            self._fields = self._load_all()
             self._array = None  # the window is in memory; the file is no longer needed
 
-    def _load_all(self, memory_budget_bytes: Optional[int]) -> torch.Tensor:
+    def _load_all(self) -> torch.Tensor:
         num_cases = len(self.case_indices)
-        needed = num_cases * self.data.nodes * self.data.timesteps * 4
-        if memory_budget_bytes is not None and needed > memory_budget_bytes:
-            raise DataError(
-                f"keeping {num_cases} cases x {self.data.timesteps} timesteps x {self.data.nodes} nodes of {self.path} "
-                f"in memory needs {needed / GIB:.2f} GiB, but only {memory_budget_bytes / GIB:.2f} GiB is available\n"
-                f"    fix: run with --load_all=0 to stream cases from the memory-mapped file "
-                f"(or narrow the window with Dim2_red / Dim3_start / Dim3_end)")
         fields = torch.empty((num_cases, self.data.nodes, self.data.timesteps), dtype=torch.float32)
         chunk = cases_per_chunk(self._array)
         for start in range(0, num_cases, chunk):
             cases = read_cases(self._array, self.case_indices[start:start + chunk], self.data)
             fields[start:start + len(cases)] = torch.from_numpy(self.scaler.transform(cases)).transpose(1, 2)
         return fields
+
+    @property
+    def device(self) -> torch.device:
+        """Where items are served from: the in-memory tensor's device, else the CPU."""
+        return self._fields.device if self._fields is not None else torch.device("cpu")
+
+    def place_on(self, device: torch.device) -> None:
+        """Keep the in-memory window on `device` (e.g. the GPU, so batches need no host-to-device copy)."""
+        if self._fields is not None:
+            self._fields = self._fields.to(device)
 
     def __len__(self) -> int:
         return len(self.case_indices)
@@ -94,8 +116,14 @@ class FieldDataset(Dataset):
             return self._fields[i], case_index
         if self._array is None:
             self._array = open_sweep(self.path)  # first access in a DataLoader worker
-        scaled = self.scaler.transform(windowed_case(self._array, case_index, self.data))
-        return torch.from_numpy(np.ascontiguousarray(scaled.T)), case_index
+        case = windowed_case(self._array, case_index, self.data)  # [T, N]
+        # Scaled a few timesteps at a time straight into the [N, T] layout: the scaler works in float64,
+        # and a whole 95k-node case would otherwise need several case-sized temporaries per worker.
+        scaled = np.empty((self.data.nodes, self.data.timesteps), dtype=np.float32)
+        step = max(1, STREAM_SCALE_BYTES // max(1, self.data.nodes * 8))
+        for start in range(0, self.data.timesteps, step):
+            scaled[:, start:start + step] = self.scaler.transform(case[start:start + step]).T
+        return torch.from_numpy(scaled), case_index
 
     def __getstate__(self):
         state = self.__dict__.copy()

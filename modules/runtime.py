@@ -41,6 +41,8 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
+    """Processes of this group on this machine (each keeps its own --load_all=1 copy of the sweep)."""
     distributed: bool = False
     amp_dtype: Optional[torch.dtype] = None
 
@@ -226,6 +228,7 @@ def setup_runtime(device: str, amp: bool, use_ddp: bool) -> Runtime:
     if not dist.is_initialized():
         _init_process_group(backend, rank, world_size)
     return Runtime(device=chosen, rank=rank, world_size=world_size, local_rank=local_rank,
+                   local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
                    distributed=world_size > 1 or use_ddp, amp_dtype=amp_dtype_for(chosen, amp))
 
 

@@ -15,11 +15,15 @@ import torch
 
 from modules.config import DataConfig, RunConfig
 from modules.dataset_io import check_sweep, default_dataset_path, open_sweep, resolve_dataset_path
-from modules.datasets import FieldDataset, available_memory_bytes, make_split
+from modules.datasets import FieldDataset, available_memory_bytes, make_split, require_memory_for
 from modules.demo_data import DATASET_FILE, DemoSweepSpec, ensure_demo_sweep
 from modules.errors import DataError
 from modules.runtime import Runtime
 from modules.scaling import SCALED_LIMIT, NodeScaler
+
+# Shares of the free memory --load_all=1 may fill; the rest is left to the model, its activations and the OS.
+LOAD_ALL_HOST_SHARE = 0.8
+LOAD_ALL_GPU_SHARE = 0.6
 
 
 @dataclass
@@ -90,16 +94,33 @@ def fit_shared_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataCo
     return NodeScaler.from_state_dict({"data_min": bounds[0], "data_max": bounds[1], "scaled_limit": SCALED_LIMIT})
 
 
+def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Runtime]) -> None:
+    """With --load_all=1, refuse before any pass over the file or allocation when the window cannot be kept."""
+    device = runtime.device if runtime is not None else torch.device("cpu")
+    copies = runtime.local_world_size if runtime is not None else 1
+    available = available_memory_bytes()
+    host_budget = None if available is None else int(available * LOAD_ALL_HOST_SHARE / copies)
+    gpu_budget = None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        gpu_budget = int(free * LOAD_ALL_GPU_SHARE)
+    require_memory_for(data.num_cases, data, path, device, host_budget, gpu_budget)
+
+
 def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] = None) -> PreparedSweep:
     data = config.data
     ensure_demo_data(data, base_dir)
     path = resolve_dataset_path(data, base_dir)
+    if data.load_all:
+        require_room_to_load_all(data, path, runtime)
     array = open_sweep(path)
     check_sweep(array, data, path, condition_file=config.condition_path)
     train_indices, val_indices = make_split(data.num_cases, data.validation_fraction, data.split_seed)
     scaler = fit_shared_scaler(array, train_indices, data, runtime)
-    budget = available_memory_bytes()
-    train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, budget, array=array)
-    val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, budget, array=array)
+    train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array)
+    val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, array=array)
+    if data.load_all and runtime is not None and runtime.device.type == "cuda":
+        train_set.place_on(runtime.device)
+        val_set.place_on(runtime.device)
     return PreparedSweep(path, array, train_indices, val_indices, scaler, train_set, val_set,
                          load_coordinates(data, base_dir))

@@ -72,6 +72,8 @@ class TrainingResult:
     stopped_early: bool = False
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    phase_seconds: Dict[str, float] = field(default_factory=dict)
+    """Wall seconds of this process per phase (see modules.profiling.PHASES) in this fit() call."""
 
 
 @dataclass
@@ -249,8 +251,10 @@ class Trainer:
     def _loader(self, dataset: Dataset, batches: List[List[int]], num_workers: int) -> DataLoader:
         # A private generator: creating a loader iterator otherwise draws from the global RNG, and a
         # resumed run (which creates it mid-epoch) would see a different random stream.
-        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                          pin_memory=self.runtime.device.type == "cuda",
+        on_device = getattr(dataset, "device", torch.device("cpu")).type != "cpu"
+        # A window kept on the GPU is indexed in this process: workers cannot use CUDA tensors, nor can they be pinned.
+        return DataLoader(dataset, batch_sampler=batches, num_workers=0 if on_device else num_workers,
+                          pin_memory=self.runtime.device.type == "cuda" and not on_device,
                           generator=torch.Generator().manual_seed(self.settings.seed))
 
     # ------------------------------------------------------------------ loop
@@ -298,6 +302,7 @@ class Trainer:
         elapsed = time.perf_counter() - started
         self.result.epochs_run = self.epoch
         self.result.samples_per_second = samples_seen / elapsed if elapsed > 0 else 0.0
+        self.result.phase_seconds = dict(self.timer.seconds)
         for line in summarize(settings.name, self.timer, self.result.samples_per_second,
                               loading_in_memory=num_workers == 0 and not _streams(train_set)):
             self.log.info(line)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from modules.config import DataConfig
-from modules.dataset_io import (check_sweep, default_dataset_path, open_sweep, read_cases,
+from modules.dataset_io import (check_sweep, default_dataset_path, open_sweep, read_cases, read_timestep_block,
                                 resolve_dataset_path, windowed_case)
 from modules.errors import DataError
 
@@ -264,3 +264,46 @@ def test_windowed_case_from_memmap_is_writable_copy(tmp_path):
     np.save(tmp_path / "d.npy", sweep())
     case = windowed_case(open_sweep(tmp_path / "d.npy"), 0, config())
     assert case.flags.writeable and not isinstance(case, np.memmap)
+
+
+def test_memmap_reads_match_slices_for_every_window_and_layout(tmp_path):
+    full = sweep()
+    with_variables = np.stack([full, -full], axis=-1)
+    for name, stored, variables in (("three.npy", full, 1), ("four.npy", with_variables, 2)):
+        np.save(tmp_path / name, stored)
+        mapped = open_sweep(tmp_path / name)
+        assert isinstance(mapped, np.memmap)
+        data = config(num_variables=variables, num_timesteps_used=4, node_start=1, node_end=5)
+        np.testing.assert_array_equal(read_cases(mapped, [3, 1, -1], data), full[[3, 1, -1], :4, 1:5])
+        block = read_timestep_block(mapped, [0, 3], 1, 3, data)
+        np.testing.assert_array_equal(block, full[[0, 3], 1:3, 1:5])
+        assert read_timestep_block(mapped, [2], 2, 2, data).shape == (1, 0, 4)
+    with pytest.raises(IndexError, match="timesteps \\[2, 5\\) are outside the 4 used"):
+        read_timestep_block(mapped, [0], 2, 5, data)
+    with pytest.raises(IndexError, match="case 9 is outside the sweep's 4 cases"):
+        read_cases(mapped, [9], data)
+
+
+def test_reading_a_memmapped_sweep_does_not_map_its_pages(tmp_path):
+    # Pages read through a memory map stay in the process's resident set; positional reads leave them in the
+    # page cache only. mincore is not reachable from Python, so check the mechanism: the map is never indexed.
+    np.save(tmp_path / "d.npy", sweep())
+    mapped = open_sweep(tmp_path / "d.npy")
+
+    class NoIndexing(np.memmap):
+        def __getitem__(self, key):
+            raise AssertionError("read through the memory map")
+
+    guarded = mapped.view(NoIndexing)
+    guarded.filename, guarded.offset = mapped.filename, mapped.offset
+    np.testing.assert_array_equal(read_cases(guarded, [2], config()), sweep()[[2]])
+
+
+def test_file_shrinking_after_open_is_reported(tmp_path):
+    path = tmp_path / "d.npy"
+    np.save(path, sweep())
+    mapped = open_sweep(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size - 8)
+    with pytest.raises(DataError, match="the file ended while reading case 3"):
+        read_cases(mapped, [3], config())

@@ -104,3 +104,25 @@ def test_in_memory_from_npz_array(tmp_path, sweep_file):
     from_npz = FieldDataset(npz, [4], DATA, scaler, load_all=False)
     from_npy = FieldDataset(sweep_file, [4], DATA, scaler, load_all=True)
     assert torch.equal(from_npz[0][0], from_npy[0][0])
+
+
+def test_gpu_budget_is_checked_only_for_a_cuda_device(sweep_file):
+    from modules.datasets import require_memory_for
+    needed = 6 * 6 * 4 * 4
+    require_memory_for(6, DATA, sweep_file, torch.device("cpu"), needed, device_budget_bytes=1)
+    with pytest.raises(DataError) as caught:
+        require_memory_for(6, DATA, sweep_file, torch.device("cuda", 0), needed, device_budget_bytes=needed - 1)
+    assert "in GPU memory (cuda:0)" in str(caught.value) and "--load_all=0" in str(caught.value)
+
+
+def test_whole_sweep_refused_before_any_pass_over_the_file(tmp_path, monkeypatch):
+    from modules import sweep_data
+    from modules.config import RunConfig
+    path = tmp_path / "dataset1.npy"
+    np.save(path, np.zeros((6, 5, 8), dtype=np.float32))
+    config = RunConfig(data=DataConfig(num_cases=6, num_timesteps=5, num_nodes=8, data_path=str(path), load_all=True))
+    needed = 6 * 5 * 8 * 4
+    monkeypatch.setattr(sweep_data, "available_memory_bytes", lambda: int(needed / sweep_data.LOAD_ALL_HOST_SHARE) - 8)
+    monkeypatch.setattr(sweep_data, "check_sweep", lambda *args, **kwargs: pytest.fail("the file was scanned"))
+    with pytest.raises(DataError, match="keeping 6 cases x 5 timesteps x 8 nodes of .* in memory needs"):
+        sweep_data.prepare_sweep(config, tmp_path)
