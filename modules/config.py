@@ -276,6 +276,40 @@ class AugmentationConfig:
 
 
 @dataclass(frozen=True)
+class PhysicsLossConfig:
+    """Optional physics-aware terms added to the VAE's reconstruction loss (every weight 0 = off).
+
+    Each term compares reconstruction and target in the VAE's scaled units, so a weight
+    of 1 makes the term count about as much as the reconstruction itself."""
+
+    temporal_weight: float = 0.0
+    """Matches the time derivative (differences of consecutive timesteps) of every node."""
+    spatial_weight: float = 0.0
+    """Matches differences across the mesh's edges (needs coordinates_path or mesh_connectivity_path)."""
+    conservation_weight: float = 0.0
+    """Matches the per-timestep sum over nodes (mean over nodes, so it does not grow with the mesh)."""
+    connectivity_path: Optional[str] = None
+    """Mesh edges: a .npy/.csv of node index pairs [E, 2], or a mesh file meshio reads (cells become edges)."""
+    neighbours: int = 6
+    """Without a connectivity file: each node is joined to its k nearest neighbours by coordinates."""
+    adaptive_weighting: bool = False
+    """Rescale each physics term during training so it keeps the share of the loss its weight asks for."""
+
+    @property
+    def active(self) -> bool:
+        return self.temporal_weight > 0 or self.spatial_weight > 0 or self.conservation_weight > 0
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        for name in ("temporal_weight", "spatial_weight", "conservation_weight"):
+            if getattr(self, name) < 0:
+                out.append((name, f"must be >= 0, got {getattr(self, name)}", "use 0 to turn the term off"))
+        if self.neighbours <= 0:
+            out.append(("neighbours", f"must be positive, got {self.neighbours}", "use e.g. 6"))
+        return out
+
+
+@dataclass(frozen=True)
 class ConditionerConfig:
     """The latent conditioner: design inputs -> latent codes."""
 
@@ -307,9 +341,15 @@ class ConditionerConfig:
     """Images are resized to image_size x image_size."""
     early_stopping_patience: int = 0
     """Stop when validation has not improved for N epochs (0 = never)."""
+    image_pca_components: int = 0
+    """Images only: project each image onto this many PCA components of the training images and
+    feed those numbers to an MLP (0 = feed the pixels to the CNN/ViT)."""
 
     def problems(self) -> List[Problem]:
         out: List[Problem] = []
+        if self.image_pca_components < 0:
+            out.append(("image_pca_components", f"must be >= 0, got {self.image_pca_components}",
+                        "use 0 to feed pixels, or e.g. 32"))
         if self.num_params <= 0:
             out.append(("num_params", f"must be positive, got {self.num_params}", "set num_param to the CSV column count"))
         if self.input_type not in CONDITIONER_INPUT_TYPES:
@@ -375,6 +415,7 @@ class RunConfig:
     conditioner: ConditionerConfig = field(default_factory=ConditionerConfig)
     end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    physics: PhysicsLossConfig = field(default_factory=PhysicsLossConfig)
     output_dir: str = "model_save"
     """Where models, latents, reports, logs and plots go."""
     plot_mode: int = 2
@@ -392,8 +433,12 @@ class RunConfig:
 
     def problems(self) -> List[Problem]:
         out: List[Problem] = []
-        for section in ("data", "model", "train", "conditioner", "end_to_end", "augmentation"):
+        for section in ("data", "model", "train", "conditioner", "end_to_end", "augmentation", "physics"):
             out += [(f"{section}.{name}", msg, fix) for name, msg, fix in getattr(self, section).problems()]
+        if self.physics.spatial_weight > 0 and not (self.data.coordinates_path or self.physics.connectivity_path):
+            out.append(("physics.spatial_weight", "needs the mesh: neither coordinates_path nor "
+                        "mesh_connectivity_path is set", "add one of them to condition.txt, or set "
+                        "physics_spatial_weight 0"))
         if self.plot_mode not in (0, 1, 2):
             out.append(("plot_mode", f"must be 0, 1 or 2, got {self.plot_mode}", "use --plot=1 to save PNGs"))
         return out
@@ -415,6 +460,7 @@ def config_from_dict(values: Dict[str, Any]) -> RunConfig:
     sections = {
         "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
         "conditioner": ConditionerConfig, "end_to_end": EndToEndConfig, "augmentation": AugmentationConfig,
+        "physics": PhysicsLossConfig,
     }
     kwargs: Dict[str, Any] = {}
     for key, value in values.items():

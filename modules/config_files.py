@@ -157,6 +157,13 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "aug_noise_std_range": ("augmentation.noise_std_range", lambda text: _to_float_pair(text)),
     "aug_param_noise_probability": ("augmentation.param_noise_probability", _to_float),
     "aug_param_noise_std": ("augmentation.param_noise_std", _to_float),
+    "image_pca_components": ("conditioner.image_pca_components", _to_int),
+    "physics_temporal_weight": ("physics.temporal_weight", _to_float),
+    "physics_spatial_weight": ("physics.spatial_weight", _to_float),
+    "physics_conservation_weight": ("physics.conservation_weight", _to_float),
+    "mesh_connectivity_path": ("physics.connectivity_path", _to_optional_path),
+    "physics_neighbours": ("physics.neighbours", _to_int),
+    "adaptive_loss_weighting": ("physics.adaptive_weighting", _to_flag),
 }
 
 # Legacy keys that are read and accepted but change nothing; a non-zero value gets a notice.
@@ -166,7 +173,7 @@ ACCEPTED_WITHOUT_EFFECT = {
 }
 
 # Keys whose value may hold spaces (a path) or several numbers.
-MULTI_VALUE_KEYS = ("param_dir", "aug_noise_std_range")
+MULTI_VALUE_KEYS = ("param_dir", "aug_noise_std_range", "mesh_connectivity_path")
 
 # Keys that must appear in condition.txt: the sweep's shape cannot be guessed.
 REQUIRED_CONDITION_KEYS = ("Dim1", "Dim2", "Dim3")

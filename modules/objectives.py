@@ -12,20 +12,25 @@ import torch
 from modules.augmentation import FieldAugmenter, ParameterPerturber
 from modules.config import EndToEndConfig, TrainConfig
 from modules.losses import kl_weight, vae_loss
+from modules.physics_loss import PhysicsLoss
 
 
 class VAEObjective:
-    """Reconstruction x alpha + beta(epoch) x KL of every level, averaged over Recon_iter samples."""
+    """alpha x (reconstruction + physics terms) + beta(epoch) x KL of every level, averaged over Recon_iter
+    samples. The physics terms sit inside alpha so that their weights are shares of the reconstruction
+    whatever alpha is (the demo uses alpha 1e5)."""
 
     def __init__(self, train: TrainConfig, node_weights: Optional[torch.Tensor] = None,
                  to_physical: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                 augmenter: Optional[FieldAugmenter] = None):
+                 augmenter: Optional[FieldAugmenter] = None, physics: Optional[PhysicsLoss] = None):
         """to_physical: (offset [N], factor [N]) with physical = offset + factor * scaled; when given, the
-        epoch is selected on the report's metric, the mean relative L2 error per case in physical units."""
+        epoch is selected on the report's metric, the mean relative L2 error per case in physical units.
+        physics: optional physics-aware terms, logged as physics_<term>; they never change the selection."""
         self.train = train
         self.node_weights = node_weights
         self.to_physical = to_physical
         self.augmenter = augmenter if augmenter is not None and augmenter.active else None
+        self.physics = physics if physics is not None and physics.active else None
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         fields = batch[0]
@@ -34,14 +39,26 @@ class VAEObjective:
         inputs, target = fields, fields
         if model.training and self.augmenter is not None:
             inputs, target = self.augmenter(fields)
-        terms = [vae_loss(model(inputs), target, beta, self.train, weights)
-                 for _ in range(self.train.recon_iterations)]
-        total = torch.stack([t.total for t in terms]).mean()
+        terms, totals, physics_values = [], [], {}
+        for _ in range(self.train.recon_iterations):
+            output = model(inputs)
+            loss = vae_loss(output, target, beta, self.train, weights)
+            sample_total = loss.total
+            if self.physics is not None:
+                physics = self.physics(output.recon, target, weights, reference=loss.recon)
+                sample_total = sample_total + self.train.recon_weight * physics.total
+                for name, value in physics.terms.items():
+                    physics_values.setdefault(name, []).append(value.detach())
+            terms.append(loss)
+            totals.append(sample_total)
+        total = torch.stack(totals).mean()
         recon = torch.stack([t.recon.detach() for t in terms]).mean()
         kl = torch.stack([t.kl.detach() for t in terms]).mean()
         # 'selection' picks the best epoch. Not the total loss: beta changes during warm-up, which makes the
         # totals of different epochs incomparable. The report's own metric where the physical units are known.
         metrics = {"loss": total.item(), "recon": recon.item(), "kl": kl.item(), "beta": beta}
+        for name, values in physics_values.items():
+            metrics[f"physics_{name}"] = torch.stack(values).mean().item()
         if not model.training:
             metrics["selection"] = recon.item() if self.to_physical is None else self._relative_error(model, fields)
         return total, metrics
