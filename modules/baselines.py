@@ -187,7 +187,7 @@ class PODGaussianProcessBaseline:
 
     @property
     def num_modes(self) -> int:
-        return self.pod.num_components
+        return len(self.gaussian_processes)
 
     def fit(self, train_design_inputs: np.ndarray, train_fields: np.ndarray,
             num_modes: int) -> "PODGaussianProcessBaseline":
@@ -195,7 +195,20 @@ class PODGaussianProcessBaseline:
         fields = _check_fields(train_fields, "POD+GP baseline fit")
         _check_pairing(inputs, fields, "POD+GP baseline fit")
         self.pod.fit(fields, num_modes)
-        coefficients = self.pod.encode(fields)
+        return self.fit_coefficients(inputs, self.pod.encode(fields))
+
+    def fit_coefficients(self, train_design_inputs: np.ndarray,
+                         coefficients: np.ndarray) -> "PODGaussianProcessBaseline":
+        """Only the Gaussian processes: design inputs [k, features] -> given mode coefficients [k, modes].
+
+        For callers that found the POD some other way (modules/case_gram.py gets it from the
+        cases' Gram matrix when the fields are too large to hold); `fit` is this after its own POD.
+        """
+        inputs = _check_inputs(train_design_inputs, "POD+GP baseline fit")
+        coefficients = np.asarray(coefficients, dtype=np.float64)
+        if coefficients.ndim != 2 or coefficients.shape[0] != inputs.shape[0]:
+            raise DataError(f"POD+GP baseline fit: expected mode coefficients [{inputs.shape[0]} cases, modes], "
+                            f"got shape {coefficients.shape}; expected one row per design row")
         self.scaler = StandardScaler().fit(inputs)
         scaled = self.scaler.transform(inputs)
         num_features = inputs.shape[1]
@@ -215,6 +228,11 @@ class PODGaussianProcessBaseline:
 
     def predict(self, design_inputs: np.ndarray) -> np.ndarray:
         """Fields [m, T, N] predicted for design inputs [m, features]."""
+        coefficients = self.predict_coefficients(design_inputs)
+        return self.pod.decode(coefficients)
+
+    def predict_coefficients(self, design_inputs: np.ndarray) -> np.ndarray:
+        """Mode coefficients [m, modes] (float64) predicted for design inputs [m, features]."""
         if not self.gaussian_processes or self.scaler is None:
             raise RuntimeError("PODGaussianProcessBaseline is not fitted; call fit() first")
         inputs = _check_inputs(design_inputs, "POD+GP baseline predict")
@@ -223,7 +241,7 @@ class PODGaussianProcessBaseline:
                             f"was fitted on {self.scaler.n_features_in_}; expected the same columns")
         scaled = self.scaler.transform(inputs)
         coefficients = np.stack([process.predict(scaled) for process in self.gaussian_processes], axis=1)
-        return self.pod.decode(coefficients.reshape(inputs.shape[0], -1))
+        return coefficients.reshape(inputs.shape[0], -1)
 
 
 class NearestNeighbourBaseline:
@@ -242,9 +260,17 @@ class NearestNeighbourBaseline:
         inputs = _check_inputs(train_design_inputs, "nearest-neighbour baseline fit")
         fields = _check_fields(train_fields, "nearest-neighbour baseline fit")
         _check_pairing(inputs, fields, "nearest-neighbour baseline fit")
+        self.fit_inputs(inputs)
+        self._train_fields = fields
+        return self
+
+    def fit_inputs(self, train_design_inputs: np.ndarray) -> "NearestNeighbourBaseline":
+        """Only the design side: enough for `nearest_indices` (modules/case_gram.py measures the
+        fields' distances from the Gram matrix instead of holding them), not for `predict`."""
+        inputs = _check_inputs(train_design_inputs, "nearest-neighbour baseline fit")
         self.scaler = StandardScaler().fit(inputs)
         self._train_inputs = self.scaler.transform(inputs)
-        self._train_fields = fields
+        self._train_fields = None
         return self
 
     def nearest_indices(self, design_inputs: np.ndarray) -> np.ndarray:
@@ -263,4 +289,7 @@ class NearestNeighbourBaseline:
     def predict(self, design_inputs: np.ndarray) -> np.ndarray:
         """Fields [m, T, N]: a copy of the nearest training case's field for each design row."""
         indices = self.nearest_indices(design_inputs)
+        if self._train_fields is None:
+            raise RuntimeError("NearestNeighbourBaseline was fitted with fit_inputs() only; call fit() with the "
+                               "training fields to predict fields")
         return np.stack([np.array(self._train_fields[index]) for index in indices])

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from modules.config import ConditionerConfig
+from modules.config import CONDITIONER_ARCHITECTURES, ConditionerConfig
 from modules.errors import ConfigError, ConfigIssue
 
 # The key users write in condition.txt to choose the network.
 ARCHITECTURE_KEY = "conditioner_type"
+# The key that turns on PCA scores of the images as the MLP's input.
+PCA_KEY = "image_pca_components"
 # Attention heads of the ViT built from the config (embed_dim is rounded up to a multiple of it).
 VIT_NUM_HEADS = 4
 
@@ -79,9 +81,12 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 def resolve_architecture(cfg: ConditionerConfig) -> str:
     """The network `build_conditioner` will make: 'mlp', 'cnn' or 'vit'.
 
+    image_pca_components > 0 needs input_type image and makes the network an MLP (auto or mlp).
     Raises ConfigError when the architecture cannot read the configured input type.
     """
     architecture = cfg.architecture
+    if cfg.image_pca_components > 0 and architecture in CONDITIONER_ARCHITECTURES:
+        return _architecture_for_pca(cfg)
     if architecture == "auto":
         if cfg.input_type == "csv":
             return "mlp"
@@ -94,13 +99,34 @@ def resolve_architecture(cfg: ConditionerConfig) -> str:
     raise ConfigError([_mismatch_issue(cfg)])
 
 
+def _architecture_for_pca(cfg: ConditionerConfig) -> str:
+    """PCA scores are a vector, so only the MLP reads them, and only images have pixels to project."""
+    if cfg.input_type != "image":
+        raise ConfigError([ConfigIssue(
+            key=PCA_KEY,
+            message=(f"{cfg.image_pca_components} projects design images onto PCA components, "
+                     f"but input_type is '{cfg.input_type}'"),
+            fix="set image_pca_components to 0 for CSV parameters, or set input_type to image",
+        )])
+    if cfg.architecture in ("auto", "mlp"):
+        return "mlp"
+    raise ConfigError([ConfigIssue(
+        key=PCA_KEY,
+        message=(f"{cfg.image_pca_components} feeds PCA scores of the images to an MLP, but {ARCHITECTURE_KEY} "
+                 f"is '{cfg.architecture}', which reads pixels"),
+        fix=(f"set {ARCHITECTURE_KEY} to mlp or auto to use the PCA scores, or set image_pca_components "
+             f"to 0 to feed the pixels to the {cfg.architecture}"),
+    )])
+
+
 def _mismatch_issue(cfg: ConditionerConfig) -> ConfigIssue:
     if cfg.architecture == "mlp":
         return ConfigIssue(
             key=ARCHITECTURE_KEY,
             message=(f"'mlp' reads a vector of num_param CSV values, but input_type is '{cfg.input_type}'; "
                      "images are not flattened into an MLP"),
-            fix="for images set conditioner_type to cnn, vit or auto; for parameters set input_type to csvs",
+            fix=("for images set conditioner_type to cnn, vit or auto, or keep mlp and set image_pca_components "
+                 "to e.g. 32 to feed it PCA scores of the images; for parameters set input_type to csvs"),
         )
     if cfg.architecture in ("cnn", "vit"):
         return ConfigIssue(
@@ -118,7 +144,8 @@ def _mismatch_issue(cfg: ConditionerConfig) -> ConfigIssue:
 
 def build_conditioner(cfg: ConditionerConfig, latent_dim_main: int, latent_dim_hier: int, num_hier_levels: int,
                       in_channels: int = 1, *, spectral_norm: bool = False) -> nn.Module:
-    """The conditioner chosen by `cfg.architecture` ('auto': mlp for csv, cnn for image).
+    """The conditioner chosen by `cfg.architecture` ('auto': mlp for csv and for images with
+    image_pca_components > 0, cnn for images otherwise).
 
     in_channels: image channels (1 grey, 3 RGB), ignored by the MLP.
     spectral_norm: spectral normalisation on the CNN's convolutions (ConditionerConfig has no field for it).
@@ -133,7 +160,9 @@ def build_conditioner(cfg: ConditionerConfig, latent_dim_main: int, latent_dim_h
     architecture = resolve_architecture(cfg)
     latent = dict(latent_dim_main=latent_dim_main, latent_dim_hier=latent_dim_hier, num_hier_levels=num_hier_levels)
     if architecture == "mlp":
-        return ParametricConditioner(num_params=cfg.num_params, hidden_widths=tuple(cfg.filters),
+        # With image PCA the MLP reads the N whitened scores of each image instead of num_param values.
+        num_inputs = cfg.image_pca_components if cfg.image_pca_components > 0 else cfg.num_params
+        return ParametricConditioner(num_params=num_inputs, hidden_widths=tuple(cfg.filters),
                                      dropout_rate=cfg.dropout_rate, **latent)
     if architecture == "cnn":
         return ImageConditioner(in_channels=in_channels, widths=tuple(cfg.filters), dropout_rate=cfg.dropout_rate,

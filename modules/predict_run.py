@@ -13,7 +13,6 @@ import torch
 from modules.checkpoint import load_weights
 from modules.conditioner_inputs import IMAGE_EXTENSIONS, load_images_from_paths, load_parameter_table, natural_sort_key
 from modules.conditioner_stage import decode_to_physical, load_conditioner_bundle, predict_latents
-from modules.design_inputs import scaled_inputs
 from modules.errors import DataError, SimulGenError
 from modules.model_bundle import load_vae_bundle
 from modules.output_files import refuse_existing, save_array
@@ -53,7 +52,7 @@ def read_designs(args: argparse.Namespace, kind: str, num_params: int, image_siz
 def predict_with(vae_bundle, conditioner, designs: np.ndarray, device: torch.device, samples: int,
                  batch_size: int, seed: int) -> Prediction:
     started = time.perf_counter()
-    inputs = scaled_inputs(designs, conditioner.input_scaler)
+    inputs = conditioner.model_inputs(designs)  # the bundle's scaler, and its image PCA when it was trained with one
     flat = predict_latents(conditioner.model, inputs, device, batch_size)
     fields = decode_to_physical(vae_bundle.model, flat, vae_bundle.scaler, device, batch_size)
     result = Prediction(fields=fields)
@@ -95,7 +94,8 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     vae_bundle = load_vae_bundle(run_dir.vae_bundle, device)
     if conditioner.decoder_weights is not None:
         load_weights(vae_bundle.model, conditioner.decoder_weights, run_dir.conditioner_bundle)
-    lc_config = vae_bundle.config.conditioner
+    # The conditioner's own settings: an --lc_only run may have trained it with another image_size than the VAE run.
+    lc_config = conditioner.config if conditioner.config is not None else vae_bundle.config.conditioner
     designs = read_designs(args, conditioner.input_kind, lc_config.num_params, lc_config.image_size,
                            conditioner.in_channels)
     result = predict_with(vae_bundle, conditioner, designs, device, args.samples, args.batch_size, seed=0)

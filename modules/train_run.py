@@ -49,6 +49,7 @@ def run_training(config: RunConfig, notices: List[str], show_progress: bool = Tr
 
 
 def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress: bool) -> Dict[str, Any]:
+    conditioner_stage.check_before_training(config)  # a conditioner setting that cannot work stops the run now
     run_dir = RunDirectory(Path(config.output_dir))
     run_dir.guard_previous_run(config.lc_only, config.resume, config.overwrite)
     if config.resume:
@@ -84,7 +85,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             config, sweep, model, latents, runtime, run_dir, log, base_dir)
         if runtime.is_main:
             lc_evaluation = conditioner_stage.evaluate_conditioner(trained, model, designs, latents, sweep, config,
-                                                                   runtime.device)
+                                                                   runtime.device, evaluation.case_gram)
             report["conditioner"] = conditioner_stage.conditioner_report_section(lc_evaluation, lc_result, config,
                                                                                  trained)
             table = _report_table(report)
@@ -160,11 +161,10 @@ def _vae_plots(config: RunConfig, run_dir: RunDirectory, sweep: PreparedSweep, e
         plots.plot_loss_curves(result.history, target("vae_loss_curves.png"), "VAE training")
     plots.plot_error_histogram({"VAE": evaluation.vae_val, "PCA": evaluation.pca_val},
                                target("vae_vs_pca_errors.png"), "Validation reconstruction error")
-    order = np.argsort(evaluation.vae_val)
-    for label, position in (("median", order[len(order) // 2]), ("worst", order[-1])):
+    for label, position in vae_stage.plotted_positions(evaluation.vae_val).items():
         case = int(sweep.val_indices[position])
         truth = read_cases(sweep.array, [case], config.data)[0]
-        plots.plot_dual_view(truth, evaluation.val_reconstructions[position], target(f"vae_{label}_case.png"),
+        plots.plot_dual_view(truth, evaluation.val_reconstructions[case], target(f"vae_{label}_case.png"),
                              f"VAE reconstruction, {label} validation case {case}",
                              coordinates=sweep.coordinates, relative_error=float(evaluation.vae_val[position]))
     if not show:
@@ -187,10 +187,9 @@ def _conditioner_plots(config: RunConfig, run_dir: RunDirectory, sweep: Prepared
     plots.plot_error_histogram({"conditioner + decoder": evaluation.errors_val, "POD + GP": evaluation.pod_gp_val,
                                 "nearest design": evaluation.nearest_val},
                                target("prediction_errors.png"), "Validation prediction error")
-    order = np.argsort(evaluation.errors_val)
-    for label, position in (("median", order[len(order) // 2]), ("worst", order[-1])):
+    for label, position in vae_stage.plotted_positions(evaluation.errors_val).items():
         case = int(sweep.val_indices[position])
         truth = read_cases(sweep.array, [case], config.data)[0]
-        plots.plot_dual_view(truth, evaluation.val_predictions[position], target(f"prediction_{label}_design.png"),
+        plots.plot_dual_view(truth, evaluation.val_predictions[case], target(f"prediction_{label}_design.png"),
                              f"Prediction from the design alone, {label} validation design {case}",
                              coordinates=sweep.coordinates, relative_error=float(evaluation.errors_val[position]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -9,14 +10,17 @@ import torch
 
 from modules.augmentation import FieldAugmenter
 from modules.baselines import PCABaseline
+from modules.case_gram import CaseGram, GramPCA, accumulate_case_gram, baselines_fit_in_memory
 from modules.checkpoint import write_atomically
-from modules.config import RunConfig
-from modules.dataset_io import read_cases
+from modules.config import DataConfig, RunConfig
+from modules.dataset_io import cases_per_chunk, read_cases
 from modules.evaluate import relative_l2_per_case, summarize_errors
-from modules.linear_path import fit_linear_path
+from modules.linear_path import fit_coefficient_pca, project_cases, spatial_pod
 from modules.losses import physical_node_weights
+from modules.mesh_graph import build_mesh_graph
 from modules.model_bundle import save_vae_bundle, vae_must_match
 from modules.objectives import VAEObjective
+from modules.physics_loss import PhysicsLoss
 from modules.run_directory import RunDirectory
 from modules.scaling import SCALED_LIMIT
 from modules.run_log import RunLog
@@ -25,10 +29,10 @@ from modules.sweep_data import PreparedSweep
 from modules.trainer import CheckpointPaths, LoopSettings, Trainer, TrainingResult
 from modules.vae import HierarchicalVAE
 
-# In-memory PCA below this many bytes of training fields; streamed IncrementalPCA above.
-PCA_IN_MEMORY_BYTES = 2 * 1024 ** 3
 # The linear path is initialised from at most this much of the training data (evenly spread cases).
 LINEAR_PATH_INIT_BYTES = 1024 ** 3
+# Cases read at a time when all training cases are projected onto the spatial modes, and when encoding.
+PROJECTION_CHUNK_BYTES = 256 * 1024 ** 2
 
 
 @dataclass
@@ -40,7 +44,17 @@ class VAEEvaluation:
     pca_train: np.ndarray
     pca_val: np.ndarray
     pca_components: int
-    val_reconstructions: np.ndarray  # [val cases, T, N] physical units, for plots
+    val_reconstructions: Dict[int, np.ndarray]
+    """{case index: [T, N] reconstruction in physical units} of the plotted validation cases (`plotted_positions`)."""
+    case_gram: Optional[CaseGram]
+    """The cases' Gram matrix when the baselines were too large for memory (else None); the conditioner's
+    baselines reuse it instead of reading the sweep again."""
+
+
+def plotted_positions(errors: np.ndarray) -> Dict[str, int]:
+    """Positions (in `errors`) of the cases worth plotting: {"median": typical case, "worst": largest error}."""
+    order = np.argsort(errors)
+    return {"median": int(order[len(order) // 2]), "worst": int(order[-1])}
 
 
 def loop_settings(config: RunConfig) -> LoopSettings:
@@ -71,17 +85,52 @@ def node_half_range(sweep: PreparedSweep) -> torch.Tensor:
     return torch.as_tensor((sweep.scaler.data_max - sweep.scaler.data_min) / 2.0)
 
 
+def scaled_cases(sweep: PreparedSweep, indices: np.ndarray, data: DataConfig) -> torch.Tensor:
+    """Scaled cases [k, N, T] float32, scaled one case at a time (the scaler works in float64, and a
+    whole chunk of 95k-node cases in float64 would need several GiB of temporaries)."""
+    out = torch.empty((len(indices), data.nodes, data.timesteps), dtype=torch.float32)
+    for row, index in enumerate(indices):
+        case = sweep.scaler.transform(read_cases(sweep.array, [index], data)[0])
+        out[row] = torch.from_numpy(np.asarray(case)).T
+    return out
+
+
 def initialise_from_pca(model: HierarchicalVAE, sweep: PreparedSweep, config: RunConfig) -> int:
-    """Start the linear path at the PCA of (up to LINEAR_PATH_INIT_BYTES of) the training cases."""
-    per_case = config.data.timesteps * config.data.nodes * 4
+    """Start the linear path at the factored PCA of the training cases: the spatial modes from (up to
+    LINEAR_PATH_INIT_BYTES of) evenly spread training cases, the space-time PCA of the projected fields
+    from ALL training cases, read a chunk at a time (a 1 GiB subset is only ~14 cases of a 95k-node,
+    200-step sweep: too few for dozens of components). Returns how many cases fixed the spatial modes."""
+    data = config.data
+    per_case = data.timesteps * data.nodes * 4
     count = int(min(len(sweep.train_indices), max(2, LINEAR_PATH_INIT_BYTES // per_case)))
     chosen = sweep.train_indices[np.linspace(0, len(sweep.train_indices) - 1, count).round().astype(int)]
-    scaled = torch.as_tensor(np.asarray(sweep.scaler.transform(read_cases(sweep.array, chosen, config.data))))
-    cases = scaled.transpose(1, 2)  # [k, N, T]
     weights = node_half_range(sweep) if config.train.physical_weighting else None
-    init = fit_linear_path(cases, config.model.encoder_filters[0], model.flat_latent_dim, node_weights=weights)
-    model.initialise_linear_path(init, node_weights=weights)
+
+    spatial = spatial_pod(scaled_cases(sweep, chosen, data), config.model.encoder_filters[0], weights)
+    chunk = max(1, PROJECTION_CHUNK_BYTES // per_case)
+    projected = torch.cat([project_cases(scaled_cases(sweep, sweep.train_indices[start:start + chunk], data),
+                                         spatial, weights)
+                           for start in range(0, len(sweep.train_indices), chunk)])
+    model.initialise_linear_path(fit_coefficient_pca(projected, spatial, model.flat_latent_dim), node_weights=weights)
     return count
+
+
+def build_physics_loss(config: RunConfig, sweep: PreparedSweep, log: RunLog) -> Optional[PhysicsLoss]:
+    """The configured physics terms (None when every weight is 0), with the mesh's edges for the spatial term."""
+    physics = config.physics
+    if not physics.active:
+        return None
+    edges = None
+    if physics.spatial_weight > 0:
+        # Relative paths in condition.txt start in the working directory: the base train_run gives
+        # sweep_data.load_coordinates for coordinates_path.
+        graph = build_mesh_graph(physics, config.data, sweep.coordinates, Path.cwd())
+        edges = torch.as_tensor(graph.edges)
+        log.info(f"VAE: physics spatial term on {graph.describe()}")
+    log.info(f"VAE: physics terms temporal {physics.temporal_weight:g}, spatial {physics.spatial_weight:g}, "
+             f"conservation {physics.conservation_weight:g}"
+             + (" (adaptive: each term adds weight x recon to the loss)" if physics.adaptive_weighting else ""))
+    return PhysicsLoss(physics, edges)
 
 
 def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory,
@@ -97,8 +146,10 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         log.info(f"VAE: linear path starts at the PCA of {used} training cases "
                  f"({config.model.encoder_filters[0]} spatial modes, {model.flat_latent_dim} components)")
     weights = physical_node_weights(node_half_range(sweep)) if config.train.physical_weighting else None
+    objective = VAEObjective(config.train, weights, physical_conversion(sweep), FieldAugmenter(config.augmentation),
+                             build_physics_loss(config, sweep, log))
     trainer = Trainer(
-        model, VAEObjective(config.train, weights, physical_conversion(sweep), FieldAugmenter(config.augmentation)),
+        model, objective,
         loop_settings(config), runtime, log,
         CheckpointPaths(run_dir.last_checkpoint("vae"), run_dir.best_checkpoint("vae")),
         config_snapshot=config.to_dict(), must_match=vae_must_match(config),
@@ -137,6 +188,7 @@ def encode_cases(model: HierarchicalVAE, sweep_array: np.ndarray, config: RunCon
                  device: torch.device, batch_size: int = 32) -> Dict[str, np.ndarray]:
     """Posterior means (and log-variances) of every case, the conditioner's targets."""
     mains, hiers, flats, logvars = [], [], [], []
+    batch_size = max(1, min(batch_size, PROJECTION_CHUNK_BYTES // (config.data.timesteps * config.data.nodes * 4)))
     with evaluation_mode(model):
         for chunk in _batches(np.arange(config.data.num_cases), batch_size):
             scaled = torch.as_tensor(scaler.transform(read_cases(sweep_array, chunk, config.data)))
@@ -158,36 +210,39 @@ def save_latents(run_dir: RunDirectory, latents: Dict[str, np.ndarray], sweep: P
 
 
 def fit_pca_baseline(sweep: PreparedSweep, config: RunConfig, num_components: int) -> PCABaseline:
-    train_bytes = len(sweep.train_indices) * config.data.timesteps * config.data.nodes * 4
-    pca = PCABaseline()
-    if train_bytes <= PCA_IN_MEMORY_BYTES:
-        return pca.fit(read_cases(sweep.array, sweep.train_indices, config.data), num_components)
-    chunk = max(num_components, int(PCA_IN_MEMORY_BYTES // 8 // (config.data.timesteps * config.data.nodes * 4)))
-    return pca.fit_streamed(lambda idx: read_cases(sweep.array, idx, config.data), sweep.train_indices,
-                            chunk, num_components)
+    """PCA of the training fields held in memory (callers check case_gram.baselines_fit_in_memory first)."""
+    return PCABaseline().fit(read_cases(sweep.array, sweep.train_indices, config.data), num_components)
 
 
 def evaluate_vae(model: HierarchicalVAE, sweep: PreparedSweep, config: RunConfig,
                  device: torch.device) -> VAEEvaluation:
-    """Relative L2 of the VAE and of PCA with as many components as the VAE has latent numbers."""
+    """Relative L2 of the VAE and of PCA with as many components as the VAE has latent numbers.
+
+    Memory stays bounded for any sweep: the VAE is measured one chunk of cases at a time, and PCA is fitted
+    on the fields in memory only while they fit (case_gram.IN_MEMORY_BASELINE_BYTES), else its errors come
+    from the cases' Gram matrix (one pass over the file in blocks of timesteps).
+    """
+    gram = None if baselines_fit_in_memory(config.data) else \
+        accumulate_case_gram(sweep.array, config.data, sweep.train_indices)
+    pca = fit_pca_baseline(sweep, config, model.flat_latent_dim) if gram is None else \
+        GramPCA(gram, model.flat_latent_dim)
+    chunk_cases = cases_per_chunk(sweep.array)
     errors: Dict[str, np.ndarray] = {}
-    val_recon: Optional[np.ndarray] = None
-    pca = fit_pca_baseline(sweep, config, model.flat_latent_dim)
     for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
-        recon_parts, vae_parts, pca_parts = [], [], []
-        for chunk in _batches(indices, 64):
+        vae_parts, pca_parts = [], []
+        for chunk in _batches(indices, chunk_cases):
             truth = read_cases(sweep.array, chunk, config.data)
-            recon = reconstruct_fields(model, truth, sweep.scaler, device)
-            vae_parts.append(relative_l2_per_case(truth, recon))
-            pca_parts.append(relative_l2_per_case(truth, pca.reconstruct(truth)))
-            if split == "val":
-                recon_parts.append(recon)
+            vae_parts.append(relative_l2_per_case(truth, reconstruct_fields(model, truth, sweep.scaler, device)))
+            if gram is None:
+                pca_parts.append(relative_l2_per_case(truth, pca.reconstruct(truth)))
         errors[f"vae_{split}"] = np.concatenate(vae_parts)
-        errors[f"pca_{split}"] = np.concatenate(pca_parts)
-        if split == "val":
-            val_recon = np.concatenate(recon_parts)
+        errors[f"pca_{split}"] = np.concatenate(pca_parts) if gram is None else pca.relative_errors(indices)
+    # Only the plotted cases are kept (all validation reconstructions of a large sweep would not fit);
+    # they are decoded again, as their positions are known only once every error is.
+    plotted = [int(sweep.val_indices[position]) for position in plotted_positions(errors["vae_val"]).values()]
+    recon = reconstruct_fields(model, read_cases(sweep.array, plotted, config.data), sweep.scaler, device)
     return VAEEvaluation(errors["vae_train"], errors["vae_val"], errors["pca_train"], errors["pca_val"],
-                         pca.num_components, val_recon)
+                         pca.num_components, dict(zip(plotted, recon)), gram)
 
 
 def vae_report_section(evaluation: VAEEvaluation, result: Optional[TrainingResult], model: HierarchicalVAE,
