@@ -285,7 +285,9 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, result: Option
     if result is not None:
         section["training"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
                                "best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 2),
-                               "stopped_early": result.stopped_early}
+                               "stopped_early": result.stopped_early,
+                               "seconds_per_phase": {name: round(seconds, 2)
+                                                     for name, seconds in result.phase_seconds.items()}}
     return section
 
 

@@ -185,6 +185,10 @@ class TrainConfig:
     physical_weighting: bool = True
     """Weight each node's reconstruction error by its physical range squared, so the loss on the
     per-node scaled data measures the error in physical units (what the report and users see)."""
+    pod_projected_training: bool = False
+    """Train on every case's projection onto the linear path's frozen POD modes (computed once) instead of
+    the full fields: the same gradients and selection metric, at a cost independent of the mesh size
+    (modules.projected_training). Needs linear_path 1, Loss_type 1, physical_weighting 1."""
 
     @property
     def warmup_epochs(self) -> int:
@@ -234,6 +238,13 @@ class TrainConfig:
                         "use 0 to disable early stopping"))
         if self.recon_iterations <= 0:
             out.append(("recon_iterations", f"must be positive, got {self.recon_iterations}", "use 1"))
+        if self.pod_projected_training and self.loss_type != 1:
+            out.append(("pod_projected_training", f"needs Loss_type 1 (MSE), got {self.loss_type}: only a squared "
+                        "error reduces exactly to the POD coefficients", "set Loss_type 1, or pod_projected_training 0"))
+        if self.pod_projected_training and not self.physical_weighting:
+            out.append(("pod_projected_training", "needs physical_weighting 1: the POD modes are orthonormal in the "
+                        "physically weighted metric, so only that loss reduces exactly to their coefficients",
+                        "set physical_weighting 1, or pod_projected_training 0"))
         return out
 
 
@@ -439,8 +450,33 @@ class RunConfig:
             out.append(("physics.spatial_weight", "needs the mesh: neither coordinates_path nor "
                         "mesh_connectivity_path is set", "add one of them to condition.txt, or set "
                         "physics_spatial_weight 0"))
+        out += self._pod_projection_problems()
         if self.plot_mode not in (0, 1, 2):
             out.append(("plot_mode", f"must be 0, 1 or 2, got {self.plot_mode}", "use --plot=1 to save PNGs"))
+        return out
+
+    def _pod_projection_problems(self) -> List[Problem]:
+        """pod_projected_training applies the first and last VAE layers once, before training: it needs them
+        to be the fixed linear POD layers, and a loss that never looks at the full fields."""
+        if not self.train.pod_projected_training:
+            return []
+        out: List[Problem] = []
+        key = "train.pod_projected_training"
+        if not self.model.linear_path:
+            out.append((key, "needs linear_path 1: only the linear path's frozen POD layers can be applied once "
+                        "before training", "set linear_path 1, or pod_projected_training 0"))
+        augmentation = {"aug_node_mask_probability": self.augmentation.node_mask_probability,
+                        "aug_noise_probability": self.augmentation.noise_probability,
+                        "aug_time_warp_probability": self.augmentation.time_warp_probability}
+        active = [name for name, probability in augmentation.items() if probability > 0]
+        if active:
+            out.append((key, f"cannot be combined with node-space augmentation ({', '.join(active)} > 0): augmented "
+                        "fields change every step, so their projection cannot be computed once",
+                        f"set {' and '.join(active)} to 0, or pod_projected_training 0"))
+        if self.physics.active:
+            out.append((key, "cannot be combined with physics terms (physics_temporal_weight, physics_spatial_weight "
+                        "or physics_conservation_weight > 0): they need the full reconstructed fields",
+                        "set the physics_*_weight keys to 0, or pod_projected_training 0"))
         return out
 
     def to_dict(self) -> Dict[str, Any]:

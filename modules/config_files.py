@@ -118,6 +118,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "alpha": ("train.recon_weight", _to_float),
     "Recon_iter": ("train.recon_iterations", _to_int),
     "physical_weighting": ("train.physical_weighting", _to_flag),
+    "pod_projected_training": ("train.pod_projected_training", _to_flag),
     "beta_target": ("train.beta_target", _to_float),
     "beta_warmup_epochs": ("train.beta_warmup_epochs", _to_int),
     "weight_decay": ("train.weight_decay", _to_float),

@@ -16,7 +16,8 @@ class DecoderOutput:
     """What one top-down pass produced; level lists run deep-to-shallow (k = 0 first)."""
 
     recon: Optional[torch.Tensor]
-    """[B, num_nodes, T] in (-1, 1), or None when the pass stopped after the last latent."""
+    """[B, num_nodes, T] in (-1, 1); [B, filters[0], T] (before the output layer) for a projected pass;
+    None when the pass stopped after the last latent."""
     priors: List[DiagonalNormal]
     """p(z_k | z_main, z_<k) per hierarchical level, each over [B, latent_dim_hier]."""
     posteriors: List[DiagonalNormal]
@@ -98,7 +99,7 @@ class Decoder(nn.Module):
     def forward(self, z_main: torch.Tensor, encoder_features: Optional[List[torch.Tensor]] = None,
                 z_hier: Optional[List[torch.Tensor]] = None, stochastic: bool = False,
                 generator: Optional[torch.Generator] = None, with_recon: bool = True,
-                linear_hier: Optional[torch.Tensor] = None) -> DecoderOutput:
+                linear_hier: Optional[torch.Tensor] = None, projected: bool = False) -> DecoderOutput:
         """One top-down pass.
 
         z_main: [B, Lm]. At each level the latent is z_hier[k] if given; else drawn
@@ -107,7 +108,11 @@ class Decoder(nn.Module):
         `generator`, which must live on z_main's device), else its mean is used.
         `with_recon=False` stops after the last latent (for encoding only).
         linear_hier [B, K*Lh]: the encoder's linear-path share of each level's posterior mean.
+        projected: stop before the (frozen, linear-path) output layer and return its input [B, filters[0], T].
         """
+        if projected and self.linear_readout is None:
+            raise ValueError("a projected decoder pass needs the linear path (ModelConfig.linear_path = True): "
+                             "without it the output layer is not linear and cannot be skipped")
         batch = z_main.shape[0]
         h = self.start(z_main).view(batch, -1, self.num_timesteps)
         h = run_block(self.start_block, h, self.grad_checkpoint)
@@ -141,4 +146,4 @@ class Decoder(nn.Module):
         if self.linear_readout is not None:
             flat = torch.cat([z_main, *used], dim=-1)
             h = self.linear_readout(flat).view_as(h) + self.stream_correction(h)
-        return DecoderOutput(self.output(h), priors, posteriors, used)
+        return DecoderOutput(h if projected else self.output(h), priors, posteriors, used)

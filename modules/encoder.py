@@ -45,12 +45,14 @@ class Encoder(nn.Module):
         )
         self.main_head = nn.Linear(filters[-1] * num_timesteps, 2 * latent_dim_main)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor], Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, projected: bool = False
+                ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor], Optional[torch.Tensor]]:
         """-> (main_mu, main_logvar, features deep-to-shallow, linear [B, Lm + K*Lh] or None).
 
         With the linear path, main_mu already includes its linear part; the rest of
-        `linear` ([:, Lm:]) is added to the hierarchical posterior means by the decoder."""
-        h = self.input_projection(x)
+        `linear` ([:, Lm:]) is added to the hierarchical posterior means by the decoder.
+        projected: x is already input_projection's output [B, filters[0], T] (see modules.projected_training)."""
+        h = x if projected else self.input_projection(x)
         linear = self.linear_coefficients(h.flatten(start_dim=1)) if self.linear_coefficients is not None else None
         shallow_to_deep: List[torch.Tensor] = []
         for index, level in enumerate(self.levels):

@@ -31,7 +31,7 @@ class VAEOutput:
     """Result of `HierarchicalVAE.forward`."""
 
     recon: torch.Tensor
-    """[B, N, T] reconstruction in (-1, 1)."""
+    """[B, N, T] reconstruction in (-1, 1); [B, filters[0], T] (before the output layer) for a projected pass."""
     main_mu: torch.Tensor
     """[B, Lm] main posterior mean."""
     main_logvar: torch.Tensor
@@ -125,17 +125,33 @@ class HierarchicalVAE(nn.Module):
             raise ValueError(f"VAE input has shape {tuple(x.shape)}, expected [batch, {self.num_nodes} nodes, "
                              f"{self.num_timesteps} timesteps]; the model was built for that window of the data")
 
+    def _check_projected_input(self, h: torch.Tensor) -> None:
+        if not self.cfg.linear_path:
+            raise ValueError("a projected pass needs the linear path (ModelConfig.linear_path = True): only then "
+                             "are the first and last layers a fixed linear basis that can be applied beforehand")
+        channels = self.cfg.encoder_filters[0]
+        if h.dim() != 3 or h.shape[1] != channels or h.shape[2] != self.num_timesteps:
+            raise ValueError(f"projected VAE input has shape {tuple(h.shape)}, expected [batch, {channels} channels "
+                             f"(filters[0]), {self.num_timesteps} timesteps]: encoder.input_projection of the fields")
+
     def forward(self, x: torch.Tensor, use_mean: bool = False,
-                generator: Optional[torch.Generator] = None) -> VAEOutput:
+                generator: Optional[torch.Generator] = None, projected: bool = False) -> VAEOutput:
         """x [B, N, T] -> VAEOutput. Latents are reparameterised samples of each
         posterior (drawn with `generator` if given), or the posterior means when
-        `use_mean`, in which case recon == decode(*encode(x) means)."""
-        self._check_input(x)
-        main_mu, main_logvar, features, linear = self.encoder(x)
+        `use_mean`, in which case recon == decode(*encode(x) means).
+
+        projected (linear path only): x is encoder.input_projection(fields) [B, filters[0], T] and
+        recon is the input of decoder.output [B, filters[0], T]; the frozen node-sized first and last
+        layers are skipped, everything between them (and every random draw) is the same."""
+        if projected:
+            self._check_projected_input(x)
+        else:
+            self._check_input(x)
+        main_mu, main_logvar, features, linear = self.encoder(x, projected=projected)
         main = DiagonalNormal(main_mu, main_logvar)
         z_main = main.mu if use_mean else main.rsample(generator)
         top_down = self.decoder(z_main, encoder_features=features, stochastic=not use_mean, generator=generator,
-                                linear_hier=self._linear_hier(linear))
+                                linear_hier=self._linear_hier(linear), projected=projected)
         kl_per_level = [main.kl_standard()]
         kl_per_level += [q.kl(p) for q, p in zip(top_down.posteriors, top_down.priors)]
         return VAEOutput(

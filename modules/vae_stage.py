@@ -1,6 +1,7 @@
 """Stage 1 of a run: train the hierarchical VAE, save it, encode every case, measure it against PCA."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
@@ -21,6 +22,8 @@ from modules.mesh_graph import build_mesh_graph
 from modules.model_bundle import save_vae_bundle, vae_must_match
 from modules.objectives import VAEObjective
 from modules.physics_loss import PhysicsLoss
+from modules.projected_training import (ProjectedCases, ProjectedSweep, ProjectedVAEObjective, channel_gram,
+                                        physical_per_weighted, project_fields)
 from modules.run_directory import RunDirectory
 from modules.scaling import SCALED_LIMIT
 from modules.run_log import RunLog
@@ -115,6 +118,33 @@ def initialise_from_pca(model: HierarchicalVAE, sweep: PreparedSweep, config: Ru
     return count
 
 
+def project_all_cases(model: HierarchicalVAE, sweep: PreparedSweep, config: RunConfig, runtime: Runtime,
+                      node_weights: torch.Tensor) -> ProjectedSweep:
+    """pod_projected_training: every case through the model's frozen POD layers, in one streamed pass (see
+    modules.projected_training). Under DDP rank 0 makes the pass and sends the result to the other ranks,
+    as fit_shared_scaler does: one read of the sweep, and every rank trains on bit-identical numbers."""
+    data = config.data
+    channels = config.model.encoder_filters[0]
+    coefficients = torch.zeros(data.num_cases, channels, data.timesteps)
+    residual = torch.zeros(data.num_cases, dtype=torch.float64)
+    norm_sq = torch.zeros(data.num_cases, dtype=torch.float64)
+    gram = torch.zeros(channels, channels, dtype=torch.float64)
+    to_physical = physical_conversion(sweep)
+    if runtime.is_main:
+        model.to(runtime.device)  # the trainer moves it there next anyway
+        chunk = max(1, PROJECTION_CHUNK_BYTES // (data.timesteps * data.nodes * 4))
+        for indices in _batches(np.arange(data.num_cases), chunk):
+            fields = scaled_cases(sweep, indices, data).to(runtime.device)
+            parts = project_fields(model, fields, node_weights, to_physical)
+            for target, part in zip((coefficients, residual, norm_sq), parts):
+                target[indices] = part.cpu()
+        gram = channel_gram(model, node_weights)
+    for tensor in (coefficients, residual, norm_sq, gram):
+        runtime.broadcast_(tensor)
+    return ProjectedSweep(coefficients, residual, norm_sq, gram, physical_per_weighted(node_weights, to_physical),
+                          data.nodes)
+
+
 def build_physics_loss(config: RunConfig, sweep: PreparedSweep, log: RunLog) -> Optional[PhysicsLoss]:
     """The configured physics terms (None when every weight is 0), with the mesh's edges for the spatial term."""
     physics = config.physics
@@ -146,8 +176,22 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         log.info(f"VAE: linear path starts at the PCA of {used} training cases "
                  f"({config.model.encoder_filters[0]} spatial modes, {model.flat_latent_dim} components)")
     weights = physical_node_weights(node_half_range(sweep)) if config.train.physical_weighting else None
-    objective = VAEObjective(config.train, weights, physical_conversion(sweep), FieldAugmenter(config.augmentation),
-                             build_physics_loss(config, sweep, log))
+    train_set, val_set, num_workers = sweep.train_set, sweep.val_set, config.data.num_workers
+    if config.train.pod_projected_training:
+        started = time.perf_counter()
+        projection = project_all_cases(model, sweep, config, runtime, weights)
+        objective = ProjectedVAEObjective(config.train, projection)
+        coefficients = projection.coefficients.to(runtime.device)
+        # filters[0] x timesteps floats per case, all in memory: DataLoader workers would only copy them.
+        train_set, val_set, num_workers = (ProjectedCases(coefficients, sweep.train_indices),
+                                           ProjectedCases(coefficients, sweep.val_indices), 0)
+        log.info(f"VAE: pod_projected_training: {config.data.num_cases} cases projected onto "
+                 f"{config.model.encoder_filters[0]} POD modes in {time.perf_counter() - started:.1f} s; training "
+                 f"on [{config.model.encoder_filters[0]} x {config.data.timesteps}] instead of "
+                 f"[{config.data.nodes} x {config.data.timesteps}] per case")
+    else:
+        objective = VAEObjective(config.train, weights, physical_conversion(sweep),
+                                 FieldAugmenter(config.augmentation), build_physics_loss(config, sweep, log))
     trainer = Trainer(
         model, objective,
         loop_settings(config), runtime, log,
@@ -156,7 +200,7 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         extra_state={"scaler": sweep.scaler.state_dict()})
     if config.resume and run_dir.last_checkpoint("vae").is_file():
         trainer.resume(run_dir.last_checkpoint("vae"))
-    result = trainer.fit(sweep.train_set, sweep.val_set, num_workers=config.data.num_workers)
+    result = trainer.fit(train_set, val_set, num_workers=num_workers)
     if runtime.is_main:
         save_vae_bundle(run_dir.vae_bundle, model, config, sweep.scaler, sweep.train_indices, sweep.val_indices,
                         sweep.coordinates)
@@ -261,5 +305,7 @@ def vae_report_section(evaluation: VAEEvaluation, result: Optional[TrainingResul
         section["training"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
                                "best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 2),
                                "cases_per_second": round(result.samples_per_second, 2),
-                               "stopped_early": result.stopped_early}
+                               "stopped_early": result.stopped_early,
+                               "seconds_per_phase": {name: round(seconds, 2)
+                                                     for name, seconds in result.phase_seconds.items()}}
     return section

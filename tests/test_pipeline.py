@@ -53,6 +53,10 @@ def test_full_run_writes_models_latents_and_an_honest_report(trained_run):
             assert 0 <= vae["relative_l2"][model][split]["mean"] < 1
     lc = report["conditioner"]["prediction_relative_l2"]
     assert set(lc) == {"conditioner", "pod_gp", "nearest_neighbour"}
+    for stage in (vae, report["conditioner"]):  # the profile of each stage is in the report, not only the log
+        phases = stage["training"]["seconds_per_phase"]
+        assert set(phases) == {"data", "forward", "backward", "optimizer", "validation+checkpoints"}
+        assert all(seconds >= 0 for seconds in phases.values()) and phases["forward"] > 0
     text = (out / "report.txt").read_text()
     assert "PCA (6 components)" in text and "POD (6 modes) + Gaussian process" in text
     latents = np.load(out / "latent_vectors.npz")

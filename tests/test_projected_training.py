@@ -1,0 +1,214 @@
+"""pod_projected_training: training on POD coefficients gives the full-field loss, gradients and selection metric."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import torch
+
+from modules.config import AugmentationConfig, ModelConfig, PhysicsLossConfig, RunConfig, TrainConfig
+from modules.config_files import load_run_config
+from modules.errors import ConfigError
+from modules.linear_path import fit_coefficient_pca, project_cases, spatial_pod, unit_rms_weights
+from modules.losses import physical_node_weights
+from modules.objectives import VAEObjective
+from modules.projected_training import (ProjectedCases, ProjectedSweep, ProjectedVAEObjective, channel_gram,
+                                        physical_per_weighted, project_fields)
+from modules.scaling import SCALED_LIMIT
+from modules.vae import HierarchicalVAE
+from tiny_sweep import load_entry, tiny_condition, tiny_preset
+
+NUM_CASES, NUM_NODES, NUM_TIMESTEPS = 10, 48, 6
+CONSTANT_NODE = 5  # half-range 0: weight 0, decoded as 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: thread hand-offs would cost more than the arithmetic on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Setup:
+    """A trained-looking tiny VAE (PCA start, then every trainable weight moved) and both objectives."""
+
+    def __init__(self, dtype: torch.dtype, rank: Optional[int] = None, recon_iterations: int = 1):
+        torch.manual_seed(0)
+        self.model = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=3, latent_dim_hier=2),
+                                     NUM_NODES, NUM_TIMESTEPS).to(dtype)  # before the PCA start: exact bases in float64
+        half_range = torch.rand(NUM_NODES, dtype=torch.float64) + 0.2
+        half_range[CONSTANT_NODE] = 0.0
+        fields = (torch.rand(NUM_CASES, NUM_NODES, NUM_TIMESTEPS, dtype=torch.float64) - 0.5) * 2 * SCALED_LIMIT
+        if rank is not None:  # fewer snapshot modes than channels: the POD basis has zero columns
+            modes = torch.randn(NUM_NODES, rank, dtype=torch.float64)
+            fields = torch.einsum("nr,krt->knt", modes, torch.randn(NUM_CASES, rank, NUM_TIMESTEPS, dtype=torch.float64))
+        fields[:, CONSTANT_NODE] = 0.0
+        spatial = spatial_pod(fields, 8, half_range)
+        self.model.initialise_linear_path(fit_coefficient_pca(project_cases(fields, spatial, half_range), spatial,
+                                                              self.model.flat_latent_dim), node_weights=half_range)
+        with torch.no_grad():
+            for parameter in self.model.parameters():
+                if parameter.requires_grad:
+                    parameter.add_(0.05 * torch.randn_like(parameter))
+        self.fields = fields.to(dtype)
+        # float64 uses the basis's own metric w^2 exactly; float32 the production weights (w^2 rounded to float32).
+        self.weights = unit_rms_weights(NUM_NODES, half_range).pow(2) if dtype == torch.float64 else \
+            physical_node_weights(half_range)
+        self.to_physical = (torch.randn(NUM_NODES, dtype=dtype), (half_range / SCALED_LIMIT).to(dtype))
+        coefficients, residual, norm_sq = project_fields(self.model, self.fields, self.weights, self.to_physical)
+        self.projection = ProjectedSweep(coefficients, residual, norm_sq, channel_gram(self.model, self.weights),
+                                         physical_per_weighted(self.weights, self.to_physical), NUM_NODES)
+        train = TrainConfig(recon_weight=100.0, beta_target=1e-2, recon_iterations=recon_iterations,
+                            pod_projected_training=True)
+        self.full = VAEObjective(train, self.weights, self.to_physical)
+        self.projected = ProjectedVAEObjective(train, self.projection)
+
+    def batches(self, cases):
+        index = torch.as_tensor(cases)
+        return (self.fields[index], index), (self.projection.coefficients[index], index)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("rank", [None, 3])
+def test_projected_loss_is_the_node_space_loss_minus_the_case_constant(dtype, tolerance, rank):
+    setup = Setup(dtype, rank)
+    cases = [0, 3, 4, 7]
+    (fields, index), (coefficients, _) = setup.batches(cases)
+    torch.manual_seed(1)
+    full = setup.model(fields)
+    torch.manual_seed(1)
+    projected = setup.model(coefficients, projected=True)
+    assert projected.recon.shape == (4, 8, NUM_TIMESTEPS)
+    node_space = (setup.weights[None, :, None] * (full.recon - fields) ** 2).sum(dim=(1, 2)).double()
+    constant = setup.projection.residual[index]
+    quadratic = setup.projected.squared_errors(projected.recon, coefficients, index) - constant
+    torch.testing.assert_close(quadratic, node_space - constant, rtol=tolerance, atol=0)
+    # Rank 3 < 8 channels: the modes hold every case, so nothing is left for the constant.
+    assert (constant > 0.01 * node_space).all() if rank is None else (constant < tolerance * node_space).all()
+    # The logged recon is the node-space weighted MSE itself: the constant rides along, without gradient.
+    expected = node_space.sum() / (4 * NUM_NODES * NUM_TIMESTEPS)
+    recon = setup.projected.reconstruction_loss(projected, coefficients, index)
+    assert float(recon.detach()) == pytest.approx(float(expected.detach()), rel=tolerance)
+
+
+# AdamW (the trainer's optimiser) in float64. In float32 SGD with lr 1 (the update is the gradient): Adam's first
+# step (about lr x the sign of each gradient) would magnify float32 rounding on gradients that are ~0 into
+# differences of lr, and a small lr would drown the update in the float32 rounding of the weights themselves.
+@pytest.mark.parametrize("dtype,optimizer_class,learning_rate",
+                         [(torch.float64, torch.optim.AdamW, 1e-3), (torch.float32, torch.optim.SGD, 1.0)])
+def test_one_optimizer_step_moves_the_weights_exactly_as_full_fields_do(dtype, optimizer_class, learning_rate):
+    setup = Setup(dtype, recon_iterations=2)
+    full_batch, projected_batch = setup.batches([1, 2, 5, 8])
+    start = {name: value.clone() for name, value in setup.model.state_dict().items()}
+    updates, metrics = [], []
+    for objective, batch in ((setup.full, full_batch), (setup.projected, projected_batch)):
+        setup.model.load_state_dict(start)
+        setup.model.zero_grad(set_to_none=True)
+        setup.model.train()
+        optimizer = optimizer_class([p for p in setup.model.parameters() if p.requires_grad], lr=learning_rate)
+        torch.manual_seed(7)
+        loss, values = objective(setup.model, batch, epoch=0)
+        loss.backward()
+        optimizer.step()
+        updates.append({name: value - start[name] for name, value in setup.model.state_dict().items()})
+        metrics.append(values)
+    largest = max(float(update.abs().max()) for update in updates[0].values())
+    for name in start:
+        torch.testing.assert_close(updates[1][name], updates[0][name], rtol=1e-5, atol=1e-5 * largest, msg=name)
+    assert float(updates[0]["encoder.main_head.weight"].abs().max()) > 0.1 * largest  # the step moved the weights
+    assert float(updates[1]["decoder.output.0.weight"].abs().max()) == 0.0  # and never the frozen POD layers
+    for key in ("loss", "recon", "kl", "beta"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-5), key
+
+
+# VAEObjective._relative_error rounds the reconstruction to float32 even in a float64 model.
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-7), (torch.float32, 1e-5)])
+def test_projected_selection_metric_is_the_reports_relative_error(dtype, tolerance):
+    setup = Setup(dtype)
+    full_batch, projected_batch = setup.batches([0, 2, 6, 9])
+    setup.model.eval()
+    with torch.no_grad():
+        expected = setup.full._relative_error(setup.model, full_batch[0])
+        assert setup.projected.relative_error(setup.model, *projected_batch) == pytest.approx(expected, rel=tolerance)
+        _, full_metrics = setup.full(setup.model, full_batch, epoch=3)
+        _, projected_metrics = setup.projected(setup.model, projected_batch, epoch=3)
+    assert 0.01 < expected < 10
+    assert projected_metrics["selection"] == pytest.approx(full_metrics["selection"], rel=tolerance)
+
+
+def test_projected_cases_serve_each_case_with_its_index():
+    coefficients = torch.arange(5 * 2 * 3, dtype=torch.float32).view(5, 2, 3)
+    cases = ProjectedCases(coefficients, [4, 1])
+    assert len(cases) == 2 and cases.device == torch.device("cpu")
+    item, index = cases[0]
+    assert index == 4 and torch.equal(item, coefficients[4])
+
+
+def test_a_projected_pass_needs_the_linear_path_and_projected_input():
+    model = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=3, latent_dim_hier=2,
+                                        linear_path=False), NUM_NODES, NUM_TIMESTEPS)
+    with pytest.raises(ValueError, match="needs the linear path"):
+        model(torch.zeros(2, 8, NUM_TIMESTEPS), projected=True)
+    with pytest.raises(ValueError, match=r"expected \[batch, 8 channels \(filters\[0\]\), 6 timesteps\]"):
+        Setup(torch.float32).model(torch.zeros(2, NUM_NODES, NUM_TIMESTEPS), projected=True)
+
+
+def test_config_rules_name_every_conflict_with_its_fix():
+    config = RunConfig(model=ModelConfig(linear_path=False),
+                       train=TrainConfig(pod_projected_training=True, loss_type=2, physical_weighting=False),
+                       augmentation=AugmentationConfig(node_mask_probability=0.1, time_warp_probability=0.2),
+                       physics=PhysicsLossConfig(temporal_weight=0.1))
+    found = [problem for problem in config.problems() if problem[0] == "train.pod_projected_training"]
+    assert found == [
+        ("train.pod_projected_training", "needs Loss_type 1 (MSE), got 2: only a squared error reduces exactly to "
+         "the POD coefficients", "set Loss_type 1, or pod_projected_training 0"),
+        ("train.pod_projected_training", "needs physical_weighting 1: the POD modes are orthonormal in the "
+         "physically weighted metric, so only that loss reduces exactly to their coefficients",
+         "set physical_weighting 1, or pod_projected_training 0"),
+        ("train.pod_projected_training", "needs linear_path 1: only the linear path's frozen POD layers can be "
+         "applied once before training", "set linear_path 1, or pod_projected_training 0"),
+        ("train.pod_projected_training", "cannot be combined with node-space augmentation "
+         "(aug_node_mask_probability, aug_time_warp_probability > 0): augmented fields change every step, so "
+         "their projection cannot be computed once",
+         "set aug_node_mask_probability and aug_time_warp_probability to 0, or pod_projected_training 0"),
+        ("train.pod_projected_training", "cannot be combined with physics terms (physics_temporal_weight, "
+         "physics_spatial_weight or physics_conservation_weight > 0): they need the full reconstructed fields",
+         "set the physics_*_weight keys to 0, or pod_projected_training 0"),
+    ]
+    defaults = RunConfig(train=TrainConfig(pod_projected_training=True)).problems()
+    assert not [problem for problem in defaults if "pod_projected_training" in problem[0]]
+
+
+def test_a_conflict_points_at_the_condition_line(tmp_path):
+    (tmp_path / "preset.txt").write_text(tiny_preset())
+    condition = tmp_path / "condition.txt"
+    condition.write_text(tiny_condition(tmp_path / "data", extra="pod_projected_training\t1\nlinear_path\t0\n"))
+    line = condition.read_text().splitlines().index("pod_projected_training\t1") + 1
+    with pytest.raises(ConfigError) as error:
+        load_run_config(tmp_path / "preset.txt", condition)
+    assert f"{condition}:{line}, key 'pod_projected_training': needs linear_path 1" in str(error.value)
+    assert "fix: set linear_path 1, or pod_projected_training 0" in str(error.value)
+
+
+def test_a_projected_run_trains_like_a_full_field_run(tmp_path):
+    entry = load_entry("simulgen_entry_projected")
+    (tmp_path / "preset.txt").write_text(tiny_preset())
+    reports = {}
+    for name, extra in (("full", ""), ("projected", "pod_projected_training\t1\n")):
+        condition = tmp_path / f"{name}.txt"
+        condition.write_text(tiny_condition(tmp_path / "data", epochs=3, lc_epochs=1, extra=extra))
+        out = tmp_path / name
+        assert entry.main(["--preset-file", str(tmp_path / "preset.txt"), "--condition", str(condition),
+                           "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+        reports[name] = json.loads((out / "report.json").read_text())["vae"]
+        log = (out / "train_log.txt").read_text()
+        assert ("instead of [64 x 8] per case" in log) == (name == "projected")
+    full, projected = (reports[name]["relative_l2"]["vae"]["val"]["mean"] for name in ("full", "projected"))
+    # Same seed, same batches, same gradients up to rounding: the two runs end at the same error.
+    assert projected == pytest.approx(full, rel=1e-3)
+    assert reports["projected"]["training"]["best_val_loss"] == \
+        pytest.approx(reports["full"]["training"]["best_val_loss"], rel=1e-3)
