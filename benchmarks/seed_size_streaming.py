@@ -12,7 +12,7 @@
 Prints: peak memory, cases/s, the share of step time spent waiting for data, and every phase's time.
 
     python benchmarks/seed_size_streaming.py --data-dir /tmp/simulgen_seed_size [--cases 484] [--batch-size 4]
-        [--num-workers 2] [--keep]
+        [--num-workers 2] [--keep] [--pod-projected]
 
 Needs ~37 GB of free disk at full size; --cases 24 makes a 1.8 GB rehearsal.
 """
@@ -161,13 +161,14 @@ class MemorySampler(threading.Thread):
 
 
 def write_condition(folder: Path, dataset: Path, num_cases: int, num_timesteps: int, num_nodes: int,
-                    batch_size: int, num_workers: int) -> Path:
+                    batch_size: int, num_workers: int, pod_projected: bool) -> Path:
     condition = folder / "condition.txt"
     condition.write_text("\n".join([
         f"Dim1 {num_cases}", f"Dim2 {num_timesteps}", f"Dim3 {num_nodes}", "num_var 1",
         f"data_path {dataset}", "Training_epochs 1", f"Batch_size {batch_size}", "LearningR 0.001",
         "Latent_dim 8", "Latent_dim_end 32", "Loss_type 1", "alpha 100000", "beta_target 0.001",
-        f"num_workers {num_workers}", "num_param 5", f"param_dir {dataset.parent / 'params.csv'}", ""]))
+        f"num_workers {num_workers}", "num_param 5", f"param_dir {dataset.parent / 'params.csv'}",
+        f"pod_projected_training {int(pod_projected)}", ""]))
     return condition
 
 
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the generated sweep for the next run")
+    parser.add_argument("--pod-projected", action="store_true",
+                        help="pod_projected_training 1: train on each case's POD coefficients (one projection pass)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +203,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         condition = write_condition(folder, dataset, args.cases, args.timesteps, args.nodes,
-                                    args.batch_size, args.num_workers)
+                                    args.batch_size, args.num_workers, args.pod_projected)
         preset = Path(__file__).resolve().parents[1] / "preset.txt"
         config, _ = load_run_config(preset, condition, cli_values={
             "data.load_all": ("--load_all", False), "train.device": ("--device", "cpu")})
@@ -221,7 +224,8 @@ def main() -> None:
     train_cases = len(sweep.train_indices)
     print(f"seed-size streaming benchmark: {args.cases} cases x {args.timesteps} timesteps x {args.nodes} nodes "
           f"float32 = {size_gib:.1f} GiB; batch {args.batch_size}, {args.num_workers} DataLoader workers, "
-          f"{args.threads} threads, {os.cpu_count()} CPUs, {model.parameter_count():,} VAE parameters")
+          f"{args.threads} threads, {os.cpu_count()} CPUs, {model.parameter_count():,} VAE parameters"
+          + (", pod_projected_training 1" if args.pod_projected else ""))
     for name, seconds in timings.items():
         print(f"  {name:<66}{seconds:9.1f} s")
     print(f"  {'I/O floor throughput':<66}{size_gib / floor:9.2f} GiB/s")
@@ -234,7 +238,7 @@ def main() -> None:
     print(f"  {'peak resident memory of the largest worker (ru_maxrss)':<66}"
           f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:9.2f} GiB")
     print("log:\n" + "\n".join("  " + line for line in log_stream.getvalue().splitlines() if "profile" in line
-                                or "time:" in line or "linear path" in line))
+                                or "time:" in line or "linear path" in line or "project" in line))
     if not args.keep:
         dataset.unlink()
 
