@@ -64,6 +64,17 @@ def require_memory_for(num_cases: int, data: DataConfig, path: Path, device: tor
                         f"{device_budget_bytes / GIB:.2f} GiB of it is free beside the model\n{fix}")
 
 
+def scale_to_node_major(scaler: NodeScaler, case: np.ndarray) -> np.ndarray:
+    """One case [T, N] -> scaled float32 [N, T] (the VAE's layout), a few timesteps at a time: the scaler
+    works in float64, and a whole 95k-node case would otherwise need several case-sized temporaries."""
+    num_timesteps, num_nodes = case.shape
+    scaled = np.empty((num_nodes, num_timesteps), dtype=np.float32)
+    step = max(1, STREAM_SCALE_BYTES // max(1, num_nodes * 8))
+    for start in range(0, num_timesteps, step):
+        scaled[:, start:start + step] = scaler.transform(case[start:start + step]).T
+    return scaled
+
+
 class FieldDataset(Dataset):
     """Scaled cases of the sweep as float32 [num_nodes, num_timesteps] tensors (the VAE's layout).
 
@@ -117,13 +128,7 @@ class FieldDataset(Dataset):
         if self._array is None:
             self._array = open_sweep(self.path)  # first access in a DataLoader worker
         case = windowed_case(self._array, case_index, self.data)  # [T, N]
-        # Scaled a few timesteps at a time straight into the [N, T] layout: the scaler works in float64,
-        # and a whole 95k-node case would otherwise need several case-sized temporaries per worker.
-        scaled = np.empty((self.data.nodes, self.data.timesteps), dtype=np.float32)
-        step = max(1, STREAM_SCALE_BYTES // max(1, self.data.nodes * 8))
-        for start in range(0, self.data.timesteps, step):
-            scaled[:, start:start + step] = self.scaler.transform(case[start:start + step]).T
-        return torch.from_numpy(scaled), case_index
+        return torch.from_numpy(scale_to_node_major(self.scaler, case)), case_index
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -15,6 +15,7 @@ from modules.case_gram import CaseGram, GramPCA, accumulate_case_gram, baselines
 from modules.checkpoint import write_atomically
 from modules.config import DataConfig, RunConfig
 from modules.dataset_io import cases_per_chunk, read_cases
+from modules.datasets import scale_to_node_major
 from modules.evaluate import relative_l2_per_case, summarize_errors
 from modules.linear_path import fit_coefficient_pca, project_cases, spatial_pod
 from modules.losses import physical_node_weights
@@ -89,12 +90,10 @@ def node_half_range(sweep: PreparedSweep) -> torch.Tensor:
 
 
 def scaled_cases(sweep: PreparedSweep, indices: np.ndarray, data: DataConfig) -> torch.Tensor:
-    """Scaled cases [k, N, T] float32, scaled one case at a time (the scaler works in float64, and a
-    whole chunk of 95k-node cases in float64 would need several GiB of temporaries)."""
+    """Scaled cases [k, N, T] float32, scaled one case at a time with bounded temporaries."""
     out = torch.empty((len(indices), data.nodes, data.timesteps), dtype=torch.float32)
     for row, index in enumerate(indices):
-        case = sweep.scaler.transform(read_cases(sweep.array, [index], data)[0])
-        out[row] = torch.from_numpy(np.asarray(case)).T
+        out[row] = torch.from_numpy(scale_to_node_major(sweep.scaler, read_cases(sweep.array, [index], data)[0]))
     return out
 
 
