@@ -15,18 +15,15 @@ predictions are returned in the dtype of the training fields.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
-from sklearn.decomposition import PCA, IncrementalPCA
+from sklearn.decomposition import PCA
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.preprocessing import StandardScaler
 
 from modules.errors import DataError
-
-ChunkReader = Callable[[np.ndarray], np.ndarray]
-
 
 def _check_fields(fields: np.ndarray, what: str) -> np.ndarray:
     fields = np.asarray(fields)
@@ -53,15 +50,6 @@ def _check_pairing(inputs: np.ndarray, fields: np.ndarray, what: str) -> None:
                         "row per case. fix: select the same training cases from both")
 
 
-def _stream_chunks(indices: np.ndarray, chunk_cases: int) -> List[np.ndarray]:
-    """Split indices into chunks of `chunk_cases`, folding a too-small last chunk into the one before."""
-    chunks = [indices[start:start + chunk_cases] for start in range(0, len(indices), chunk_cases)]
-    if len(chunks) > 1 and len(chunks[-1]) < chunk_cases:
-        last = chunks.pop()
-        chunks[-1] = np.concatenate([chunks[-1], last])
-    return chunks
-
-
 class PCABaseline:
     """Project fields onto the leading principal components of the training fields and back.
 
@@ -71,7 +59,7 @@ class PCABaseline:
     """
 
     def __init__(self) -> None:
-        self._model: Optional[PCA | IncrementalPCA] = None
+        self._model: Optional[PCA] = None
         self.requested_components: int = 0
         self.num_components: int = 0
         self.field_shape: tuple = ()
@@ -102,43 +90,9 @@ class PCABaseline:
         self._model.fit(fields.reshape(num_cases, -1).astype(np.float64))
         return self
 
-    def fit_streamed(self, read_chunk: ChunkReader, train_indices: Sequence[int], chunk_cases: int,
-                     num_components: int) -> "PCABaseline":
-        """PCA of training fields too large to hold, read `chunk_cases` cases at a time.
-
-        `read_chunk(indices)` returns the fields [len(indices), T, N] of those cases.
-        IncrementalPCA needs every chunk to hold at least `num_components` cases, so
-        the chunk size is raised to that if smaller and a short last chunk is merged
-        into the previous one. With as many components as the data's rank this
-        matches `fit`; with fewer it is a close approximation.
-        """
-        indices = np.asarray(train_indices, dtype=np.int64).ravel()
-        if chunk_cases < 1:
-            raise DataError(f"PCA baseline: chunk_cases must be at least 1, got {chunk_cases}")
-        self._check_request(num_components, len(indices))
-        # The effective component count is at most min(requested, cases), so chunks this big always suffice.
-        chunk_size = max(int(chunk_cases), min(int(num_components), len(indices)))
-        model: Optional[IncrementalPCA] = None
-        for chunk in _stream_chunks(indices, chunk_size):
-            fields = _check_fields(read_chunk(chunk), "PCA baseline streamed fit")
-            if fields.shape[0] != len(chunk):
-                raise DataError(f"PCA baseline streamed fit: read_chunk returned {fields.shape[0]} cases for "
-                                f"{len(chunk)} requested indices; expected one field per index")
-            if model is None:
-                self.field_shape = fields.shape[1:]
-                self._dtype = np.result_type(fields.dtype, np.float32)
-                self._set_components(num_components, len(indices), fields[0].size)
-                model = IncrementalPCA(n_components=self.num_components)
-            elif fields.shape[1:] != self.field_shape:
-                raise DataError(f"PCA baseline streamed fit: chunk has field shape {fields.shape[1:]}, earlier "
-                                f"chunks {self.field_shape}; every case must have the same [timesteps, nodes]")
-            model.partial_fit(fields.reshape(fields.shape[0], -1).astype(np.float64))
-        self._model = model
-        return self
-
-    def _fitted(self) -> PCA | IncrementalPCA:
+    def _fitted(self) -> PCA:
         if self._model is None:
-            raise RuntimeError("PCABaseline is not fitted; call fit() or fit_streamed() first")
+            raise RuntimeError("PCABaseline is not fitted; call fit() first")
         return self._model
 
     def encode(self, fields: np.ndarray) -> np.ndarray:

@@ -54,8 +54,8 @@ def require_memory_for(num_cases: int, data: DataConfig, path: Path, device: tor
     be held: in host memory always, and in GPU memory too when it is to be kept there (CUDA)."""
     needed = num_cases * data.nodes * data.timesteps * 4
     shape = f"{num_cases} cases x {data.timesteps} timesteps x {data.nodes} nodes of {path}"
-    fix = (f"    fix: run with --load_all=0 to stream cases from the memory-mapped file "
-           f"(or narrow the window with Dim2_red / Dim3_start / Dim3_end)")
+    fix = ("    fix: run with --load_all=0 to stream cases from the memory-mapped file "
+           "(or narrow the window with Dim2_red / Dim3_start / Dim3_end)")
     if host_budget_bytes is not None and needed > host_budget_bytes:
         raise DataError(f"keeping {shape} in memory needs {needed / GIB:.2f} GiB, but only "
                         f"{host_budget_bytes / GIB:.2f} GiB of memory can be used for it\n{fix}")

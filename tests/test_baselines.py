@@ -70,40 +70,6 @@ def test_pca_rejects_bad_requests():
         baseline.reconstruct(np.zeros((1, 4, 5)))
 
 
-@pytest.mark.parametrize("num_components, chunk_cases, expected_chunks", [
-    (3, 4, [4, 6]),     # 4, 4, 2 -> the short last chunk joins the previous one
-    (3, 2, [3, 3, 4]),  # chunks raised to 3 cases (the component count): 3, 3, 3, 1 -> 3, 3, 4
-    (5, 10, [10]),
-])
-def test_streamed_pca_matches_in_memory(num_components, chunk_cases, expected_chunks):
-    train, held_out = low_rank_fields(10, rank=3)
-    chunk_sizes = []
-    requested = []
-
-    def read_chunk(indices):
-        chunk_sizes.append(len(indices))
-        requested.extend(indices.tolist())
-        return train[indices]
-
-    streamed = PCABaseline().fit_streamed(read_chunk, np.arange(10), chunk_cases, num_components)
-    in_memory = PCABaseline().fit(train, num_components)
-    assert chunk_sizes == expected_chunks
-    assert sorted(requested) == list(range(10))  # every training case read exactly once
-    assert streamed.num_components == in_memory.num_components == num_components
-    for fields in (train, held_out):
-        np.testing.assert_allclose(streamed.reconstruct(fields), in_memory.reconstruct(fields), atol=1e-4)
-        np.testing.assert_allclose(streamed.reconstruct(fields), fields, atol=1e-4)
-
-
-def test_streamed_pca_uses_only_the_given_indices():
-    train, _ = low_rank_fields(10, rank=3)
-    subset = np.array([9, 1, 4, 6, 2, 8])
-    streamed = PCABaseline().fit_streamed(lambda indices: train[indices], subset, 3, 4)
-    in_memory = PCABaseline().fit(train[subset], 4)
-    assert streamed.num_components == 4
-    np.testing.assert_allclose(streamed.reconstruct(train), in_memory.reconstruct(train), atol=1e-4)
-
-
 def smooth_fields(design):
     """A field family that depends smoothly and non-linearly on two inputs (a, b)."""
     time = np.linspace(0.0, 1.0, NUM_TIMESTEPS)[:, None]
