@@ -284,10 +284,9 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, result: Option
         section["image_pca_variance_explained"] = trained.image_pca.variance_explained
     if result is not None:
         section["training"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
-                               "best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 2),
+                               "best_val_loss": result.best_val_loss, "seconds": result.seconds,
                                "stopped_early": result.stopped_early,
-                               "seconds_per_phase": {name: round(seconds, 2)
-                                                     for name, seconds in result.phase_seconds.items()}}
+                               "seconds_per_phase": dict(result.phase_seconds)}
     return section
 
 
