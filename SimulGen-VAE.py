@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import sys
 
-from modules.cli import parse_command, train_config_from_args
+from modules.config.cli import parse_command, train_config_from_args
 from modules.errors import SimulGenError
-from modules.trainer import TrainingInterrupted
+from modules.training.loop import TrainingInterrupted
 
 
 def main(argv: list) -> int:
     command, args = parse_command(argv)
     try:
         if command == "train":
-            from modules.train_run import run_training
+            from modules.commands.train import run_training
 
             config, notices = train_config_from_args(args)
             run_training(config, notices, show_progress=not args.quiet)
         elif command == "reconstruct":
-            from modules.reconstruct_run import run_reconstruct
+            from modules.commands.reconstruct import run_reconstruct
 
             run_reconstruct(args)
         else:
-            from modules.predict_run import run_predict
+            from modules.commands.predict import run_predict
 
             run_predict(args)
     except TrainingInterrupted as stop:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from modules.cli import non_negative_int, positive_int
+from modules.config.cli import non_negative_int, positive_int
 
 TRAINING_SCRIPT = Path(__file__).resolve().parent / "SimulGen-VAE.py"
 LOCAL_HOST = "127.0.0.1"

@@ -52,12 +52,12 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.data import TensorDataset
 
-    from modules.config import ModelConfig, TrainConfig
-    from modules.objectives import VAEObjective
-    from modules.run_log import RunLog
-    from modules.runtime import setup_runtime, shutdown_runtime
-    from modules.trainer import CheckpointPaths, LoopSettings, Trainer
-    from modules.vae import HierarchicalVAE
+    from modules.config.schema import ModelConfig, TrainConfig
+    from modules.training.objectives import VAEObjective
+    from modules.training.run_log import RunLog
+    from modules.runtime.distributed import setup_runtime, shutdown_runtime
+    from modules.training.loop import CheckpointPaths, LoopSettings, Trainer
+    from modules.models.vae import HierarchicalVAE
 
     torch.set_num_threads(args.threads)
     runtime = setup_runtime("cpu", amp=False, use_ddp=False)

@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modules.config import ModelConfig, TrainConfig  # noqa: E402
-from modules.losses import vae_loss  # noqa: E402
-from modules.vae import HierarchicalVAE  # noqa: E402
+from modules.config.schema import ModelConfig, TrainConfig  # noqa: E402
+from modules.training.losses import vae_loss  # noqa: E402
+from modules.models.vae import HierarchicalVAE  # noqa: E402
 
 LEGACY_SHAPE = dict(nodes=4000, timesteps=50, filters=(1024, 512, 256, 128), batch=16)
 # Measured by the project lead on the legacy implementation (leesihun/SimulGen-VAE) at LEGACY_SHAPE.

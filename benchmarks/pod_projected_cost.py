@@ -5,7 +5,7 @@ latents 32 + 3 x 8) takes AdamW steps on the same random batch, once through the
 and once through their projection (ProjectedVAEObjective). Reported: seconds per training case of a step
 (forward, loss, backward, AdamW), the step's peak resident memory (Linux VmHWM, reset before each mode,
 with the batch and the model counted) and the loss of both modes, which must agree. The one-time projection
-of a case (modules.projected_training.project_fields) is timed too: it is paid once, not every epoch.
+of a case (modules.training.projected_training.project_fields) is timed too: it is paid once, not every epoch.
 
     python benchmarks/pod_projected_cost.py [--threads 1] [--batch 4] [--shapes 1024x40 95008x200]
 """
@@ -22,14 +22,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modules.config import ModelConfig, TrainConfig  # noqa: E402
-from modules.linear_path import LinearPathInit  # noqa: E402
-from modules.losses import physical_node_weights  # noqa: E402
-from modules.objectives import VAEObjective  # noqa: E402
-from modules.projected_training import (ProjectedSweep, ProjectedVAEObjective, channel_gram,  # noqa: E402
+from modules.config.schema import ModelConfig, TrainConfig  # noqa: E402
+from modules.models.linear_path import LinearPathInit  # noqa: E402
+from modules.training.losses import physical_node_weights  # noqa: E402
+from modules.training.objectives import VAEObjective  # noqa: E402
+from modules.training.projected_training import (ProjectedSweep, ProjectedVAEObjective, channel_gram,  # noqa: E402
                                         physical_per_weighted, project_fields)
-from modules.scaling import SCALED_LIMIT  # noqa: E402
-from modules.vae import HierarchicalVAE  # noqa: E402
+from modules.data.scaling import SCALED_LIMIT  # noqa: E402
+from modules.models.vae import HierarchicalVAE  # noqa: E402
 
 MIB = 2 ** 20
 

@@ -34,12 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modules.config_files import load_run_config  # noqa: E402
-from modules.run_directory import RunDirectory  # noqa: E402
-from modules.run_log import RunLog  # noqa: E402
-from modules.runtime import Runtime  # noqa: E402
-from modules.sweep_data import prepare_sweep  # noqa: E402
-from modules import vae_stage  # noqa: E402
+from modules.config.legacy_files import load_run_config  # noqa: E402
+from modules.storage.run_directory import RunDirectory  # noqa: E402
+from modules.training.run_log import RunLog  # noqa: E402
+from modules.runtime.distributed import Runtime  # noqa: E402
+from modules.data.prepared_sweep import prepare_sweep  # noqa: E402
+from modules.training import vae_stage  # noqa: E402
 
 GIB = 2.0**30
 NUM_MODES = 12

@@ -1,6 +1,6 @@
 """Training throughput (cases/s) and peak memory of the VAE stage on the built-in demo sweep.
 
-Runs the real training loop (modules.trainer.Trainer: shuffling, validation, checkpoints, logging) for a few
+Runs the real training loop (modules.training.loop.Trainer: shuffling, validation, checkpoints, logging) for a few
 epochs and, in the same process, the bare forward/backward/AdamW steps on the same batches: the ratio is the
 share of time the loop adds around the network. Peak memory is the process's maximum resident set size.
 
@@ -20,14 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modules.config_files import load_run_config  # noqa: E402
-from modules.losses import physical_node_weights  # noqa: E402
-from modules.objectives import VAEObjective  # noqa: E402
-from modules.run_log import RunLog  # noqa: E402
-from modules.runtime import Runtime  # noqa: E402
-from modules.sweep_data import prepare_sweep  # noqa: E402
-from modules.trainer import CheckpointPaths, Trainer  # noqa: E402
-from modules import vae_stage  # noqa: E402
+from modules.config.legacy_files import load_run_config  # noqa: E402
+from modules.training.losses import physical_node_weights  # noqa: E402
+from modules.training.objectives import VAEObjective  # noqa: E402
+from modules.training.run_log import RunLog  # noqa: E402
+from modules.runtime.distributed import Runtime  # noqa: E402
+from modules.data.prepared_sweep import prepare_sweep  # noqa: E402
+from modules.training.loop import CheckpointPaths, Trainer  # noqa: E402
+from modules.training import vae_stage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

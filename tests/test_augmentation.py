@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.augmentation import FieldAugmenter, ParameterPerturber, mask_node_groups, time_warp
-from modules.config import AugmentationConfig, TrainConfig
-from modules.objectives import ConditionerObjective, VAEObjective
-from modules.vae import VAEOutput
+from modules.training.augmentation import FieldAugmenter, ParameterPerturber, mask_node_groups, time_warp
+from modules.config.schema import AugmentationConfig, TrainConfig
+from modules.training.objectives import ConditionerObjective, VAEObjective
+from modules.models.vae import VAEOutput
 
 
 def fields(batch: int = 6, nodes: int = 10, steps: int = 5) -> torch.Tensor:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from modules.baselines import NearestNeighbourBaseline, PCABaseline, PODGaussianProcessBaseline
+from modules.evaluation.baselines import NearestNeighbourBaseline, PCABaseline, PODGaussianProcessBaseline
 from modules.errors import DataError
-from modules.evaluate import relative_l2_per_case
+from modules.evaluation.report import relative_l2_per_case
 
 NUM_TIMESTEPS, NUM_NODES = 4, 6
 
@@ -137,7 +137,7 @@ def test_nearest_neighbour_standardises_inputs():
 
 
 def test_pod_gp_fits_one_process_per_mode_with_its_own_length_scales():
-    from modules.baselines import PODGaussianProcessBaseline
+    from modules.evaluation.baselines import PODGaussianProcessBaseline
 
     rng = np.random.default_rng(0)
     design = rng.uniform(-1, 1, size=(40, 2))

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from modules import case_gram, plots
-from modules.baselines import NearestNeighbourBaseline, PCABaseline, PODGaussianProcessBaseline
-from modules.case_gram import GramPCA, accumulate_case_gram, nearest_relative_errors, pod_gp_relative_errors
-from modules.config import DataConfig
-from modules.dataset_io import open_sweep
-from modules.evaluate import relative_l2_per_case
+from modules.evaluation import case_gram
+from modules.evaluation import plots
+from modules.evaluation.baselines import NearestNeighbourBaseline, PCABaseline, PODGaussianProcessBaseline
+from modules.evaluation.case_gram import GramPCA, accumulate_case_gram, nearest_relative_errors, pod_gp_relative_errors
+from modules.config.schema import DataConfig
+from modules.data.sweep_file import open_sweep
+from modules.evaluation.report import relative_l2_per_case
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 NUM_CASES, NUM_TIMESTEPS, NUM_NODES = 10, 6, 9

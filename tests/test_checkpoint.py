@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules import atomic_files
-from modules.checkpoint import differing_keys, load_state, require_matching, save_state
+from modules.storage import atomic_files
+from modules.storage.state_files import differing_keys, load_state, require_matching, save_state
 from modules.errors import CheckpointError, SimulGenError
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modules.conditioner_inputs import (
+from modules.data.design_files import (
     InputScaler,
     load_images,
     load_images_from_paths,

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from modules.conditioner_stage import field_sensitivity
-from modules.config import ModelConfig
-from modules.linear_path import fit_linear_path
-from modules.objectives import ConditionerObjective
-from modules.vae import HierarchicalVAE
+from modules.training.conditioner_stage import field_sensitivity
+from modules.config.schema import ModelConfig
+from modules.models.linear_path import fit_linear_path
+from modules.training.objectives import ConditionerObjective
+from modules.models.vae import HierarchicalVAE
 
 
 def test_sensitivity_of_a_pca_started_decoder_follows_the_component_variances():
@@ -29,7 +29,7 @@ def test_sensitivity_of_a_pca_started_decoder_follows_the_component_variances():
 def test_weighted_latent_loss_by_hand():
     class Fixed(torch.nn.Module):
         def forward(self, inputs):
-            from modules.conditioners import LatentPrediction
+            from modules.models.conditioners import LatentPrediction
             return LatentPrediction(main=inputs[:, :1], hier=inputs[:, 1:].reshape(len(inputs), 1, 1))
 
     objective = ConditionerObjective(torch.tensor([1.5, 0.5]))

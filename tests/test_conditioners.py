@@ -5,11 +5,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from modules.conditioner_cnn import ImageConditioner, SpatialAttention, group_count
-from modules.conditioner_mlp import ParametricConditioner, block_dropout_rates
-from modules.conditioner_vit import VisionTransformerConditioner
-from modules.conditioners import LatentPrediction, build_conditioner, count_parameters, resolve_architecture
-from modules.config import ConditionerConfig
+from modules.models.conditioner_cnn import ImageConditioner, SpatialAttention, group_count
+from modules.models.conditioner_mlp import ParametricConditioner, block_dropout_rates
+from modules.models.conditioner_vit import VisionTransformerConditioner
+from modules.models.conditioners import LatentPrediction, build_conditioner, count_parameters, resolve_architecture
+from modules.config.schema import ConditionerConfig
 from modules.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("single_thread")

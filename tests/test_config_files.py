@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modules.config_files import load_run_config
+from modules.config.legacy_files import load_run_config
 from modules.errors import ConfigError
 
 # A copy of ../shared/fixtures/legacy: the exact files existing users keep (kept in the repo so CI never skips).

@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from modules.config import DataConfig
-from modules.dataset_io import (check_sweep, default_dataset_path, open_sweep, read_cases, read_timestep_block,
+from modules.config.schema import DataConfig
+from modules.data.sweep_file import (check_sweep, default_dataset_path, open_sweep, read_cases, read_timestep_block,
                                 resolve_dataset_path, windowed_case)
 from modules.errors import DataError
 
@@ -225,7 +225,7 @@ def test_nan_and_inf_located_by_case_timestep_node(tmp_path):
 
 
 def test_inf_found_across_chunk_boundary(tmp_path, monkeypatch):
-    import modules.dataset_io as dataset_io
+    import modules.data.sweep_file as dataset_io
     monkeypatch.setattr(dataset_io, "CHUNK_BYTES", 1)  # one case per chunk
     array = sweep()
     array[2, 4, 5] = np.inf

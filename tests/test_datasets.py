@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from modules.config import DataConfig
-from modules.dataset_io import open_sweep
-from modules.datasets import FieldDataset, make_split
+from modules.config.schema import DataConfig
+from modules.data.sweep_file import open_sweep
+from modules.data.datasets import FieldDataset, make_split
 from modules.errors import DataError
-from modules.scaling import NodeScaler
+from modules.data.scaling import NodeScaler
 
 DATA = DataConfig(num_cases=6, num_timesteps=5, num_nodes=8, num_timesteps_used=4, node_start=1, node_end=7)
 
@@ -107,7 +107,7 @@ def test_in_memory_from_npz_array(tmp_path, sweep_file):
 
 
 def test_gpu_budget_is_checked_only_for_a_cuda_device(sweep_file):
-    from modules.datasets import require_memory_for
+    from modules.data.datasets import require_memory_for
     needed = 6 * 6 * 4 * 4
     require_memory_for(6, DATA, sweep_file, torch.device("cpu"), needed, device_budget_bytes=1)
     with pytest.raises(DataError) as caught:
@@ -116,8 +116,8 @@ def test_gpu_budget_is_checked_only_for_a_cuda_device(sweep_file):
 
 
 def test_whole_sweep_refused_before_any_pass_over_the_file(tmp_path, monkeypatch):
-    from modules import sweep_data
-    from modules.config import RunConfig
+    from modules.data import prepared_sweep as sweep_data
+    from modules.config.schema import RunConfig
     path = tmp_path / "dataset1.npy"
     np.save(path, np.zeros((6, 5, 8), dtype=np.float32))
     config = RunConfig(data=DataConfig(num_cases=6, num_timesteps=5, num_nodes=8, data_path=str(path), load_all=True))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules.demo_data import (
+from modules.data.demo_sweep import (
     PARAMETER_NAMES,
     DemoSweepSpec,
     ensure_demo_sweep,

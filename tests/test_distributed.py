@@ -87,8 +87,8 @@ def run(command: List[str], cwd: Path, timeout: int = 120) -> subprocess.Complet
 
 
 def checkpoint_digest(path: Path) -> str:
-    from modules.checkpoint import load_state
-    from modules.runtime import state_digest
+    from modules.storage.state_files import load_state
+    from modules.runtime.distributed import state_digest
 
     return state_digest(load_state(path)["model"])
 
@@ -148,7 +148,7 @@ def test_lc_only_mode_under_ddp_ranks_agree(vae_run, tmp_path, workspace):
 
 
 def test_end_to_end_mode_with_decoder_finetuning_under_ddp(vae_run, tmp_path, workspace):
-    from modules.checkpoint import load_state
+    from modules.storage.state_files import load_state
 
     out = tmp_path / "e2e"
     shutil.copytree(vae_run, out)
@@ -240,14 +240,14 @@ class RecordingObjective:
     recording each batch's cases and loss; after the last validation it saves the weights it sees."""
 
     def __init__(self, out: Path, rank: int):
-        from modules.config import TrainConfig
+        from modules.config.schema import TrainConfig
 
         self.train = TrainConfig(recon_weight=10.0, beta_target=1e-2, init_beta_divisor=3, epochs=WORKER_EPOCHS)
         self.out, self.rank = out, rank
         self.records: List[dict] = []
 
     def __call__(self, model, batch, epoch):
-        from modules.losses import kl_weight, vae_loss
+        from modules.training.losses import kl_weight, vae_loss
 
         fields, cases = batch
         terms = vae_loss(model(fields, use_mean=True), fields, kl_weight(epoch, self.train), self.train)
@@ -263,13 +263,13 @@ def _worker(out: Path) -> None:
     import numpy as np
     from torch.utils.data import TensorDataset
 
-    from modules.config import DataConfig, ModelConfig
+    from modules.config.schema import DataConfig, ModelConfig
     from modules.errors import SimulGenError
-    from modules.run_log import RunLog
-    from modules.runtime import setup_runtime, shutdown_runtime, unwrap
-    from modules.sweep_data import fit_shared_scaler
-    from modules.trainer import CheckpointPaths, LoopSettings, Trainer
-    from modules.vae import HierarchicalVAE
+    from modules.training.run_log import RunLog
+    from modules.runtime.distributed import setup_runtime, shutdown_runtime, unwrap
+    from modules.data.prepared_sweep import fit_shared_scaler
+    from modules.training.loop import CheckpointPaths, LoopSettings, Trainer
+    from modules.models.vae import HierarchicalVAE
 
     runtime = setup_runtime("cpu", amp=False, use_ddp=False)
     try:
@@ -322,7 +322,7 @@ def _weighted_mean(records: List[dict]) -> float:
 
 
 def test_trainer_under_ddp_reduces_metrics_exactly_and_matches_one_process(tmp_path):
-    from modules.checkpoint import load_state
+    from modules.storage.state_files import load_state
 
     two = _run_worker(tmp_path / "two", processes=2)
     one = _run_worker(tmp_path / "one", processes=1)

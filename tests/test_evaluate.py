@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from modules import atomic_files
-from modules import evaluate
+from modules.storage import atomic_files
+from modules.evaluation import report as evaluate
 from modules.errors import DataError, SimulGenError
-from modules.evaluate import format_report_table, relative_l2_per_case, summarize_errors, write_report
+from modules.evaluation.report import format_report_table, relative_l2_per_case, summarize_errors, write_report
 
 
 def test_relative_l2_hand_computed():

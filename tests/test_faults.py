@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from modules import atomic_files
-from modules.checkpoint import load_state, save_state
-from modules.demo_data import DemoSweepSpec, ensure_demo_sweep
-from modules.objectives import VAEObjective
+from modules.storage import atomic_files
+from modules.storage.state_files import load_state, save_state
+from modules.data.demo_sweep import DemoSweepSpec, ensure_demo_sweep
+from modules.training.objectives import VAEObjective
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_kill_9_mid_training_keeps_the_checkpoint_and_resume_equals_an_uninterru
 KILLED_WRITER = """
 import io, os, signal, sys
 import torch
-from modules.checkpoint import save_state
+from modules.storage.state_files import save_state
 
 target = sys.argv[1]
 save_state(target, {"format": "x", "epoch": 1, "model": {"w": torch.arange(1000.0)}})

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from modules.checkpoint import load_state, save_state
-from modules.conditioner_inputs import InputScaler
-from modules.conditioner_mlp import ParametricConditioner
-from modules.conditioner_stage import check_before_training, load_conditioner_bundle
-from modules.conditioners import build_conditioner, resolve_architecture
-from modules.config import ConditionerConfig, DataConfig, RunConfig
-from modules.design_inputs import scaled_inputs
+from modules.storage.state_files import load_state, save_state
+from modules.data.design_files import InputScaler
+from modules.models.conditioner_mlp import ParametricConditioner
+from modules.training.conditioner_stage import check_before_training, load_conditioner_bundle
+from modules.models.conditioners import build_conditioner, resolve_architecture
+from modules.config.schema import ConditionerConfig, DataConfig, RunConfig
+from modules.data.designs import scaled_inputs
 from modules.errors import CheckpointError, ConfigError, DataError
-from modules.evaluate import relative_l2_per_case
-from modules.image_pca import ImagePCA
+from modules.evaluation.report import relative_l2_per_case
+from modules.data.image_pca import ImagePCA
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from modules.linear_path import fit_coefficient_pca, fit_linear_path, project_cases, spatial_pod
+from modules.models.linear_path import fit_coefficient_pca, fit_linear_path, project_cases, spatial_pod
 
 
 def _cases(num_cases: int, num_nodes: int, num_timesteps: int) -> torch.Tensor:

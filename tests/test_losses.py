@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from modules.config import TrainConfig
-from modules.distributions import LOGVAR_MAX, LOGVAR_MIN, DiagonalNormal
-from modules.losses import LossTerms, gaussian_kl, kl_weight, reconstruction_loss, vae_loss
-from modules.vae import VAEOutput
+from modules.config.schema import TrainConfig
+from modules.models.distributions import LOGVAR_MAX, LOGVAR_MIN, DiagonalNormal
+from modules.training.losses import LossTerms, gaussian_kl, kl_weight, reconstruction_loss, vae_loss
+from modules.models.vae import VAEOutput
 
 RECON = torch.tensor([[0.0, 0.5, 3.0, -2.0]])
 TARGET = torch.zeros(1, 4)
@@ -118,7 +118,7 @@ def test_vae_loss_combines_terms_by_hand():
 
 
 def test_node_weights_make_the_loss_a_physical_error():
-    from modules.losses import physical_node_weights, reconstruction_loss
+    from modules.training.losses import physical_node_weights, reconstruction_loss
 
     recon = torch.zeros(1, 2, 3)
     target = torch.tensor([[[0.1, 0.1, 0.1], [0.5, 0.5, 0.5]]])

@@ -7,9 +7,9 @@ import meshio
 import numpy as np
 import pytest
 
-from modules.config import DataConfig, PhysicsLossConfig
+from modules.config.schema import DataConfig, PhysicsLossConfig
 from modules.errors import DataError
-from modules.mesh_graph import build_mesh_graph, cell_edges, knn_edges, read_connectivity, unique_undirected
+from modules.data.mesh_graph import build_mesh_graph, cell_edges, knn_edges, read_connectivity, unique_undirected
 
 TWO_TRIANGLES = np.array([[0, 1, 2], [1, 2, 3]])
 TWO_TRIANGLE_EDGES = [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]

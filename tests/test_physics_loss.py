@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from modules.checkpoint import load_state
-from modules.config import PhysicsLossConfig, TrainConfig
-from modules.objectives import VAEObjective
-from modules.physics_loss import PhysicsLoss, conservation_loss, spatial_loss, temporal_loss
+from modules.storage.state_files import load_state
+from modules.config.schema import PhysicsLossConfig, TrainConfig
+from modules.training.objectives import VAEObjective
+from modules.training.physics_loss import PhysicsLoss, conservation_loss, spatial_loss, temporal_loss
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 # Two triangles (0, 1, 2) and (1, 2, 3) share the side 1-2: five edges.

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules.checkpoint import load_state
-from modules.objectives import VAEObjective
+from modules.storage.state_files import load_state
+from modules.training.objectives import VAEObjective
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 @pytest.fixture(scope="module")

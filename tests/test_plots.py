@@ -10,7 +10,7 @@ import pytest
 from matplotlib.collections import TriMesh
 from PIL import Image
 
-from modules import plots
+from modules.evaluation import plots
 from modules.errors import SimulGenError
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from modules import profiling
-from modules.profiling import StepTimer, summarize
+from modules.training import profiling
+from modules.training.profiling import StepTimer, summarize
 
 
 def timer_with(**seconds) -> StepTimer:

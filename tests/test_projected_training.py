@@ -7,16 +7,16 @@ from typing import Optional
 import pytest
 import torch
 
-from modules.config import AugmentationConfig, ModelConfig, PhysicsLossConfig, RunConfig, TrainConfig
-from modules.config_files import load_run_config
+from modules.config.schema import AugmentationConfig, ModelConfig, PhysicsLossConfig, RunConfig, TrainConfig
+from modules.config.legacy_files import load_run_config
 from modules.errors import ConfigError
-from modules.linear_path import fit_coefficient_pca, project_cases, spatial_pod, unit_rms_weights
-from modules.losses import physical_node_weights
-from modules.objectives import VAEObjective
-from modules.projected_training import (ProjectedCases, ProjectedSweep, ProjectedVAEObjective, channel_gram,
+from modules.models.linear_path import fit_coefficient_pca, project_cases, spatial_pod, unit_rms_weights
+from modules.training.losses import physical_node_weights
+from modules.training.objectives import VAEObjective
+from modules.training.projected_training import (ProjectedCases, ProjectedSweep, ProjectedVAEObjective, channel_gram,
                                         physical_per_weighted, project_fields)
-from modules.scaling import SCALED_LIMIT
-from modules.vae import HierarchicalVAE
+from modules.data.scaling import SCALED_LIMIT
+from modules.models.vae import HierarchicalVAE
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 NUM_CASES, NUM_NODES, NUM_TIMESTEPS = 10, 48, 6

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from modules.config import DataConfig
-from modules.dataset_io import read_cases
+from modules.config.schema import DataConfig
+from modules.data.sweep_file import read_cases
 from modules.errors import CheckpointError
-from modules.scaling import NodeScaler
+from modules.data.scaling import NodeScaler
 
 
 def make_sweep(seed=0):

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from modules.checkpoint import load_state
+from modules.storage.state_files import load_state
 from modules.errors import TrainingDivergedError
-from modules.run_log import RunLog
-from modules.runtime import Runtime
-from modules.trainer import CheckpointPaths, LoopSettings, Trainer, TrainingInterrupted
+from modules.training.run_log import RunLog
+from modules.runtime.distributed import Runtime
+from modules.training.loop import CheckpointPaths, LoopSettings, Trainer, TrainingInterrupted
 
 
 def make_data(seed: int = 0):

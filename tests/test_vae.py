@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from modules.config import ModelConfig, TrainConfig
-from modules.distributions import LOGVAR_MIN
-from modules.layers import group_count
-from modules.losses import vae_loss
-from modules.vae import HierarchicalVAE, LatentCode, split_flat_latent
+from modules.config.schema import ModelConfig, TrainConfig
+from modules.models.distributions import LOGVAR_MIN
+from modules.models.layers import group_count
+from modules.training.losses import vae_loss
+from modules.models.vae import HierarchicalVAE, LatentCode, split_flat_latent
 
 NODES, TIMESTEPS = 20, 10
 SMALL = ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, linear_path=False)
@@ -210,7 +210,7 @@ def weighted_pca_reconstruction(x: torch.Tensor, components: int, weights: torch
 
 
 def test_linear_path_starts_exactly_at_the_pca_and_is_frozen():
-    from modules.linear_path import fit_linear_path
+    from modules.models.linear_path import fit_linear_path
 
     torch.manual_seed(3)
     x = torch.einsum("kr,rnt->knt", torch.randn(12, 9), torch.randn(9, NODES, TIMESTEPS)) * 0.05
@@ -231,8 +231,8 @@ def test_linear_path_starts_exactly_at_the_pca_and_is_frozen():
 
 
 def test_training_from_the_pca_start_lowers_the_loss():
-    from modules.linear_path import fit_linear_path
-    from modules.losses import reconstruction_loss
+    from modules.models.linear_path import fit_linear_path
+    from modules.training.losses import reconstruction_loss
 
     x = smooth_fields(8)
     cfg = ModelConfig(encoder_filters=(8, 8, 4), latent_dim_main=2, latent_dim_hier=1)  # PCA-4 of 8 cases

@@ -1,0 +1,1 @@
+"""The three commands users run: train, predict and reconstruct."""

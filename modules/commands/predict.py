@@ -1,0 +1,128 @@
+"""The `predict` command: new designs (CSV rows or images) -> full transient fields in physical units."""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from modules.storage.state_files import load_weights
+from modules.data.design_files import IMAGE_EXTENSIONS, load_images_from_paths, load_parameter_table, natural_sort_key
+from modules.training.conditioner_stage import decode_to_physical, load_conditioner_bundle, predict_latents
+from modules.errors import DataError, SimulGenError
+from modules.surrogate.vae_bundle import load_vae_bundle
+from modules.storage.array_files import refuse_existing, save_array
+from modules.storage.run_directory import RunDirectory
+from modules.runtime.distributed import choose_device
+
+
+@dataclass
+class Prediction:
+    fields: np.ndarray
+    """[designs, T, N] float32, physical units (decoded from the predicted latent code)."""
+    mean: Optional[np.ndarray] = None
+    """[designs, T, N] mean of the decoder samples (with --samples)."""
+    std: Optional[np.ndarray] = None
+    """[designs, T, N] standard deviation of the decoder samples (with --samples)."""
+    seconds: float = 0.0
+    """Wall time of the prediction itself (inputs in memory -> fields), models already loaded."""
+
+
+def read_designs(args: argparse.Namespace, kind: str, num_params: int, image_size: int, channels: int) -> np.ndarray:
+    if args.params is not None:
+        if kind != "csv":
+            raise SimulGenError(f"{args.model}: this conditioner was trained on images; pass --images DIR")
+        return load_parameter_table(args.params, num_params)
+    if kind != "image":
+        raise SimulGenError(f"{args.model}: this conditioner was trained on CSV parameters; pass --params FILE.csv")
+    folder = args.images
+    if not folder.is_dir():
+        raise DataError(f"--images {folder}: not a folder; pass the folder holding one image per design")
+    paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+                   key=lambda p: natural_sort_key(p.name))
+    if not paths:
+        raise DataError(f"--images {folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    return load_images_from_paths(paths, image_size, channels)
+
+
+def predict_with(vae_bundle, conditioner, designs: np.ndarray, device: torch.device, samples: int,
+                 batch_size: int, seed: int) -> Prediction:
+    started = time.perf_counter()
+    inputs = conditioner.model_inputs(designs)  # the bundle's scaler, and its image PCA when it was trained with one
+    flat = predict_latents(conditioner.model, inputs, device, batch_size)
+    fields = decode_to_physical(vae_bundle.model, flat, vae_bundle.scaler, device, batch_size)
+    result = Prediction(fields=fields)
+    if samples > 0:
+        # Latent codes drawn around the prediction with the conditioner's validation error per latent number,
+        # so the spread shows how far the prediction can be from the code a simulation would have.
+        generator = torch.Generator().manual_seed(seed)
+        total = np.zeros(fields.shape, dtype=np.float64)
+        total_sq = np.zeros(fields.shape, dtype=np.float64)
+        for _ in range(samples):
+            noise = torch.randn(flat.shape, generator=generator) * conditioner.latent_residual_std.float()
+            drawn = decode_to_physical(vae_bundle.model, flat + noise, vae_bundle.scaler, device, batch_size)
+            total += drawn
+            total_sq += drawn.astype(np.float64) ** 2
+        mean = total / samples
+        result.mean = mean.astype(np.float32)
+        result.std = np.sqrt(np.maximum(total_sq / samples - mean ** 2, 0.0)).astype(np.float32)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.stem}_{suffix}.npy")
+
+
+def run_predict(args: argparse.Namespace) -> Prediction:
+    outputs: Dict[str, Path] = {"prediction": args.out}
+    if args.samples > 0:
+        outputs.update(mean=_sibling(args.out, "mean"), std=_sibling(args.out, "std"))
+    for path in outputs.values():
+        refuse_existing(path, args.overwrite)
+    device = choose_device(args.device)
+    run_dir = RunDirectory(args.model)
+    for needed in (run_dir.vae_bundle, run_dir.conditioner_bundle):
+        if not needed.is_file():
+            raise SimulGenError(f"--model {args.model}: {needed.name} is missing; train the full model there first "
+                                f"(python SimulGen-VAE.py --out {args.model})")
+    conditioner = load_conditioner_bundle(run_dir.conditioner_bundle, device)
+    vae_bundle = load_vae_bundle(run_dir.vae_bundle, device)
+    if conditioner.decoder_weights is not None:
+        load_weights(vae_bundle.model, conditioner.decoder_weights, run_dir.conditioner_bundle)
+    # The conditioner's own settings: an --lc_only run may have trained it with another image_size than the VAE run.
+    lc_config = conditioner.config if conditioner.config is not None else vae_bundle.config.conditioner
+    designs = read_designs(args, conditioner.input_kind, lc_config.num_params, lc_config.image_size,
+                           conditioner.in_channels)
+    result = predict_with(vae_bundle, conditioner, designs, device, args.samples, args.batch_size, seed=0)
+    save_array(args.out, result.fields)
+    if result.mean is not None:
+        save_array(outputs["mean"], result.mean)
+        save_array(outputs["std"], result.std)
+    count = len(designs)
+    print(f"predicted {count} design{'s' if count != 1 else ''} in {result.seconds * 1000:.0f} ms "
+          f"({result.seconds * 1000 / max(count, 1):.1f} ms per design) on {device}")
+    print(f"wrote {args.out}: float32 {list(result.fields.shape)} (designs, timesteps, nodes), physical units")
+    if result.mean is not None:
+        print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
+    if args.vtu is not None:
+        _write_vtu(args.vtu, vae_bundle.coordinates, result)
+    return result
+
+
+def _write_vtu(directory: Path, coordinates: Optional[np.ndarray], result: Prediction) -> None:
+    from modules.storage.vtu_export import write_time_series
+
+    if coordinates is None:
+        raise SimulGenError("--vtu needs node coordinates, but the model was trained without coordinates_path; "
+                            "add coordinates_path to condition.txt and train again")
+    for index, field in enumerate(result.fields):
+        extra = {}
+        if result.std is not None:
+            extra = {"sample_mean": result.mean[index], "sample_std": result.std[index]}
+        write_time_series(directory, f"design_{index + 1:04d}", coordinates, field, extra=extra)
+    print(f"wrote {len(result.fields)} ParaView time series (.pvd + .vtu) to {directory}")

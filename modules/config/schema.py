@@ -1,0 +1,510 @@
+"""The one typed configuration of a run.
+
+`RunConfig` is built once (defaults < preset.txt/condition.txt < command line) by
+`config_files.load_run_config` and passed down whole or by section. Nothing after
+that reads argv, environment variables or config files.
+
+Each section's `problems()` returns every rule it breaks as
+`(field_name, message, fix)` so all problems can be reported together;
+`config_files` turns field names back into the file, line and legacy key the
+user wrote.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+Problem = Tuple[str, str, str]  # (field name, what is wrong, how to fix it)
+
+LOSS_TYPE_NAMES = {1: "MSE", 2: "MAE", 3: "SmoothL1", 4: "Huber"}
+E2E_LOSS_NAMES = ("MSE", "MAE", "Huber", "SmoothL1")
+CONDITIONER_INPUT_TYPES = ("csv", "image")
+CONDITIONER_ARCHITECTURES = ("auto", "mlp", "cnn", "vit")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the sweep is and which window of it to use."""
+
+    data_number: int = 1
+    """preset.txt data_No: resolves to dataset{N}.npy/.npz/.pickle."""
+    num_cases: int = 1
+    """Dim1: simulated designs in the sweep."""
+    num_timesteps: int = 1
+    """Dim2: timesteps stored per case."""
+    num_nodes: int = 1
+    """Dim3: mesh nodes stored per case."""
+    num_variables: int = 1
+    """num_var: a trailing variable axis; only 1 is trained today."""
+    num_timesteps_used: Optional[int] = None
+    """Dim2_red: keep the first N timesteps (None = all)."""
+    node_start: int = 0
+    """Dim3_start: first node kept."""
+    node_end: Optional[int] = None
+    """Dim3_end: one past the last node kept (None = all)."""
+    data_path: Optional[str] = None
+    """Explicit dataset file; overrides the data_No lookup."""
+    coordinates_path: Optional[str] = None
+    """Optional .npy/.csv of node coordinates [num_nodes, 2 or 3] for plots and VTU output."""
+    generate_demo: bool = False
+    """If the dataset file is missing, write the built-in demo sweep there first."""
+    validation_fraction: float = 0.2
+    """Share of cases held out for validation (fixed, seeded split)."""
+    split_seed: int = 0
+    """Seed of the train/validation split."""
+    load_all: bool = True
+    """True keeps the window in memory; False streams cases from the memory-mapped file."""
+    num_workers: int = 0
+    """DataLoader worker processes when streaming."""
+
+    @property
+    def timesteps(self) -> int:
+        return self.num_timesteps_used if self.num_timesteps_used is not None else self.num_timesteps
+
+    @property
+    def node_stop(self) -> int:
+        return self.node_end if self.node_end is not None else self.num_nodes
+
+    @property
+    def nodes(self) -> int:
+        return self.node_stop - self.node_start
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        for name in ("num_cases", "num_timesteps", "num_nodes", "num_variables"):
+            if getattr(self, name) <= 0:
+                out.append((name, f"must be a positive integer, got {getattr(self, name)}",
+                            "set it to the size of that axis of your dataset"))
+        if self.num_timesteps_used is not None and not 0 < self.num_timesteps_used <= self.num_timesteps:
+            out.append(("num_timesteps_used",
+                        f"must be in 1..{self.num_timesteps} (Dim2), got {self.num_timesteps_used}",
+                        "make Dim2_red at most Dim2"))
+        if self.node_start < 0:
+            out.append(("node_start", f"must be >= 0, got {self.node_start}", "set Dim3_start to 0 or more"))
+        if self.node_end is not None and self.node_end > self.num_nodes:
+            out.append(("node_end", f"must be <= Dim3 ({self.num_nodes}), got {self.node_end}",
+                        "make Dim3_end at most Dim3"))
+        if self.node_stop <= self.node_start:
+            out.append(("node_start", f"must be < Dim3_end ({self.node_stop}), got {self.node_start}",
+                        "make Dim3_start smaller than Dim3_end"))
+        if not 0.0 < self.validation_fraction < 1.0:
+            out.append(("validation_fraction", f"must be between 0 and 1, got {self.validation_fraction}",
+                        "use e.g. 0.2 to hold out a fifth of the cases"))
+        elif self.num_cases >= 1 and round(self.num_cases * self.validation_fraction) < 1:
+            out.append(("validation_fraction",
+                        f"holds out no case of {self.num_cases} (fraction {self.validation_fraction})",
+                        "raise validation_fraction so at least one case is held out"))
+        if self.num_cases < 2:
+            out.append(("num_cases", f"needs at least 2 cases (one to train, one to validate), got {self.num_cases}",
+                        "use a sweep with more cases"))
+        if self.num_workers < 0:
+            out.append(("num_workers", f"must be >= 0, got {self.num_workers}", "use 0 to load in the main process"))
+        return out
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the hierarchical VAE."""
+
+    encoder_filters: Tuple[int, ...] = (256, 128, 64, 32)
+    """preset.txt num_filter_enc: channels of each encoder level; the decoder mirrors them."""
+    latent_dim_main: int = 32
+    """Latent_dim_end: size of the main (deepest) latent."""
+    latent_dim_hier: int = 8
+    """Latent_dim: size of the hierarchical latent at each intermediate level."""
+    large: bool = False
+    """--size large: two convolutions per block instead of one."""
+    spectral_norm: bool = False
+    """Spectral normalisation on convolutions (stabilises long runs, costs speed)."""
+    grad_checkpoint: bool = False
+    """Recompute activations in backward to save memory on large meshes."""
+    linear_path: bool = True
+    """A linear encoder/decoder path beside the convolutional one, initialised from PCA of the training
+    cases, so training starts from PCA's reconstruction and the network learns what PCA misses."""
+
+    @property
+    def num_hier_levels(self) -> int:
+        return len(self.encoder_filters) - 1
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        if not self.encoder_filters:
+            out.append(("encoder_filters", "is empty", "list the encoder channels, e.g. 256 128 64 32"))
+        elif any(f <= 0 for f in self.encoder_filters):
+            out.append(("encoder_filters", f"must all be positive, got {list(self.encoder_filters)}",
+                        "use positive channel counts, e.g. 256 128 64 32"))
+        if self.latent_dim_main <= 0:
+            out.append(("latent_dim_main", f"must be positive, got {self.latent_dim_main}", "use e.g. 32"))
+        if self.latent_dim_hier <= 0:
+            out.append(("latent_dim_hier", f"must be positive, got {self.latent_dim_hier}", "use e.g. 8"))
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the VAE is trained."""
+
+    epochs: int = 100
+    """Training_epochs."""
+    batch_size: int = 16
+    """Batch_size: the global batch (split across ranks under DDP)."""
+    learning_rate: float = 1e-3
+    """LearningR: peak AdamW learning rate."""
+    loss_type: int = 1
+    """Loss_type: 1 MSE, 2 MAE, 3 SmoothL1, 4 Huber."""
+    recon_weight: float = 1.0
+    """alpha: multiplies the reconstruction loss."""
+    init_beta_divisor: float = 0.0
+    """preset.txt init_beta_divisor: KL weight starts at 10**-divisor and rises to beta_target; 0 means no warmup."""
+    beta_target: float = 1e-3
+    """KL weight reached at the end of warmup."""
+    beta_warmup_epochs: Optional[int] = None
+    """Epochs of the linear KL warmup (None = half the epochs)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    grad_clip: float = 5.0
+    """Max gradient norm (0 = no clipping)."""
+    lr_schedule: str = "cosine"
+    """cosine (to min_lr_fraction of the peak) or constant."""
+    min_lr_fraction: float = 0.05
+    """Final learning rate of the cosine schedule, as a share of the peak."""
+    seed: int = 0
+    """Seed for weights, sampling and shuffling."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    amp: bool = True
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); ignored on CPU."""
+    checkpoint_every: int = 1
+    """Write the 'last' checkpoint every N epochs."""
+    early_stopping_patience: int = 0
+    """Stop when validation has not improved for N epochs (0 = never)."""
+    recon_iterations: int = 1
+    """Recon_iter: decoder samples averaged in the reconstruction term per step."""
+    physical_weighting: bool = True
+    """Weight each node's reconstruction error by its physical range squared, so the loss on the
+    per-node scaled data measures the error in physical units (what the report and users see)."""
+    pod_projected_training: bool = False
+    """Train on every case's projection onto the linear path's frozen POD modes (computed once) instead of
+    the full fields: the same gradients and selection metric, at a cost independent of the mesh size
+    (modules.training.projected_training). Needs linear_path 1, Loss_type 1, physical_weighting 1."""
+
+    @property
+    def warmup_epochs(self) -> int:
+        if self.init_beta_divisor == 0:
+            return 0
+        return self.beta_warmup_epochs if self.beta_warmup_epochs is not None else max(1, self.epochs // 2)
+
+    @property
+    def init_beta(self) -> float:
+        return self.beta_target if self.init_beta_divisor == 0 else 10.0 ** (-self.init_beta_divisor)
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        if self.epochs <= 0:
+            out.append(("epochs", f"must be positive, got {self.epochs}", "set Training_epochs to e.g. 100"))
+        if self.batch_size <= 0:
+            out.append(("batch_size", f"must be positive, got {self.batch_size}", "set Batch_size to e.g. 16"))
+        if not 0.0 < self.learning_rate <= 1.0:
+            out.append(("learning_rate", f"must be in (0, 1], got {self.learning_rate}", "use e.g. 0.001"))
+        if self.loss_type not in LOSS_TYPE_NAMES:
+            out.append(("loss_type", f"must be 1, 2, 3 or 4, got {self.loss_type}",
+                        "use 1 (MSE), 2 (MAE), 3 (SmoothL1) or 4 (Huber)"))
+        if self.recon_weight <= 0:
+            out.append(("recon_weight", f"must be positive, got {self.recon_weight}", "use e.g. 1000"))
+        if self.init_beta_divisor < 0:
+            out.append(("init_beta_divisor", f"must be >= 0, got {self.init_beta_divisor}",
+                        "use 0 for no warmup or e.g. 7 to start the KL weight at 1e-7"))
+        if self.beta_target < 0:
+            out.append(("beta_target", f"must be >= 0, got {self.beta_target}", "use e.g. 0.001"))
+        if self.beta_warmup_epochs is not None and self.beta_warmup_epochs < 0:
+            out.append(("beta_warmup_epochs", f"must be >= 0, got {self.beta_warmup_epochs}", "use e.g. 50"))
+        if self.weight_decay < 0:
+            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}", "use e.g. 1e-4"))
+        if self.grad_clip < 0:
+            out.append(("grad_clip", f"must be >= 0, got {self.grad_clip}", "use 0 to disable clipping"))
+        if self.lr_schedule not in LR_SCHEDULES:
+            out.append(("lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'",
+                        "use cosine or constant"))
+        if not 0.0 <= self.min_lr_fraction <= 1.0:
+            out.append(("min_lr_fraction", f"must be in [0, 1], got {self.min_lr_fraction}", "use e.g. 0.05"))
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            out.append(("device", f"must be auto, cpu, cuda or cuda:N, got '{self.device}'", "use --device=cpu"))
+        if self.checkpoint_every <= 0:
+            out.append(("checkpoint_every", f"must be positive, got {self.checkpoint_every}", "use 1"))
+        if self.early_stopping_patience < 0:
+            out.append(("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}",
+                        "use 0 to disable early stopping"))
+        if self.recon_iterations <= 0:
+            out.append(("recon_iterations", f"must be positive, got {self.recon_iterations}", "use 1"))
+        if self.pod_projected_training and self.loss_type != 1:
+            out.append(("pod_projected_training", f"needs Loss_type 1 (MSE), got {self.loss_type}: only a squared "
+                        "error reduces exactly to the POD coefficients", "set Loss_type 1, or pod_projected_training 0"))
+        if self.pod_projected_training and not self.physical_weighting:
+            out.append(("pod_projected_training", "needs physical_weighting 1: the POD modes are orthonormal in the "
+                        "physically weighted metric, so only that loss reduces exactly to their coefficients",
+                        "set physical_weighting 1, or pod_projected_training 0"))
+        return out
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """On-the-fly augmentation of training batches (never of validation); every probability 0 = off."""
+
+    time_warp_probability: float = 0.0
+    """Share of VAE training cases whose transient is stretched in time (a new plausible case)."""
+    time_warp_range: float = 0.05
+    """Stretch factors are drawn from [1 - range, 1 + range]."""
+    node_mask_probability: float = 0.0
+    """Share of VAE training cases whose input has a block of nodes masked (denoising)."""
+    node_mask_fraction: float = 0.05
+    """Share of the nodes in the masked block."""
+    noise_probability: float = 0.0
+    """Share of VAE training cases whose input gets Gaussian noise (denoising)."""
+    noise_std_range: Tuple[float, float] = (0.005, 0.02)
+    """Noise standard deviation, in scaled units (data span [-0.7, 0.7]), drawn per case from this range."""
+    param_noise_probability: float = 0.0
+    """Share of conditioner training designs whose standardised parameters get Gaussian jitter."""
+    param_noise_std: float = 0.02
+    """Standard deviation of that jitter, in standard deviations of each parameter."""
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        for name in ("time_warp_probability", "node_mask_probability", "noise_probability", "param_noise_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                out.append((name, f"must be in [0, 1], got {getattr(self, name)}", "use 0 to turn it off"))
+        if not 0.0 <= self.time_warp_range < 1.0:
+            out.append(("time_warp_range", f"must be in [0, 1), got {self.time_warp_range}", "use e.g. 0.05"))
+        if not 0.0 < self.node_mask_fraction < 1.0:
+            out.append(("node_mask_fraction", f"must be in (0, 1), got {self.node_mask_fraction}", "use e.g. 0.05"))
+        low, high = self.noise_std_range
+        if not 0.0 <= low <= high:
+            out.append(("noise_std_range", f"must be 0 <= low <= high, got ({low}, {high})", "use e.g. 0.005 0.02"))
+        if self.param_noise_std < 0:
+            out.append(("param_noise_std", f"must be >= 0, got {self.param_noise_std}", "use e.g. 0.02"))
+        return out
+
+
+@dataclass(frozen=True)
+class PhysicsLossConfig:
+    """Optional physics-aware terms added to the VAE's reconstruction loss (every weight 0 = off).
+
+    Each term compares reconstruction and target in the VAE's scaled units, so a weight
+    of 1 makes the term count about as much as the reconstruction itself."""
+
+    temporal_weight: float = 0.0
+    """Matches the time derivative (differences of consecutive timesteps) of every node."""
+    spatial_weight: float = 0.0
+    """Matches differences across the mesh's edges (needs coordinates_path or mesh_connectivity_path)."""
+    conservation_weight: float = 0.0
+    """Matches the per-timestep sum over nodes (mean over nodes, so it does not grow with the mesh)."""
+    connectivity_path: Optional[str] = None
+    """Mesh edges: a .npy/.csv of node index pairs [E, 2], or a mesh file meshio reads (cells become edges)."""
+    neighbours: int = 6
+    """Without a connectivity file: each node is joined to its k nearest neighbours by coordinates."""
+    adaptive_weighting: bool = False
+    """Rescale each physics term during training so it keeps the share of the loss its weight asks for."""
+
+    @property
+    def active(self) -> bool:
+        return self.temporal_weight > 0 or self.spatial_weight > 0 or self.conservation_weight > 0
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        for name in ("temporal_weight", "spatial_weight", "conservation_weight"):
+            if getattr(self, name) < 0:
+                out.append((name, f"must be >= 0, got {getattr(self, name)}", "use 0 to turn the term off"))
+        if self.neighbours <= 0:
+            out.append(("neighbours", f"must be positive, got {self.neighbours}", "use e.g. 6"))
+        return out
+
+
+@dataclass(frozen=True)
+class ConditionerConfig:
+    """The latent conditioner: design inputs -> latent codes."""
+
+    num_params: int = 1
+    """num_param: parameters per design (CSV columns)."""
+    param_dir: str = ""
+    """CSV file, folder of CSVs, or folder of images."""
+    input_type: str = "csv"
+    """csv (legacy 'csvs') or image."""
+    param_data_type: str = ".csv"
+    """File extension of the inputs in param_dir."""
+    architecture: str = "auto"
+    """auto (mlp for csv, cnn for images), mlp, cnn or vit."""
+    filters: Tuple[int, ...] = (64, 128, 64)
+    """preset.txt latent_conditioner_filter: hidden widths."""
+    epochs: int = 200
+    """n_epoch."""
+    learning_rate: float = 1e-3
+    """latent_conditioner_lr."""
+    batch_size: int = 16
+    """latent_conditioner_batch."""
+    weight_decay: float = 1e-4
+    """latent_conditioner_weight_decay."""
+    dropout_rate: float = 0.1
+    """latent_conditioner_dropout_rate."""
+    use_spatial_attention: bool = False
+    """CNN conditioner: spatial attention after the ResNet stages."""
+    image_size: int = 64
+    """Images are resized to image_size x image_size."""
+    early_stopping_patience: int = 0
+    """Stop when validation has not improved for N epochs (0 = never)."""
+    image_pca_components: int = 0
+    """Images only: project each image onto this many PCA components of the training images and
+    feed those numbers to an MLP (0 = feed the pixels to the CNN/ViT)."""
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        if self.image_pca_components < 0:
+            out.append(("image_pca_components", f"must be >= 0, got {self.image_pca_components}",
+                        "use 0 to feed pixels, or e.g. 32"))
+        if self.num_params <= 0:
+            out.append(("num_params", f"must be positive, got {self.num_params}", "set num_param to the CSV column count"))
+        if self.input_type not in CONDITIONER_INPUT_TYPES:
+            out.append(("input_type", f"must be csv (or csvs) or image, got '{self.input_type}'", "use csvs or image"))
+        if self.architecture not in CONDITIONER_ARCHITECTURES:
+            out.append(("architecture", f"must be one of {', '.join(CONDITIONER_ARCHITECTURES)}, got '{self.architecture}'",
+                        "use auto"))
+        if not self.filters or any(f <= 0 for f in self.filters):
+            out.append(("filters", f"must be a non-empty list of positive widths, got {list(self.filters)}",
+                        "use e.g. 64 128 64"))
+        for name in ("epochs", "batch_size", "image_size"):
+            if getattr(self, name) <= 0:
+                out.append((name, f"must be positive, got {getattr(self, name)}", "use a positive integer"))
+        if not 0.0 < self.learning_rate <= 1.0:
+            out.append(("learning_rate", f"must be in (0, 1], got {self.learning_rate}", "use e.g. 0.001"))
+        if self.weight_decay < 0:
+            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}", "use e.g. 1e-4"))
+        if not 0.0 <= self.dropout_rate < 1.0:
+            out.append(("dropout_rate", f"must be in [0, 1), got {self.dropout_rate}", "use e.g. 0.1"))
+        if self.early_stopping_patience < 0:
+            out.append(("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}", "use 0"))
+        return out
+
+
+@dataclass(frozen=True)
+class EndToEndConfig:
+    """End-to-end conditioner training through the decoder."""
+
+    enabled: bool = False
+    """use_e2e_training."""
+    loss_function: str = "MSE"
+    """e2e_loss_function: MSE, MAE, Huber or SmoothL1."""
+    vae_model_path: str = "model_save/SimulGen-VAE"
+    """e2e_vae_model_path: the trained VAE used by --lc_only=1 and end-to-end."""
+    use_latent_regularization: bool = True
+    """use_latent_regularization: pull predicted latents toward the VAE's."""
+    recon_weight: float = 1.0
+    """LC_alpha: multiplies the field-space loss."""
+    latent_reg_weight: float = 1e-3
+    """latent_reg_weight."""
+    finetune_decoder: bool = False
+    """Also train the decoder (frozen by default)."""
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        if self.loss_function not in E2E_LOSS_NAMES:
+            out.append(("loss_function", f"must be one of {', '.join(E2E_LOSS_NAMES)}, got '{self.loss_function}'",
+                        "use MSE"))
+        if self.recon_weight <= 0:
+            out.append(("recon_weight", f"must be positive, got {self.recon_weight}", "use e.g. 1"))
+        if self.latent_reg_weight < 0:
+            out.append(("latent_reg_weight", f"must be >= 0, got {self.latent_reg_weight}", "use e.g. 0.001"))
+        return out
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one invocation needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    conditioner: ConditionerConfig = field(default_factory=ConditionerConfig)
+    end_to_end: EndToEndConfig = field(default_factory=EndToEndConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    physics: PhysicsLossConfig = field(default_factory=PhysicsLossConfig)
+    output_dir: str = "model_save"
+    """Where models, latents, reports, logs and plots go."""
+    plot_mode: int = 2
+    """--plot: 0 show windows, 1 save PNGs, 2 no plots."""
+    lc_only: bool = False
+    """--lc_only=1: train only the conditioner on a saved VAE."""
+    resume: bool = False
+    """Continue from the 'last' checkpoint in output_dir."""
+    overwrite: bool = False
+    """Allow writing over a finished run in output_dir."""
+    use_ddp: bool = False
+    """Run under torchrun with DistributedDataParallel."""
+    preset_path: str = "preset.txt"
+    condition_path: str = "input_data/condition.txt"
+
+    def problems(self) -> List[Problem]:
+        out: List[Problem] = []
+        for section in ("data", "model", "train", "conditioner", "end_to_end", "augmentation", "physics"):
+            out += [(f"{section}.{name}", msg, fix) for name, msg, fix in getattr(self, section).problems()]
+        if self.physics.spatial_weight > 0 and not (self.data.coordinates_path or self.physics.connectivity_path):
+            out.append(("physics.spatial_weight", "needs the mesh: neither coordinates_path nor "
+                        "mesh_connectivity_path is set", "add one of them to condition.txt, or set "
+                        "physics_spatial_weight 0"))
+        out += self._pod_projection_problems()
+        if self.plot_mode not in (0, 1, 2):
+            out.append(("plot_mode", f"must be 0, 1 or 2, got {self.plot_mode}", "use --plot=1 to save PNGs"))
+        return out
+
+    def _pod_projection_problems(self) -> List[Problem]:
+        """pod_projected_training applies the first and last VAE layers once, before training: it needs them
+        to be the fixed linear POD layers, and a loss that never looks at the full fields."""
+        if not self.train.pod_projected_training:
+            return []
+        out: List[Problem] = []
+        key = "train.pod_projected_training"
+        if not self.model.linear_path:
+            out.append((key, "needs linear_path 1: only the linear path's frozen POD layers can be applied once "
+                        "before training", "set linear_path 1, or pod_projected_training 0"))
+        augmentation = {"aug_node_mask_probability": self.augmentation.node_mask_probability,
+                        "aug_noise_probability": self.augmentation.noise_probability,
+                        "aug_time_warp_probability": self.augmentation.time_warp_probability}
+        active = [name for name, probability in augmentation.items() if probability > 0]
+        if active:
+            out.append((key, f"cannot be combined with node-space augmentation ({', '.join(active)} > 0): augmented "
+                        "fields change every step, so their projection cannot be computed once",
+                        f"set {' and '.join(active)} to 0, or pod_projected_training 0"))
+        if self.physics.active:
+            out.append((key, "cannot be combined with physics terms (physics_temporal_weight, physics_spatial_weight "
+                        "or physics_conservation_weight > 0): they need the full reconstructed fields",
+                        "set the physics_*_weight keys to 0, or pod_projected_training 0"))
+        return out
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def architecture_dict(self) -> Dict[str, Any]:
+        """The settings a trained VAE depends on: a checkpoint must match these to be reused."""
+        return {
+            "model": dataclasses.asdict(self.model),
+            "num_timesteps": self.data.timesteps,
+            "num_nodes": self.data.nodes,
+        }
+
+
+def config_from_dict(values: Dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from `to_dict()` output (as stored in checkpoints)."""
+    sections = {
+        "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+        "conditioner": ConditionerConfig, "end_to_end": EndToEndConfig, "augmentation": AugmentationConfig,
+        "physics": PhysicsLossConfig,
+    }
+    kwargs: Dict[str, Any] = {}
+    for key, value in values.items():
+        if key in sections:
+            cls = sections[key]
+            known = {f.name for f in dataclasses.fields(cls)}
+            section_values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in value.items() if k in known}
+            kwargs[key] = cls(**section_values)
+        elif key in {f.name for f in dataclasses.fields(RunConfig)}:
+            kwargs[key] = value
+    return RunConfig(**kwargs)

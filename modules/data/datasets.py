@@ -1,0 +1,138 @@
+"""The train/validation split and the Dataset that serves scaled cases to the VAE.
+
+Datasets only index arrays: they return CPU tensors and never choose a device;
+the training loop moves batches.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from modules.config.schema import DataConfig
+from modules.data.sweep_file import cases_per_chunk, open_sweep, read_cases, windowed_case
+from modules.errors import DataError
+from modules.data.scaling import NodeScaler
+
+GIB = 2.0**30
+STREAM_SCALE_BYTES = 16 * 2**20
+"""float64 working memory per step when a streamed case is scaled."""
+
+
+def make_split(num_cases: int, validation_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Seeded split of case indices into sorted, disjoint (train, validation), each holding at least one case."""
+    if num_cases < 2:
+        raise DataError(f"a train/validation split needs at least 2 cases, the sweep has {num_cases}\n"
+                        f"    fix: use a sweep with more cases (Dim1 in condition.txt)")
+    if not 0.0 < validation_fraction < 1.0:
+        raise DataError(f"validation_fraction must be between 0 and 1, got {validation_fraction}\n"
+                        f"    fix: use e.g. 0.2 to hold out a fifth of the cases")
+    num_val = min(max(1, round(num_cases * validation_fraction)), num_cases - 1)
+    order = np.random.default_rng(seed).permutation(num_cases)
+    return np.sort(order[num_val:]), np.sort(order[:num_val])
+
+
+def available_memory_bytes() -> Optional[int]:
+    """Memory the OS reports as available (Linux MemAvailable, else free pages), or None if unknown."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def require_memory_for(num_cases: int, data: DataConfig, path: Path, device: torch.device,
+                       host_budget_bytes: Optional[int], device_budget_bytes: Optional[int] = None) -> None:
+    """Refuse --load_all=1, before anything is allocated, when the window of `num_cases` cases cannot
+    be held: in host memory always, and in GPU memory too when it is to be kept there (CUDA)."""
+    needed = num_cases * data.nodes * data.timesteps * 4
+    shape = f"{num_cases} cases x {data.timesteps} timesteps x {data.nodes} nodes of {path}"
+    fix = ("    fix: run with --load_all=0 to stream cases from the memory-mapped file "
+           "(or narrow the window with Dim2_red / Dim3_start / Dim3_end)")
+    if host_budget_bytes is not None and needed > host_budget_bytes:
+        raise DataError(f"keeping {shape} in memory needs {needed / GIB:.2f} GiB, but only "
+                        f"{host_budget_bytes / GIB:.2f} GiB of memory can be used for it\n{fix}")
+    if device.type == "cuda" and device_budget_bytes is not None and needed > device_budget_bytes:
+        raise DataError(f"keeping {shape} in GPU memory ({device}) needs {needed / GIB:.2f} GiB, but only "
+                        f"{device_budget_bytes / GIB:.2f} GiB of it is free beside the model\n{fix}")
+
+
+def scale_to_node_major(scaler: NodeScaler, case: np.ndarray) -> np.ndarray:
+    """One case [T, N] -> scaled float32 [N, T] (the VAE's layout), a few timesteps at a time: the scaler
+    works in float64, and a whole 95k-node case would otherwise need several case-sized temporaries."""
+    num_timesteps, num_nodes = case.shape
+    scaled = np.empty((num_nodes, num_timesteps), dtype=np.float32)
+    step = max(1, STREAM_SCALE_BYTES // max(1, num_nodes * 8))
+    for start in range(0, num_timesteps, step):
+        scaled[:, start:start + step] = scaler.transform(case[start:start + step]).T
+    return scaled
+
+
+class FieldDataset(Dataset):
+    """Scaled cases of the sweep as float32 [num_nodes, num_timesteps] tensors (the VAE's layout).
+
+    Item i is (field, case_index) for the i-th of `case_indices`. With load_all the
+    window of all those cases is scaled once into one tensor (which `place_on` may move
+    to the GPU); otherwise each item is read from the file on access. A streamed dataset
+    pickles without its memory map and reopens the file by path, so DataLoader workers can use it.
+    """
+
+    def __init__(self, path: Path, case_indices: Sequence[int], data: DataConfig, scaler: NodeScaler,
+                 load_all: bool, memory_budget_bytes: Optional[int] = None,
+                 array: Optional[np.ndarray] = None):
+        self.path = Path(path)
+        self.case_indices = np.asarray(case_indices, dtype=np.int64)
+        self.data = data
+        self.scaler = scaler
+        self.load_all = load_all
+        self._array = array if array is not None else open_sweep(self.path)
+        self._fields: Optional[torch.Tensor] = None
+        if load_all:
+            require_memory_for(len(self.case_indices), data, self.path, torch.device("cpu"), memory_budget_bytes)
+            self._fields = self._load_all()
+            self._array = None  # the window is in memory; the file is no longer needed
+
+    def _load_all(self) -> torch.Tensor:
+        num_cases = len(self.case_indices)
+        fields = torch.empty((num_cases, self.data.nodes, self.data.timesteps), dtype=torch.float32)
+        chunk = cases_per_chunk(self._array)
+        for start in range(0, num_cases, chunk):
+            cases = read_cases(self._array, self.case_indices[start:start + chunk], self.data)
+            fields[start:start + len(cases)] = torch.from_numpy(self.scaler.transform(cases)).transpose(1, 2)
+        return fields
+
+    @property
+    def device(self) -> torch.device:
+        """Where items are served from: the in-memory tensor's device, else the CPU."""
+        return self._fields.device if self._fields is not None else torch.device("cpu")
+
+    def place_on(self, device: torch.device) -> None:
+        """Keep the in-memory window on `device` (e.g. the GPU, so batches need no host-to-device copy)."""
+        if self._fields is not None:
+            self._fields = self._fields.to(device)
+
+    def __len__(self) -> int:
+        return len(self.case_indices)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
+        case_index = int(self.case_indices[i])
+        if self._fields is not None:
+            return self._fields[i], case_index
+        if self._array is None:
+            self._array = open_sweep(self.path)  # first access in a DataLoader worker
+        case = windowed_case(self._array, case_index, self.data)  # [T, N]
+        return torch.from_numpy(scale_to_node_major(self.scaler, case)), case_index
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        # A memory map would be pickled as a full in-memory copy; workers reopen the file instead.
+        if isinstance(state["_array"], np.memmap):
+            state["_array"] = None
+        return state

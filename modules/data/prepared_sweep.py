@@ -1,0 +1,126 @@
+"""From condition.txt to ready-to-train datasets: find (or create) the sweep, check it, split it, scale it.
+
+Relative paths in condition.txt are read from the working directory, where
+existing users keep their data.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from modules.config.schema import DataConfig, RunConfig
+from modules.data.sweep_file import check_sweep, default_dataset_path, open_sweep, resolve_dataset_path
+from modules.data.datasets import FieldDataset, available_memory_bytes, make_split, require_memory_for
+from modules.data.demo_sweep import DATASET_FILE, DemoSweepSpec, ensure_demo_sweep
+from modules.errors import DataError
+from modules.runtime.distributed import Runtime
+from modules.data.scaling import SCALED_LIMIT, NodeScaler
+
+# Shares of the free memory --load_all=1 may fill; the rest is left to the model, its activations and the OS.
+LOAD_ALL_HOST_SHARE = 0.8
+LOAD_ALL_GPU_SHARE = 0.6
+
+
+@dataclass
+class PreparedSweep:
+    """The checked sweep, its split, the fitted scaler and the two datasets."""
+
+    path: Path
+    array: np.ndarray
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    scaler: NodeScaler
+    train_set: FieldDataset
+    val_set: FieldDataset
+    coordinates: Optional[np.ndarray]
+
+
+def ensure_demo_data(data: DataConfig, base_dir: Path) -> Optional[Path]:
+    """With `demo_data 1`, write the built-in sweep where the dataset should be, if it is not there yet."""
+    if not data.generate_demo:
+        return None
+    target = base_dir / data.data_path if data.data_path else default_dataset_path(data, base_dir)
+    if target.exists():
+        return target
+    if target.name != DATASET_FILE:
+        raise DataError(f"demo_data 1 writes the demo sweep as {DATASET_FILE}, but data_path names {target.name}; "
+                        f"set data_path to a folder/{DATASET_FILE} or set demo_data 0")
+    grid = math.isqrt(data.num_nodes)
+    if grid * grid != data.num_nodes:
+        raise DataError(f"demo_data 1: the demo plate is square, so Dim3 must be a square number of nodes "
+                        f"(e.g. 1024 = 32 x 32), got {data.num_nodes}")
+    spec = DemoSweepSpec(num_cases=data.num_cases, grid_size=grid, num_timesteps=data.num_timesteps)
+    return ensure_demo_sweep(target.parent, spec)["dataset"]
+
+
+def load_coordinates(data: DataConfig, base_dir: Path) -> Optional[np.ndarray]:
+    """Node coordinates [nodes in the window, 2 or 3] from .npy or .csv, or None when not configured."""
+    if not data.coordinates_path:
+        return None
+    path = base_dir / data.coordinates_path
+    if not path.is_file():
+        raise DataError(f"coordinates_path {path}: file not found; fix the path in condition.txt or remove the line")
+    if path.suffix.lower() == ".npy":
+        coordinates = np.load(path, allow_pickle=False)
+    else:
+        try:
+            coordinates = np.loadtxt(path, delimiter=",", ndmin=2)
+        except ValueError as error:
+            raise DataError(f"{path}: expected numbers separated by commas, one node per line ({error})") from None
+    if coordinates.ndim != 2 or coordinates.shape[1] not in (2, 3) or coordinates.shape[0] != data.num_nodes:
+        raise DataError(f"{path}: expected node coordinates of shape [{data.num_nodes} (Dim3), 2 or 3], "
+                        f"found {list(coordinates.shape)}; export one row of x, y[, z] per node")
+    if not np.isfinite(coordinates).all():
+        raise DataError(f"{path}: coordinates contain NaN or Inf")
+    return np.asarray(coordinates[data.node_start:data.node_stop], dtype=np.float64)
+
+
+def fit_shared_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataConfig,
+                      runtime: Optional[Runtime]) -> NodeScaler:
+    """Fit the scaler on rank 0 only (one pass over the training cases, not one per rank) and send its
+    bounds to the other ranks as tensors, so every rank scales with bit-identical numbers."""
+    if runtime is None or not runtime.distributed:
+        return NodeScaler().fit(array, train_indices, data)
+    bounds = torch.zeros(2, data.nodes, dtype=torch.float64)
+    if runtime.is_main:
+        fitted = NodeScaler().fit(array, train_indices, data).state_dict()
+        bounds = torch.stack([fitted["data_min"], fitted["data_max"]])
+    runtime.broadcast_(bounds)
+    return NodeScaler.from_state_dict({"data_min": bounds[0], "data_max": bounds[1], "scaled_limit": SCALED_LIMIT})
+
+
+def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Runtime]) -> None:
+    """With --load_all=1, refuse before any pass over the file or allocation when the window cannot be kept."""
+    device = runtime.device if runtime is not None else torch.device("cpu")
+    copies = runtime.local_world_size if runtime is not None else 1
+    available = available_memory_bytes()
+    host_budget = None if available is None else int(available * LOAD_ALL_HOST_SHARE / copies)
+    gpu_budget = None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        gpu_budget = int(free * LOAD_ALL_GPU_SHARE)
+    require_memory_for(data.num_cases, data, path, device, host_budget, gpu_budget)
+
+
+def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] = None) -> PreparedSweep:
+    data = config.data
+    ensure_demo_data(data, base_dir)
+    path = resolve_dataset_path(data, base_dir)
+    if data.load_all:
+        require_room_to_load_all(data, path, runtime)
+    array = open_sweep(path)
+    check_sweep(array, data, path, condition_file=config.condition_path)
+    train_indices, val_indices = make_split(data.num_cases, data.validation_fraction, data.split_seed)
+    scaler = fit_shared_scaler(array, train_indices, data, runtime)
+    train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array)
+    val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, array=array)
+    if data.load_all and runtime is not None and runtime.device.type == "cuda":
+        train_set.place_on(runtime.device)
+        val_set.place_on(runtime.device)
+    return PreparedSweep(path, array, train_indices, val_indices, scaler, train_set, val_set,
+                         load_coordinates(data, base_dir))

@@ -1,0 +1,1 @@
+"""Measuring the surrogate: metrics, classical baselines, the report and the figures."""

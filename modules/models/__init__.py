@@ -1,0 +1,1 @@
+"""The networks: the hierarchical VAE (encoder, decoder, linear path) and the latent conditioners."""

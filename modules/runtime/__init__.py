@@ -1,0 +1,1 @@
+"""Where the code runs: the device, the DDP process group and mixed precision."""

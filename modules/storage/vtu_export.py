@@ -1,0 +1,45 @@
+"""Predictions as ParaView time series: one .vtu per timestep (written by meshio) and a .pvd index."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence
+from xml.sax.saxutils import quoteattr
+
+import meshio
+import numpy as np
+from scipy.spatial import Delaunay
+
+from modules.storage.state_files import write_atomically
+
+
+def mesh_cells(coordinates: np.ndarray) -> List[meshio.CellBlock]:
+    """Triangles of a Delaunay triangulation for planar nodes; plain vertices for 3-D point clouds."""
+    if coordinates.shape[1] == 2:
+        return [meshio.CellBlock("triangle", Delaunay(coordinates).simplices.astype(np.int64))]
+    return [meshio.CellBlock("vertex", np.arange(len(coordinates), dtype=np.int64)[:, None])]
+
+
+def write_time_series(directory: Path, name: str, coordinates: np.ndarray, field: np.ndarray,
+                      field_name: str = "prediction", extra: Optional[dict] = None,
+                      times: Optional[Sequence[float]] = None) -> Path:
+    """field [T, N] (and extra arrays [T, N]) -> directory/name_tXXXX.vtu + directory/name.pvd; returns the .pvd."""
+    directory.mkdir(parents=True, exist_ok=True)
+    points = np.zeros((len(coordinates), 3))
+    points[:, : coordinates.shape[1]] = coordinates
+    cells = mesh_cells(coordinates)
+    times = list(times) if times is not None else list(range(field.shape[0]))
+    entries = []
+    for step in range(field.shape[0]):
+        point_data = {field_name: field[step].astype(np.float32)}
+        for key, values in (extra or {}).items():
+            point_data[key] = values[step].astype(np.float32)
+        file_name = f"{name}_t{step:04d}.vtu"
+        mesh = meshio.Mesh(points, cells, point_data=point_data)
+        temporary = directory / f".{file_name}.tmp"
+        meshio.write(temporary, mesh, file_format="vtu")  # meshio writes by name: rename for atomicity
+        os.replace(temporary, directory / file_name)
+        entries.append(f'    <DataSet timestep="{times[step]}" file={quoteattr(file_name)}/>')
+    index = ('<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">\n  <Collection>\n'
+             + "\n".join(entries) + "\n  </Collection>\n</VTKFile>\n")
+    return write_atomically(directory / f"{name}.pvd", lambda stream: stream.write(index), "w")

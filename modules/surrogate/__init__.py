@@ -1,0 +1,1 @@
+"""The trained surrogate as users keep it: saved, loaded and run for inference."""

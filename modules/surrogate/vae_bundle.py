@@ -1,0 +1,90 @@
+"""The trained models as users keep them: one self-contained file each.
+
+The VAE bundle (`model_save/SimulGen-VAE`, the legacy path) holds the weights,
+the model and data-window settings, the node scaler and the split, so
+`reconstruct`, `predict` and `--lc_only=1` need nothing else. Files are state
+dicts and plain values, loaded with weights_only=True.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from modules.storage.state_files import load_state, load_weights, save_state
+from modules.config.schema import ModelConfig, RunConfig, config_from_dict
+from modules.errors import CheckpointError
+from modules.data.scaling import NodeScaler
+from modules.models.vae import HierarchicalVAE
+
+VAE_BUNDLE_FORMAT = "simulgenvae-vae-1"
+
+
+@dataclass
+class VAEBundle:
+    model: HierarchicalVAE
+    scaler: NodeScaler
+    config: RunConfig
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    coordinates: Optional[np.ndarray]
+    """[nodes, 2 or 3] of the trained window, when the run knew them (for VTU output)."""
+
+
+def vae_must_match(config: RunConfig) -> Dict[str, Any]:
+    """Settings a VAE checkpoint must share with the run that resumes or reuses it."""
+    window = {name: getattr(config.data, name) for name in
+              ("num_cases", "num_timesteps", "num_nodes", "num_timesteps_used", "node_start", "node_end",
+               "validation_fraction", "split_seed")}
+    training = {key: value for key, value in dataclasses.asdict(config.train).items()
+                if key not in ("device", "amp", "checkpoint_every", "early_stopping_patience")}
+    return {"model": dataclasses.asdict(config.model), "data": window, "train": training}
+
+
+def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scaler: NodeScaler,
+                    train_indices: np.ndarray, val_indices: np.ndarray,
+                    coordinates: Optional[np.ndarray] = None) -> Path:
+    return save_state(path, {
+        "format": VAE_BUNDLE_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": dataclasses.asdict(config.model),
+        "num_nodes": model.num_nodes,
+        "num_timesteps": model.num_timesteps,
+        "scaler": scaler.state_dict(),
+        "train_indices": torch.as_tensor(train_indices, dtype=torch.int64),
+        "val_indices": torch.as_tensor(val_indices, dtype=torch.int64),
+        "config": config.to_dict(),
+        "coordinates": None if coordinates is None else torch.as_tensor(coordinates, dtype=torch.float64),
+    })
+
+
+def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
+    state = load_state(path)
+    if state.get("format") != VAE_BUNDLE_FORMAT:
+        raise CheckpointError(f"{path}: not a SimulGenVAE VAE model (format {state.get('format')!r}); "
+                              f"point --model / e2e_vae_model_path at the folder or file of a trained VAE")
+    model_config = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in state["model_config"].items()})
+    model = HierarchicalVAE(model_config, state["num_nodes"], state["num_timesteps"])
+    load_weights(model, state["model"], path)
+    model.to(device).eval()
+    return VAEBundle(model=model, scaler=NodeScaler.from_state_dict(state["scaler"]),
+                     config=config_from_dict(state["config"]),
+                     train_indices=state["train_indices"].numpy(), val_indices=state["val_indices"].numpy(),
+                     coordinates=None if state.get("coordinates") is None else state["coordinates"].numpy())
+
+
+def resolve_vae_bundle_path(path: Path) -> Path:
+    """Accept the run folder or the bundle file itself."""
+    from modules.storage.run_directory import RunDirectory  # local: run_directory stays free of model imports
+
+    if path.is_dir():
+        path = RunDirectory(path).vae_bundle
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no trained VAE found there; train one first "
+                              f"(python SimulGen-VAE.py --lc_only=0) or fix the path")
+    return path

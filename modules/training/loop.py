@@ -1,0 +1,462 @@
+"""The one training loop, shared by the VAE, the conditioner and end-to-end training.
+
+An objective turns a batch into a loss; this loop owns everything else:
+shuffling (seeded per epoch, so a resumed run sees the same order), AdamW,
+the learning-rate schedule, mixed precision, gradient clipping, validation,
+metrics reduced over ranks, early stopping, the NaN guard, 'last' and 'best'
+checkpoints, and a clean stop on Ctrl-C or SIGTERM that can be resumed exactly.
+
+Under DDP (see runtime.py) every rank runs this same loop on its shard: the
+global batch stays settings.batch_size, the logged metrics are means over all
+ranks' samples, only rank 0 writes, and each rank's random stream is saved so
+a restarted group continues exactly.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from modules.storage.state_files import (capture_rng_state, load_state, load_weights, require_matching, restore_rng_state,
+                                save_state)
+from modules.errors import CheckpointError, SimulGenError, TrainingDivergedError
+from modules.training.profiling import StepTimer, summarize
+from modules.training.run_log import RunLog
+from modules.runtime.distributed import Runtime, evaluation_mode, unwrap
+
+CHECKPOINT_FORMAT = "simulgenvae-checkpoint-1"
+
+# objective(model, batch_on_device, epoch) -> (loss to minimise, metrics as floats)
+Objective = Callable[[torch.nn.Module, Any, int], Tuple[torch.Tensor, Dict[str, float]]]
+
+
+class TrainingInterrupted(SimulGenError):
+    """Ctrl-C or SIGTERM: a resumable checkpoint was written."""
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Optimisation settings of one training stage."""
+
+    name: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    grad_clip: float
+    lr_schedule: str
+    min_lr_fraction: float
+    early_stopping_patience: int
+    checkpoint_every: int
+    seed: int
+    divergence_hint: str = "lower the learning rate"
+    evaluate_start: bool = False
+    """Validate the weights before the first epoch too, and keep them if no epoch beats them
+    (for a model that starts from a meaningful solution, e.g. the VAE's PCA start)."""
+
+
+@dataclass
+class TrainingResult:
+    history: Dict[str, List[float]] = field(default_factory=dict)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    phase_seconds: Dict[str, float] = field(default_factory=dict)
+    """Wall seconds of this process per phase (see modules.training.profiling.PHASES) in this fit() call."""
+
+
+@dataclass
+class CheckpointPaths:
+    last: Path
+    best: Path
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: move_to_device(value, device) for key, value in batch.items()}
+    return batch
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between batches, so state is never half-updated."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default effect.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Runs one stage: `fit()` trains `model` with `objective` on the datasets."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective, settings: LoopSettings, runtime: Runtime,
+                 log: RunLog, checkpoints: CheckpointPaths, config_snapshot: Dict[str, Any],
+                 must_match: Dict[str, Any], extra_state: Optional[Dict[str, Any]] = None,
+                 parameters: Optional[List[torch.nn.Parameter]] = None):
+        self.model = runtime.wrap(model)
+        self.objective = objective
+        self.settings = settings
+        self.runtime = runtime
+        self.log = log
+        self.checkpoints = checkpoints
+        self.config_snapshot = config_snapshot
+        self.must_match = must_match
+        self.extra_state = extra_state or {}
+        trainable = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        self.scheduler = self._make_scheduler()
+        self.grad_scaler = runtime.make_grad_scaler()
+        self.result = TrainingResult()
+        self.timer = StepTimer(runtime.device)
+        self.epoch = 0
+        self.batches_done = 0
+        self.epochs_since_best = 0
+        if runtime.world_size > 1 and settings.batch_size % runtime.world_size:
+            raise SimulGenError(
+                f"{settings.name}: the batch size {settings.batch_size} does not divide evenly over "
+                f"{runtime.world_size} processes; choose a batch size that is a multiple of {runtime.world_size}")
+        self.rank_batch_size = max(1, settings.batch_size // runtime.world_size)
+        runtime.seed_this_rank(settings.seed)
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.settings.lr_schedule == "constant":
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: 1.0)
+        floor = self.settings.learning_rate * self.settings.min_lr_fraction
+        return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.settings.epochs, eta_min=floor)
+
+    # ----------------------------------------------------------------- state
+    def state(self) -> Dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "stage": self.settings.name,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.grad_scaler.state_dict(),
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "rng": capture_rng_state(),
+            "history": self.result.history,
+            "best_epoch": self.result.best_epoch,
+            "finished": self.result.stopped_early or self.epoch >= self.settings.epochs,
+            "best_val_loss": self.result.best_val_loss,
+            "epochs_since_best": self.epochs_since_best,
+            "seconds": self.result.seconds,
+            "must_match": self.must_match,
+            "config": self.config_snapshot,
+            "extra": self.extra_state,
+        }
+
+    def save(self, path: Path) -> None:
+        """Rank 0 writes; every rank must call this (it gathers each rank's random state first)."""
+        rng_per_rank = self._gather_rng_states()
+        if self.runtime.is_main:
+            state = self.state()
+            if rng_per_rank is not None:
+                state["rng_per_rank"] = rng_per_rank
+            save_state(path, state)
+        self.runtime.barrier()
+
+    def _gather_rng_states(self) -> Optional[List[Dict[str, torch.Tensor]]]:
+        """[{"torch": cpu state, "cuda": this rank's device state}] per rank, or None in one process."""
+        runtime = self.runtime
+        if not runtime.distributed:
+            return None
+        gathered = {"torch": runtime.all_gather(torch.get_rng_state())}
+        if runtime.device.type == "cuda":
+            gathered["cuda"] = runtime.all_gather(torch.cuda.get_rng_state(runtime.device))
+        return [{key: parts[rank] for key, parts in gathered.items()} for rank in range(runtime.world_size)]
+
+    def _restore_rng(self, state: Dict[str, Any]) -> None:
+        runtime = self.runtime
+        per_rank = state.get("rng_per_rank")
+        if runtime.distributed and per_rank is not None and len(per_rank) == runtime.world_size:
+            mine = per_rank[runtime.rank]
+            torch.set_rng_state(mine["torch"])
+            if "cuda" in mine and runtime.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], runtime.device)
+            return
+        restore_rng_state(state["rng"])
+        if runtime.distributed:
+            # Saved by another number of processes: the batches differ anyway; keep the ranks' streams apart.
+            runtime.seed_this_rank(self.settings.seed + self.epoch)
+
+    def resume(self, path: Path) -> None:
+        """Continue exactly where `path` stopped (same weights, optimiser, schedule, RNG and batch position)."""
+        missing_somewhere = self.runtime.any_rank(not Path(path).is_file())
+        if missing_somewhere:
+            raise CheckpointError(
+                f"{path}: not found on every process (each of the {self.runtime.world_size} processes reads it "
+                f"to resume); with several nodes put --out on a filesystem that every node mounts")
+        state = load_state(path)
+        if state.get("stage") != self.settings.name:
+            raise SimulGenError(f"{path} is a '{state.get('stage')}' checkpoint, not '{self.settings.name}'")
+        require_matching(path, state["must_match"], self.must_match, f"{self.settings.name} checkpoint")
+        load_weights(unwrap(self.model), state["model"], path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.epoch, self.batches_done = state["epoch"], state["batches_done"]
+        self._restore_rng(state)
+        self.result.history = {key: list(values) for key, values in state["history"].items()}
+        self.result.best_epoch, self.result.best_val_loss = state["best_epoch"], state["best_val_loss"]
+        self.result.seconds = state.get("seconds", 0.0)
+        self.epochs_since_best = state["epochs_since_best"]
+        self.log.info(f"{self.settings.name}: resumed from {path} at epoch {self.epoch + 1}"
+                      + (f", batch {self.batches_done + 1}" if self.batches_done else ""))
+
+    # ------------------------------------------------------------------ data
+    def _epoch_batches(self, dataset: Dataset, epoch: int) -> List[List[int]]:
+        """This rank's batches for `epoch`: a seeded shuffle, identical on every run and after resume.
+
+        Batch j of every rank together holds the cases of batch j of a one-process run (see
+        Runtime.sampler), so the averaged DDP gradient is the one-process gradient of that batch.
+        """
+        sampler = self.runtime.sampler(dataset, shuffle=True, seed=self.settings.seed)
+        sampler.set_epoch(epoch)  # a new order every epoch, the same on every rank
+        order = list(sampler)
+        size = self.rank_batch_size
+        return [order[start:start + size] for start in range(0, len(order), size)]
+
+    def _loader(self, dataset: Dataset, batches: List[List[int]], num_workers: int) -> DataLoader:
+        # A private generator: creating a loader iterator otherwise draws from the global RNG, and a
+        # resumed run (which creates it mid-epoch) would see a different random stream.
+        on_device = getattr(dataset, "device", torch.device("cpu")).type != "cpu"
+        # A window kept on the GPU is indexed in this process: workers cannot use CUDA tensors, nor can they be pinned.
+        return DataLoader(dataset, batch_sampler=batches, num_workers=0 if on_device else num_workers,
+                          pin_memory=self.runtime.device.type == "cuda" and not on_device,
+                          generator=torch.Generator().manual_seed(self.settings.seed))
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, train_set: Dataset, val_set: Dataset, num_workers: int = 0) -> TrainingResult:
+        settings = self.settings
+        samples_seen, started = 0, time.perf_counter()
+        with _StopRequest() as stop:
+            if settings.evaluate_start and self.epoch == 0 and self.batches_done == 0 \
+                    and self.result.best_val_loss == math.inf:
+                start_metrics = self._validate(val_set, num_workers)
+                self.result.best_val_loss, self.result.best_epoch = _selection(start_metrics), -1
+                self.log.info(f"{settings.name}: before training, validation "
+                              + "  ".join(f"{key} {value:.4g}" for key, value in start_metrics.items()))
+                self.save(self.checkpoints.best)
+            while self.epoch < settings.epochs:
+                epoch_started = time.perf_counter()
+                train_metrics, seen = self._train_epoch(train_set, num_workers, stop)
+                samples_seen += self.runtime.all_reduce_sum(seen)  # cases/s of the whole group
+                validation_started = time.perf_counter()
+                val_metrics = self._validate(val_set, num_workers)
+                self.scheduler.step()
+                self._record(train_metrics, val_metrics)
+                self.result.seconds += time.perf_counter() - epoch_started
+                improved = _selection(val_metrics) < self.result.best_val_loss
+                if improved:
+                    self.result.best_val_loss, self.result.best_epoch = _selection(val_metrics), self.epoch
+                    self.epochs_since_best = 0
+                else:
+                    self.epochs_since_best += 1
+                self.epoch += 1
+                self.batches_done = 0
+                self._report_epoch(train_metrics, val_metrics)
+                if improved:
+                    self.save(self.checkpoints.best)
+                patience = settings.early_stopping_patience
+                stop_now = patience > 0 and self.epochs_since_best >= patience
+                if self.epoch % settings.checkpoint_every == 0 or self.epoch == settings.epochs or stop_now:
+                    self.save(self.checkpoints.last)
+                self.timer.seconds["validation+checkpoints"] += time.perf_counter() - validation_started
+                if stop_now:
+                    self.log.info(f"{settings.name}: validation loss has not improved for {patience} epochs; "
+                                  f"stopping early at epoch {self.epoch}")
+                    self.result.stopped_early = True
+                    break
+        elapsed = time.perf_counter() - started
+        self.result.epochs_run = self.epoch
+        self.result.samples_per_second = samples_seen / elapsed if elapsed > 0 else 0.0
+        self.result.phase_seconds = dict(self.timer.seconds)
+        for line in summarize(settings.name, self.timer, self.result.samples_per_second,
+                              loading_in_memory=num_workers == 0 and not _streams(train_set)):
+            self.log.info(line)
+        if self.runtime.distributed:
+            digest = self.runtime.require_identical_replicas(unwrap(self.model), settings.name)
+            self.log.info(f"{settings.name}: all {self.runtime.world_size} processes hold identical weights "
+                          f"after epoch {self.epoch} (sha256 {digest[:16]})")
+        self.load_best_weights()
+        return self.result
+
+    def load_best_weights(self) -> None:
+        """End on the epoch with the lowest validation loss (rank 0 reads it and sends it to the others,
+        so nodes without rank 0's disk get the same weights)."""
+        runtime = self.runtime
+        if not runtime.any_rank(runtime.is_main and self.checkpoints.best.is_file()):
+            return
+        if runtime.is_main:
+            state = load_state(self.checkpoints.best, map_location=runtime.device)
+            unwrap(self.model).load_state_dict(state["model"])
+        runtime.broadcast_module_(unwrap(self.model))
+
+    def _train_epoch(self, dataset: Dataset, num_workers: int, stop: _StopRequest) -> Tuple[Dict[str, float], int]:
+        settings, runtime = self.settings, self.runtime
+        self.model.train()
+        batches = self._epoch_batches(dataset, self.epoch)
+        remaining = batches[self.batches_done:]
+        totals: Dict[str, float] = {}
+        seen = 0
+        bar = tqdm(self._loader(dataset, remaining, num_workers), total=len(batches), initial=self.batches_done,
+                   desc=f"{settings.name} epoch {self.epoch + 1}/{settings.epochs}", leave=False,
+                   disable=not runtime.is_main or not self.log.show_progress, dynamic_ncols=True)
+        batches_iter = iter(bar)
+        while True:
+            with self.timer.phase("data"):
+                batch = next(batches_iter, None)
+            if batch is None:
+                break
+            if runtime.any_rank(stop.requested):
+                self.save(self.checkpoints.last)
+                raise TrainingInterrupted(
+                    f"{settings.name}: stopped at epoch {self.epoch + 1}, batch {self.batches_done + 1}; "
+                    f"a checkpoint was written to {self.checkpoints.last}. Continue with the same command plus --resume")
+            batch = move_to_device(batch, runtime.device)
+            batch_size = _batch_length(batch)
+            loss, metrics = self._step(batch)
+            seen += batch_size
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value * batch_size
+            self.batches_done += 1
+            bar.set_postfix(self._postfix(metrics), refresh=False)
+        bar.close()
+        local = {key: value / max(seen, 1) for key, value in totals.items()}
+        return runtime.all_reduce_mean(local, weight=float(seen)), seen
+
+    def _step(self, batch: Any) -> Tuple[torch.Tensor, Dict[str, float]]:
+        settings, runtime = self.settings, self.runtime
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.timer.phase("forward"), runtime.autocast():
+            loss, metrics = self.objective(self.model, batch, self.epoch)
+        if runtime.any_rank(not bool(torch.isfinite(loss.detach()).item())):
+            raise TrainingDivergedError(
+                f"{settings.name}: the loss became {loss.item()} at epoch {self.epoch + 1}, batch "
+                f"{self.batches_done + 1}; training stopped. The last good checkpoints stay in "
+                f"{self.checkpoints.last.parent}. To fix: {settings.divergence_hint}; then run again "
+                f"(add --resume to continue from the last checkpoint).")
+        with self.timer.phase("backward"):
+            self.grad_scaler.scale(loss).backward()
+        with self.timer.phase("optimizer"):
+            if settings.grad_clip > 0:
+                self.grad_scaler.unscale_(self.optimizer)
+                parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(parameters, settings.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        return loss, metrics
+
+    def _validate(self, dataset: Dataset, num_workers: int) -> Dict[str, float]:
+        """Mean metrics over the whole validation set: each rank takes a disjoint, unpadded shard, so
+        no case counts twice; a rank left without cases evaluates one with weight 0 to learn the keys."""
+        runtime = self.runtime
+        indices = runtime.shard(len(dataset))
+        weight_of_cases = 1.0 if indices else 0.0
+        indices = indices or [0]
+        batches = [indices[i:i + self.rank_batch_size] for i in range(0, len(indices), self.rank_batch_size)]
+        totals: Dict[str, float] = {}
+        seen = 0
+        rng = capture_rng_state()  # validation sampling must not shift the training random stream
+        # The plain module: no gradient to average, and DDP's forward would sync buffers in lockstep,
+        # which ranks with different shard sizes cannot keep.
+        with evaluation_mode(unwrap(self.model)) as model, runtime.autocast():
+            for batch in self._loader(dataset, batches, num_workers):
+                batch = move_to_device(batch, runtime.device)
+                _, metrics = self.objective(model, batch, self.epoch)
+                size = _batch_length(batch)
+                seen += size
+                for key, value in metrics.items():
+                    totals[key] = totals.get(key, 0.0) + value * size
+        restore_rng_state(rng)
+        local = {key: value / max(seen, 1) for key, value in totals.items()}
+        return runtime.all_reduce_mean(local, weight=float(seen) * weight_of_cases)
+
+    # --------------------------------------------------------------- logging
+    def _record(self, train_metrics: Dict[str, float], val_metrics: Dict[str, float]) -> None:
+        history = self.result.history
+        for key, value in train_metrics.items():
+            history.setdefault(f"train_{key}", []).append(value)
+        for key, value in val_metrics.items():
+            history.setdefault(f"val_{key}", []).append(value)
+        history.setdefault("lr", []).append(self.optimizer.param_groups[0]["lr"])
+
+    def _postfix(self, metrics: Dict[str, float]) -> Dict[str, str]:
+        shown = {key: f"{value:.3g}" for key, value in metrics.items()}
+        shown["lr"] = f"{self.optimizer.param_groups[0]['lr']:.2g}"
+        done = self.result.history.get("lr", [])
+        if done:
+            per_epoch = self.result.seconds / len(done)
+            shown["eta"] = _format_seconds(per_epoch * (self.settings.epochs - len(done)))
+        return shown
+
+    def _report_epoch(self, train_metrics: Dict[str, float], val_metrics: Dict[str, float]) -> None:
+        name = self.settings.name
+        lr = self.result.history["lr"][-1]
+        per_epoch = self.result.seconds / max(len(self.result.history["lr"]), 1)
+        eta = per_epoch * (self.settings.epochs - self.epoch)
+        parts = [f"{name} epoch {self.epoch}/{self.settings.epochs}"]
+        parts += [f"{key} {value:.4g}" for key, value in train_metrics.items()]
+        parts += [f"val_{key} {value:.4g}" for key, value in val_metrics.items() if key in ("loss", "recon")]
+        parts += [f"lr {lr:.2e}", f"eta {_format_seconds(eta)}"]
+        self.log.epoch_line("  ".join(parts))
+        scalars = {f"train/{k}": v for k, v in train_metrics.items()}
+        scalars.update({f"val/{k}": v for k, v in val_metrics.items()})
+        scalars["lr"] = lr
+        self.log.scalars(name, scalars, self.epoch)
+
+
+def _streams(dataset: Dataset) -> bool:
+    """True when the dataset reads cases from disk on access (FieldDataset with load_all=0)."""
+    return getattr(dataset, "load_all", True) is False
+
+
+def _selection(val_metrics: Dict[str, float]) -> float:
+    """What 'best' means: the objective's 'selection' metric if it gives one, else its loss."""
+    return val_metrics.get("selection", val_metrics["loss"])
+
+
+def _batch_length(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if isinstance(first, dict):
+        first = next(iter(first.values()))
+    return int(first.shape[0])
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,0 +1,145 @@
+"""One step function per training mode: batch in, (loss, metrics) out.
+
+The trainer calls `objective(model, batch, epoch)` under autocast; the model may
+be wrapped in DistributedDataParallel, so objectives only call it (forward).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from modules.training.augmentation import FieldAugmenter, ParameterPerturber
+from modules.config.schema import EndToEndConfig, TrainConfig
+from modules.training.losses import kl_weight, vae_loss
+from modules.training.physics_loss import PhysicsLoss
+
+
+class VAEObjective:
+    """alpha x (reconstruction + physics terms) + beta(epoch) x KL of every level, averaged over Recon_iter
+    samples. The physics terms sit inside alpha so that their weights are shares of the reconstruction
+    whatever alpha is (the demo uses alpha 1e5)."""
+
+    def __init__(self, train: TrainConfig, node_weights: Optional[torch.Tensor] = None,
+                 to_physical: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                 augmenter: Optional[FieldAugmenter] = None, physics: Optional[PhysicsLoss] = None):
+        """to_physical: (offset [N], factor [N]) with physical = offset + factor * scaled; when given, the
+        epoch is selected on the report's metric, the mean relative L2 error per case in physical units.
+        physics: optional physics-aware terms, logged as physics_<term>; they never change the selection."""
+        self.train = train
+        self.node_weights = node_weights
+        self.to_physical = to_physical
+        self.augmenter = augmenter if augmenter is not None and augmenter.active else None
+        self.physics = physics if physics is not None and physics.active else None
+
+    def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
+        fields = batch[0]
+        beta = kl_weight(epoch, self.train)
+        weights = None if self.node_weights is None else self.node_weights.to(fields.device)
+        inputs, target = fields, fields
+        if model.training and self.augmenter is not None:
+            inputs, target = self.augmenter(fields)
+        terms, totals, physics_values = [], [], {}
+        for _ in range(self.train.recon_iterations):
+            output = model(inputs)
+            loss = vae_loss(output, target, beta, self.train, weights)
+            sample_total = loss.total
+            if self.physics is not None:
+                physics = self.physics(output.recon, target, weights, reference=loss.recon)
+                sample_total = sample_total + self.train.recon_weight * physics.total
+                for name, value in physics.terms.items():
+                    physics_values.setdefault(name, []).append(value.detach())
+            terms.append(loss)
+            totals.append(sample_total)
+        total = torch.stack(totals).mean()
+        recon = torch.stack([t.recon.detach() for t in terms]).mean()
+        kl = torch.stack([t.kl.detach() for t in terms]).mean()
+        # 'selection' picks the best epoch. Not the total loss: beta changes during warm-up, which makes the
+        # totals of different epochs incomparable. The report's own metric where the physical units are known.
+        metrics = {"loss": total.item(), "recon": recon.item(), "kl": kl.item(), "beta": beta}
+        for name, values in physics_values.items():
+            metrics[f"physics_{name}"] = torch.stack(values).mean().item()
+        if not model.training:
+            metrics["selection"] = recon.item() if self.to_physical is None else self._relative_error(model, fields)
+        return total, metrics
+
+    def _relative_error(self, model: torch.nn.Module, fields: torch.Tensor) -> float:
+        """Mean over the batch of ||x - x_hat|| / ||x|| in physical units, with posterior means."""
+        offset, factor = (t.to(fields.device)[None, :, None] for t in self.to_physical)
+        truth = offset + factor * fields
+        recon = offset + factor * model(fields, use_mean=True).recon.float()
+        errors = (recon - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1).clamp_min(1e-30)
+        return errors.mean().item()
+
+
+class ConditionerObjective:
+    """Squared error between predicted and VAE latent codes (flat layout, main first), each latent number
+    weighted by how much it moves the decoded field (`latent_weights`, mean 1; None = all equal)."""
+
+    def __init__(self, latent_weights: Optional[torch.Tensor] = None, perturber: Optional[ParameterPerturber] = None):
+        self.latent_weights = latent_weights
+        self.perturber = perturber if perturber is not None and perturber.active else None
+
+    def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
+        inputs, targets = batch[0], batch[1]
+        if model.training and self.perturber is not None and inputs.dim() == 2:
+            inputs = self.perturber(inputs)
+        squared = (model(inputs).flat().float() - targets) ** 2
+        loss = squared.mean() if self.latent_weights is None else \
+            (squared * self.latent_weights.to(squared.device)).mean()
+        return loss, {"loss": loss.item()}
+
+
+E2E_LOSSES = {
+    "MSE": torch.nn.functional.mse_loss,
+    "MAE": torch.nn.functional.l1_loss,
+    "Huber": torch.nn.functional.huber_loss,
+    "SmoothL1": torch.nn.functional.smooth_l1_loss,
+}
+
+
+# decode_flat() is given every level's latent, so these decoder heads (which compute priors and
+# posteriors) are off the path from latent to field: left trainable they would get no gradient,
+# and DistributedDataParallel stops on parameters that require a gradient and never receive one.
+DECODER_HEADS_UNUSED_BY_DECODE_FLAT = ("prior_summaries", "prior_heads", "posterior_heads")
+
+
+class ConditionedDecoder(torch.nn.Module):
+    """design -> conditioner -> VAE decoder -> scaled field [B, N, T]; the end-to-end model."""
+
+    def __init__(self, conditioner: torch.nn.Module, vae: torch.nn.Module, finetune_decoder: bool):
+        super().__init__()
+        self.conditioner = conditioner
+        self.vae = vae
+        for parameter in vae.parameters():
+            parameter.requires_grad_(False)
+        for name, parameter in vae.decoder.named_parameters():
+            used = name.split(".")[0] not in DECODER_HEADS_UNUSED_BY_DECODE_FLAT
+            parameter.requires_grad_(finetune_decoder and used)
+
+    def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        flat = self.conditioner(inputs).flat()
+        return flat, self.vae.decode_flat(flat)
+
+
+class EndToEndObjective:
+    """LC_alpha x field loss through the decoder (+ latent_reg_weight x latent MSE toward the VAE's code)."""
+
+    def __init__(self, end_to_end: EndToEndConfig, node_weights: Optional[torch.Tensor] = None):
+        self.config = end_to_end
+        self.field_loss = E2E_LOSSES[end_to_end.loss_function]
+        self.node_weights = node_weights
+
+    def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
+        inputs, targets, fields = batch
+        flat, recon = model(inputs)
+        if self.node_weights is None:
+            field = self.field_loss(recon.float(), fields)
+        else:
+            elementwise = self.field_loss(recon.float(), fields, reduction="none")
+            field = (elementwise * self.node_weights.to(fields.device)[None, :, None]).mean()
+        total = self.config.recon_weight * field
+        latent = torch.nn.functional.mse_loss(flat.float(), targets)
+        if self.config.use_latent_regularization:
+            total = total + self.config.latent_reg_weight * latent
+        return total, {"loss": total.item(), "field": field.item(), "latent": latent.item()}
