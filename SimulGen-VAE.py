@@ -11,8 +11,7 @@ from __future__ import annotations
 import sys
 
 from modules.config.cli import parse_command, train_config_from_args
-from modules.errors import SimulGenError
-from modules.training.loop import TrainingInterrupted
+from modules.errors import SimulGenError, TrainingInterrupted
 
 
 def main(argv: list) -> int:

@@ -56,3 +56,7 @@ class CheckpointError(SimulGenError):
 
 class TrainingDivergedError(SimulGenError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class TrainingInterrupted(SimulGenError):
+    """Ctrl-C or SIGTERM: a resumable checkpoint was written."""

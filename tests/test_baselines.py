@@ -3,7 +3,7 @@ import pytest
 
 from modules.evaluation.baselines import NearestNeighbourBaseline, PCABaseline, PODGaussianProcessBaseline
 from modules.errors import DataError
-from modules.evaluation.report import relative_l2_per_case
+from modules.evaluation.metrics import relative_l2_per_case
 
 NUM_TIMESTEPS, NUM_NODES = 4, 6
 

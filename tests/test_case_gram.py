@@ -14,7 +14,7 @@ from modules.evaluation.baselines import NearestNeighbourBaseline, PCABaseline, 
 from modules.evaluation.case_gram import GramPCA, accumulate_case_gram, nearest_relative_errors, pod_gp_relative_errors
 from modules.config.schema import DataConfig
 from modules.data.sweep_file import open_sweep
-from modules.evaluation.report import relative_l2_per_case
+from modules.evaluation.metrics import relative_l2_per_case
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 NUM_CASES, NUM_TIMESTEPS, NUM_NODES = 10, 6, 9

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from modules.storage import atomic_files
-from modules.evaluation import report as evaluate
+from modules.evaluation import metrics, report
 from modules.errors import DataError, SimulGenError
-from modules.evaluation.report import format_report_table, relative_l2_per_case, summarize_errors, write_report
+from modules.evaluation.metrics import relative_l2_per_case, summarize_errors
+from modules.evaluation.report import format_report_table, write_report
 
 
 def test_relative_l2_hand_computed():
@@ -44,7 +45,7 @@ def test_relative_l2_rejects_shape_mismatch_and_nan():
 
 def test_summarize_errors_values_and_json():
     summary = summarize_errors(np.array([0.05, 0.01, 0.30, 0.02]))
-    assert set(summary) == set(evaluate.SUMMARY_KEYS)
+    assert set(summary) == set(metrics.SUMMARY_KEYS)
     assert summary["count"] == 4
     assert summary["mean"] == pytest.approx(0.095)
     assert summary["median"] == pytest.approx(0.035)

@@ -13,12 +13,13 @@ import torch
 from modules.storage.state_files import load_state, save_state
 from modules.data.design_files import InputScaler
 from modules.models.conditioner_mlp import ParametricConditioner
-from modules.training.conditioner_stage import check_before_training, load_conditioner_bundle
+from modules.surrogate.conditioner_bundle import load_conditioner_bundle
+from modules.training.conditioner_stage import check_before_training
 from modules.models.conditioners import build_conditioner, resolve_architecture
 from modules.config.schema import ConditionerConfig, DataConfig, RunConfig
 from modules.data.designs import scaled_inputs
 from modules.errors import CheckpointError, ConfigError, DataError
-from modules.evaluation.report import relative_l2_per_case
+from modules.evaluation.metrics import relative_l2_per_case
 from modules.data.image_pca import ImagePCA
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 

@@ -12,10 +12,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from modules.storage.state_files import load_state
-from modules.errors import TrainingDivergedError
+from modules.errors import TrainingDivergedError, TrainingInterrupted
 from modules.training.run_log import RunLog
 from modules.runtime.distributed import Runtime
-from modules.training.loop import CheckpointPaths, LoopSettings, Trainer, TrainingInterrupted
+from modules.training.loop import CheckpointPaths, LoopSettings, Trainer
 
 
 def make_data(seed: int = 0):

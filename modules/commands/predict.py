@@ -2,34 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
-import torch
 
-from modules.storage.state_files import load_weights
 from modules.data.design_files import IMAGE_EXTENSIONS, load_images_from_paths, load_parameter_table, natural_sort_key
-from modules.training.conditioner_stage import decode_to_physical, load_conditioner_bundle, predict_latents
 from modules.errors import DataError, SimulGenError
-from modules.surrogate.vae_bundle import load_vae_bundle
+from modules.runtime.devices import choose_device
 from modules.storage.array_files import refuse_existing, save_array
 from modules.storage.run_directory import RunDirectory
-from modules.runtime.distributed import choose_device
-
-
-@dataclass
-class Prediction:
-    fields: np.ndarray
-    """[designs, T, N] float32, physical units (decoded from the predicted latent code)."""
-    mean: Optional[np.ndarray] = None
-    """[designs, T, N] mean of the decoder samples (with --samples)."""
-    std: Optional[np.ndarray] = None
-    """[designs, T, N] standard deviation of the decoder samples (with --samples)."""
-    seconds: float = 0.0
-    """Wall time of the prediction itself (inputs in memory -> fields), models already loaded."""
+from modules.surrogate.surrogate import Prediction, Surrogate
 
 
 def read_designs(args: argparse.Namespace, kind: str, num_params: int, image_size: int, channels: int) -> np.ndarray:
@@ -49,31 +32,6 @@ def read_designs(args: argparse.Namespace, kind: str, num_params: int, image_siz
     return load_images_from_paths(paths, image_size, channels)
 
 
-def predict_with(vae_bundle, conditioner, designs: np.ndarray, device: torch.device, samples: int,
-                 batch_size: int, seed: int) -> Prediction:
-    started = time.perf_counter()
-    inputs = conditioner.model_inputs(designs)  # the bundle's scaler, and its image PCA when it was trained with one
-    flat = predict_latents(conditioner.model, inputs, device, batch_size)
-    fields = decode_to_physical(vae_bundle.model, flat, vae_bundle.scaler, device, batch_size)
-    result = Prediction(fields=fields)
-    if samples > 0:
-        # Latent codes drawn around the prediction with the conditioner's validation error per latent number,
-        # so the spread shows how far the prediction can be from the code a simulation would have.
-        generator = torch.Generator().manual_seed(seed)
-        total = np.zeros(fields.shape, dtype=np.float64)
-        total_sq = np.zeros(fields.shape, dtype=np.float64)
-        for _ in range(samples):
-            noise = torch.randn(flat.shape, generator=generator) * conditioner.latent_residual_std.float()
-            drawn = decode_to_physical(vae_bundle.model, flat + noise, vae_bundle.scaler, device, batch_size)
-            total += drawn
-            total_sq += drawn.astype(np.float64) ** 2
-        mean = total / samples
-        result.mean = mean.astype(np.float32)
-        result.std = np.sqrt(np.maximum(total_sq / samples - mean ** 2, 0.0)).astype(np.float32)
-    result.seconds = time.perf_counter() - started
-    return result
-
-
 def _sibling(path: Path, suffix: str) -> Path:
     return path.with_name(f"{path.stem}_{suffix}.npy")
 
@@ -90,15 +48,12 @@ def run_predict(args: argparse.Namespace) -> Prediction:
         if not needed.is_file():
             raise SimulGenError(f"--model {args.model}: {needed.name} is missing; train the full model there first "
                                 f"(python SimulGen-VAE.py --out {args.model})")
-    conditioner = load_conditioner_bundle(run_dir.conditioner_bundle, device)
-    vae_bundle = load_vae_bundle(run_dir.vae_bundle, device)
-    if conditioner.decoder_weights is not None:
-        load_weights(vae_bundle.model, conditioner.decoder_weights, run_dir.conditioner_bundle)
+    surrogate = Surrogate.load(run_dir.vae_bundle, device, run_dir.conditioner_bundle)
+    conditioner = surrogate.conditioner
     # The conditioner's own settings: an --lc_only run may have trained it with another image_size than the VAE run.
-    lc_config = conditioner.config if conditioner.config is not None else vae_bundle.config.conditioner
-    designs = read_designs(args, conditioner.input_kind, lc_config.num_params, lc_config.image_size,
+    designs = read_designs(args, conditioner.input_kind, conditioner.config.num_params, conditioner.config.image_size,
                            conditioner.in_channels)
-    result = predict_with(vae_bundle, conditioner, designs, device, args.samples, args.batch_size, seed=0)
+    result = surrogate.predict(designs, args.batch_size, args.samples, seed=0)
     save_array(args.out, result.fields)
     if result.mean is not None:
         save_array(outputs["mean"], result.mean)
@@ -110,7 +65,7 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
     if args.vtu is not None:
-        _write_vtu(args.vtu, vae_bundle.coordinates, result)
+        _write_vtu(args.vtu, surrogate.coordinates, result)
     return result
 
 

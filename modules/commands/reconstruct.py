@@ -8,27 +8,26 @@ import numpy as np
 
 from modules.data.sweep_file import check_sweep, open_sweep, read_cases
 from modules.errors import DataError
-from modules.surrogate.vae_bundle import load_vae_bundle, resolve_vae_bundle_path
+from modules.runtime.devices import choose_device
 from modules.storage.array_files import refuse_existing, save_array
-from modules.runtime.distributed import choose_device
-from modules.training.vae_stage import reconstruct_fields
+from modules.surrogate.surrogate import Surrogate
+from modules.surrogate.vae_bundle import resolve_vae_bundle_path
 
 
 def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
     refuse_existing(args.out, args.overwrite)
     device = choose_device(args.device)
-    bundle = load_vae_bundle(resolve_vae_bundle_path(args.model), device)
+    surrogate = Surrogate.load(resolve_vae_bundle_path(args.model), device)
     array = open_sweep(args.data)
     if array.ndim not in (3, 4):
         raise DataError(f"{args.data}: expected an array [cases, timesteps, nodes], found {array.ndim} axes")
     # Any number of cases; timesteps and nodes must be those the model was trained on.
-    data = dataclasses.replace(bundle.config.data, num_cases=array.shape[0])
+    data = dataclasses.replace(surrogate.window, num_cases=array.shape[0])
     check_sweep(array, data, args.data, condition_file="the trained model's condition.txt")
     out = np.empty((array.shape[0], data.timesteps, data.nodes), dtype=np.float32)
     for start in range(0, array.shape[0], args.batch_size):
         indices = np.arange(start, min(start + args.batch_size, array.shape[0]))
-        out[indices] = reconstruct_fields(bundle.model, read_cases(array, indices, data), bundle.scaler, device,
-                                          args.batch_size)
+        out[indices] = surrogate.reconstruct(read_cases(array, indices, data), args.batch_size)
     save_array(args.out, out)
     print(f"wrote {args.out}: reconstruction {list(out.shape)} (cases, timesteps, nodes) in physical units")
     return out

@@ -8,19 +8,21 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from modules.commands.run_figures import RunFigures
 from modules.config.schema import RunConfig
-from modules.data.sweep_file import read_cases
-from modules.errors import CheckpointError, SimulGenError
-from modules.evaluation.report import format_report_table, write_report
-from modules.surrogate.vae_bundle import load_vae_bundle, vae_must_match
-from modules.storage.state_files import load_state, require_matching, write_atomically
-from modules.storage.run_directory import RunDirectory
-from modules.training.run_log import RunLog
-from modules.runtime.distributed import Runtime, setup_runtime, shutdown_runtime
 from modules.data.prepared_sweep import PreparedSweep, ensure_demo_data, prepare_sweep
+from modules.errors import CheckpointError, SimulGenError
+from modules.evaluation.conditioner_evaluation import conditioner_report_section, evaluate_conditioner
+from modules.evaluation.report import format_run_report, write_report
+from modules.evaluation.vae_evaluation import evaluate_vae, vae_report_section
+from modules.runtime.distributed import Runtime, setup_runtime, shutdown_runtime
+from modules.storage.run_directory import RunDirectory
+from modules.storage.state_files import load_state, require_matching, write_atomically
+from modules.surrogate.surrogate import Surrogate
+from modules.surrogate.vae_bundle import load_vae_bundle, vae_must_match
+from modules.training import conditioner_stage, vae_stage
 from modules.training.loop import TrainingResult
-from modules.training import conditioner_stage
-from modules.training import vae_stage
+from modules.training.run_log import RunLog
 
 
 def restarted_by_torchrun() -> bool:
@@ -74,27 +76,28 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
                  f"{'in memory' + copies if config.data.load_all else 'streamed from disk'})")
         report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root)}
         model, result = _vae(config, sweep, runtime, run_dir, log)
-        latents = vae_stage.encode_cases(model, sweep.array, config, sweep.scaler, runtime.device)
+        surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates)
+        latents = surrogate.encode_cases(sweep.array)
+        figures = RunFigures(config, run_dir, sweep, log) if runtime.is_main and config.plot_mode in (0, 1) else None
         if runtime.is_main:
-            evaluation = vae_stage.evaluate_vae(model, sweep, config, runtime.device)
+            evaluation = evaluate_vae(surrogate, sweep, config.data)
             vae_stage.save_latents(run_dir, latents, sweep)
-            report["vae"] = vae_stage.vae_report_section(evaluation, result, model, sweep)
+            report["vae"] = vae_report_section(evaluation, _summary(result), surrogate, sweep)
             log.info(f"latent vectors: {run_dir.latents}")
-            if config.plot_mode in (0, 1):
-                _vae_plots(config, run_dir, sweep, evaluation, result, log)
+            if figures is not None:
+                figures.vae(evaluation, result)
         trained, lc_result, designs = conditioner_stage.train_conditioner(
             config, sweep, model, latents, runtime, run_dir, log, base_dir)
+        surrogate = surrogate.with_conditioner(trained)
         if runtime.is_main:
-            lc_evaluation = conditioner_stage.evaluate_conditioner(trained, model, designs, latents, sweep, config,
-                                                                   runtime.device, evaluation.case_gram)
-            report["conditioner"] = conditioner_stage.conditioner_report_section(lc_evaluation, lc_result, config,
-                                                                                 trained)
-            table = _report_table(report)
+            lc_evaluation = evaluate_conditioner(surrogate, designs, latents, sweep, config, evaluation.case_gram)
+            report["conditioner"] = conditioner_report_section(lc_evaluation, _summary(lc_result), config, surrogate)
+            table = format_run_report(report)
             write_report(run_dir.report_json, run_dir.report_text, report, table)
             log.info("\n" + table.rstrip())
             log.info(f"report: {run_dir.report_text}")
-            if config.plot_mode in (0, 1):
-                _conditioner_plots(config, run_dir, sweep, lc_evaluation, lc_result, model, log)
+            if figures is not None:
+                figures.conditioner(lc_evaluation, lc_result, model.cfg.latent_dim_main)
         runtime.barrier()
         return report if runtime.is_main else {}
     finally:
@@ -127,70 +130,7 @@ def _vae_finished(run_dir: RunDirectory) -> bool:
     return not last.is_file() or bool(load_state(last).get("finished", False))
 
 
-def _report_table(report: Dict[str, Any]) -> str:
-    vae = report["vae"]
-    rows = []
-    for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers)"),
-                              ("pca", f"PCA ({vae['pca_components']} components)")):
-        for split in ("train", "val"):
-            rows.append((label, split, vae["relative_l2"][model_name][split]))
-    text = ("Reconstruction of known cases: relative L2 error ||x - x_hat|| / ||x|| per case, physical units\n"
-            + format_report_table(rows))
-    if "conditioner" in report:
-        lc = report["conditioner"]
-        errors = lc["prediction_relative_l2"]
-        name = f"{lc['architecture'].upper()} conditioner + decoder" + (" (end-to-end)" if lc["end_to_end"] else "")
-        rows = [(name, "train", errors["conditioner"]["train"]), (name, "val", errors["conditioner"]["val"]),
-                (f"POD ({lc['pod_gp_modes']} modes) + Gaussian process", "val", errors["pod_gp"]["val"]),
-                ("nearest training design", "val", errors["nearest_neighbour"]["val"])]
-        text += ("\nPrediction of designs from their " + ("parameters" if lc["input_type"] == "csv" else "images")
-                 + ": relative L2 error per case, physical units\n" + format_report_table(rows))
-    return text
 
 
-def _vae_plots(config: RunConfig, run_dir: RunDirectory, sweep: PreparedSweep, evaluation, result: Optional[TrainingResult],
-               log: RunLog) -> None:
-    from modules.evaluation import plots
-
-    show = config.plot_mode == 0
-    plots.configure_backend(show)
-
-    def target(name: str) -> Optional[Path]:
-        return None if show else run_dir.plots / name
-
-    if result is not None:
-        plots.plot_loss_curves(result.history, target("vae_loss_curves.png"), "VAE training")
-    plots.plot_error_histogram({"VAE": evaluation.vae_val, "PCA": evaluation.pca_val},
-                               target("vae_vs_pca_errors.png"), "Validation reconstruction error")
-    for label, position in vae_stage.plotted_positions(evaluation.vae_val).items():
-        case = int(sweep.val_indices[position])
-        truth = read_cases(sweep.array, [case], config.data)[0]
-        plots.plot_dual_view(truth, evaluation.val_reconstructions[case], target(f"vae_{label}_case.png"),
-                             f"VAE reconstruction, {label} validation case {case}",
-                             coordinates=sweep.coordinates, relative_error=float(evaluation.vae_val[position]))
-    if not show:
-        log.info(f"plots: {run_dir.plots}")
-
-
-def _conditioner_plots(config: RunConfig, run_dir: RunDirectory, sweep: PreparedSweep, evaluation,
-                       result: Optional[TrainingResult], vae, log: RunLog) -> None:
-    from modules.evaluation import plots
-
-    show = config.plot_mode == 0
-
-    def target(name: str) -> Optional[Path]:
-        return None if show else run_dir.plots / name
-
-    if result is not None:
-        plots.plot_loss_curves(result.history, target("conditioner_loss_curves.png"), "Latent conditioner training")
-    plots.plot_parity(evaluation.val_latents_true, evaluation.val_latents_predicted, target("latent_parity.png"),
-                      "Predicted vs VAE latent codes, validation designs", num_main=vae.cfg.latent_dim_main)
-    plots.plot_error_histogram({"conditioner + decoder": evaluation.errors_val, "POD + GP": evaluation.pod_gp_val,
-                                "nearest design": evaluation.nearest_val},
-                               target("prediction_errors.png"), "Validation prediction error")
-    for label, position in vae_stage.plotted_positions(evaluation.errors_val).items():
-        case = int(sweep.val_indices[position])
-        truth = read_cases(sweep.array, [case], config.data)[0]
-        plots.plot_dual_view(truth, evaluation.val_predictions[case], target(f"prediction_{label}_design.png"),
-                             f"Prediction from the design alone, {label} validation design {case}",
-                             coordinates=sweep.coordinates, relative_error=float(evaluation.errors_val[position]))
+def _summary(result: Optional[TrainingResult]) -> Optional[Dict[str, Any]]:
+    return None if result is None else result.summary()

@@ -1,10 +1,4 @@
-"""Accuracy metrics and the evaluation report.
-
-All arrays are numpy, in physical (unscaled) units, shaped [cases, timesteps, nodes].
-The headline metric is the relative L2 error of each case's whole field, so one
-number per case; `summarize_errors` reduces those to mean/median/max and the
-positions of the worst and the typical case (the ones worth plotting).
-"""
+"""The accuracy report: the text table of per-case error summaries, and report.json/report.txt on disk."""
 from __future__ import annotations
 
 import errno
@@ -15,73 +9,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from modules.storage.atomic_files import replace_atomically
-from modules.errors import DataError, SimulGenError
-
-SUMMARY_KEYS = ("count", "mean", "median", "max", "min", "argmax", "argmedian")
-
-
-def relative_l2_per_case(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """Relative L2 error of each case: ||x - x_hat||_2 / ||x||_2 over its whole [T, N] field.
-
-    Where a case's true field is identically zero the ratio is undefined, so that
-    case reports the absolute error norm ||x_hat||_2 instead (0 for a perfect
-    prediction) rather than inf or nan.
-
-    Returns float64 [cases]. Cases are processed one at a time in float64 so that
-    memory-mapped or float32 inputs neither overflow nor need a full-size copy.
-    """
-    truth = np.asarray(truth)
-    prediction = np.asarray(prediction)
-    if truth.shape != prediction.shape:
-        raise DataError(
-            f"relative L2 error: truth has shape {truth.shape} but prediction has shape {prediction.shape}; "
-            "expected identical [cases, timesteps, nodes] shapes. fix: compare predictions of the same cases, "
-            "timestep window and node range as the truth")
-    if truth.ndim < 2 or truth.shape[0] == 0:
-        raise DataError(
-            f"relative L2 error: expected a non-empty [cases, timesteps, nodes] array, got shape {truth.shape}")
-    errors = np.empty(truth.shape[0], dtype=np.float64)
-    for case in range(truth.shape[0]):
-        true_field = np.asarray(truth[case], dtype=np.float64).ravel()
-        predicted_field = np.asarray(prediction[case], dtype=np.float64).ravel()
-        for name, field in (("truth", true_field), ("prediction", predicted_field)):
-            if not np.all(np.isfinite(field)):
-                raise DataError(
-                    f"relative L2 error: {name} of case position {case} contains NaN or infinite values; "
-                    "expected finite numbers. fix: check the dataset file (truth) or the model/checkpoint "
-                    "that produced the prediction")
-        error_norm = float(np.linalg.norm(true_field - predicted_field))
-        truth_norm = float(np.linalg.norm(true_field))
-        errors[case] = error_norm / truth_norm if truth_norm > 0.0 else error_norm
-    return errors
-
-
-def summarize_errors(errors: np.ndarray) -> Dict[str, Any]:
-    """Mean, median, max and min of per-case errors, plus where the worst and the typical case are.
-
-    `argmax` is the position (in `errors`) of the worst case; `argmedian` the
-    position of a case closest to the median. With an even count the two middle
-    cases are equally close, so the lower one is taken by rank rather than left to
-    floating-point round-off. All values are plain Python floats/ints so the
-    result is JSON-serialisable.
-    """
-    values = np.asarray(errors, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0:
-        raise DataError(f"error summary: expected a non-empty 1-D array of per-case errors, got shape {values.shape}")
-    if not np.all(np.isfinite(values)):
-        bad = np.flatnonzero(~np.isfinite(values)).tolist()
-        raise DataError(f"error summary: per-case errors at positions {bad} are NaN or infinite; expected finite "
-                        "values. fix: check the predictions of those cases")
-    median = float(np.median(values))
-    return {
-        "count": int(values.size),
-        "mean": float(np.mean(values)),
-        "median": median,
-        "max": float(np.max(values)),
-        "min": float(np.min(values)),
-        "argmax": int(np.argmax(values)),
-        "argmedian": int(np.argsort(values, kind="stable")[(values.size - 1) // 2]),
-    }
+from modules.errors import SimulGenError
 
 
 def _percent(value: float) -> str:
@@ -108,6 +36,28 @@ def format_report_table(rows: Sequence[Tuple[str, str, Dict[str, Any]]]) -> str:
     lines = [render(header), "  ".join("-" * width for width in widths)]
     lines.extend(render(row) for row in body)
     return "\n".join(lines) + "\n"
+
+
+def format_run_report(report: Dict[str, Any]) -> str:
+    """report.txt: the reconstruction table, then the prediction table when a conditioner was measured."""
+    vae = report["vae"]
+    rows = []
+    for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers)"),
+                              ("pca", f"PCA ({vae['pca_components']} components)")):
+        for split in ("train", "val"):
+            rows.append((label, split, vae["relative_l2"][model_name][split]))
+    text = ("Reconstruction of known cases: relative L2 error ||x - x_hat|| / ||x|| per case, physical units\n"
+            + format_report_table(rows))
+    if "conditioner" in report:
+        lc = report["conditioner"]
+        errors = lc["prediction_relative_l2"]
+        name = f"{lc['architecture'].upper()} conditioner + decoder" + (" (end-to-end)" if lc["end_to_end"] else "")
+        rows = [(name, "train", errors["conditioner"]["train"]), (name, "val", errors["conditioner"]["val"]),
+                (f"POD ({lc['pod_gp_modes']} modes) + Gaussian process", "val", errors["pod_gp"]["val"]),
+                ("nearest training design", "val", errors["nearest_neighbour"]["val"])]
+        text += ("\nPrediction of designs from their " + ("parameters" if lc["input_type"] == "csv" else "images")
+                 + ": relative L2 error per case, physical units\n" + format_report_table(rows))
+    return text
 
 
 def _json_default(value: Any) -> Any:

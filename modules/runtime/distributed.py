@@ -15,7 +15,7 @@ from datetime import timedelta
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 
 from modules.errors import SimulGenError
+from modules.runtime.devices import amp_dtype_for, choose_device
 
 # Rank r draws its noise (reparameterisation, dropout) from seed + r * RANK_SEED_STRIDE: the ranks see
 # different cases, and identical noise on every rank would correlate their samples.
@@ -178,25 +179,6 @@ def _launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
-def choose_device(requested: str, local_rank: int = 0) -> torch.device:
-    if requested == "cpu":
-        return torch.device("cpu")
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SimulGenError(f"--device={requested} was requested but PyTorch sees no CUDA GPU "
-                                f"(torch {torch.__version__}); use --device=cpu or install a CUDA build of torch")
-        if requested == "cuda":
-            return torch.device("cuda", local_rank)
-        return torch.device(requested)
-    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
-    if not enabled or device.type != "cuda":
-        return None  # plain fp32 on CPU
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def _init_process_group(backend: str, rank: int, world_size: int) -> None:
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
     if attempt is None:  # RANK/WORLD_SIZE set by another launcher
@@ -260,14 +242,3 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside a DDP wrapper (state dicts are saved from it)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)

@@ -1,22 +1,18 @@
-"""Stage 1 of a run: train the hierarchical VAE, save it, encode every case, measure it against PCA."""
+"""Stage 1 of a run: train the hierarchical VAE (from its PCA start), save it, save every case's latent code."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from modules.training.augmentation import FieldAugmenter
-from modules.evaluation.baselines import PCABaseline
-from modules.evaluation.case_gram import CaseGram, GramPCA, accumulate_case_gram, baselines_fit_in_memory
 from modules.storage.state_files import write_atomically
 from modules.config.schema import DataConfig, RunConfig
-from modules.data.sweep_file import cases_per_chunk, read_cases
+from modules.data.sweep_file import read_cases
 from modules.data.datasets import scale_to_node_major
-from modules.evaluation.report import relative_l2_per_case, summarize_errors
 from modules.models.linear_path import fit_coefficient_pca, project_cases, spatial_pod
 from modules.training.losses import physical_node_weights
 from modules.data.mesh_graph import build_mesh_graph
@@ -28,37 +24,15 @@ from modules.training.projected_training import (ProjectedCases, ProjectedSweep,
 from modules.storage.run_directory import RunDirectory
 from modules.data.scaling import SCALED_LIMIT
 from modules.training.run_log import RunLog
-from modules.runtime.distributed import Runtime, evaluation_mode
+from modules.runtime.distributed import Runtime
 from modules.data.prepared_sweep import PreparedSweep
 from modules.training.loop import CheckpointPaths, LoopSettings, Trainer, TrainingResult
 from modules.models.vae import HierarchicalVAE
 
 # The linear path is initialised from at most this much of the training data (evenly spread cases).
 LINEAR_PATH_INIT_BYTES = 1024 ** 3
-# Cases read at a time when all training cases are projected onto the spatial modes, and when encoding.
+# Cases read at a time when all training cases are projected onto the spatial modes.
 PROJECTION_CHUNK_BYTES = 256 * 1024 ** 2
-
-
-@dataclass
-class VAEEvaluation:
-    """Relative L2 errors per case (physical units) of the VAE and of PCA with as many numbers."""
-
-    vae_train: np.ndarray
-    vae_val: np.ndarray
-    pca_train: np.ndarray
-    pca_val: np.ndarray
-    pca_components: int
-    val_reconstructions: Dict[int, np.ndarray]
-    """{case index: [T, N] reconstruction in physical units} of the plotted validation cases (`plotted_positions`)."""
-    case_gram: Optional[CaseGram]
-    """The cases' Gram matrix when the baselines were too large for memory (else None); the conditioner's
-    baselines reuse it instead of reading the sweep again."""
-
-
-def plotted_positions(errors: np.ndarray) -> Dict[str, int]:
-    """Positions (in `errors`) of the cases worth plotting: {"median": typical case, "worst": largest error}."""
-    order = np.argsort(errors)
-    return {"median": int(order[len(order) // 2]), "worst": int(order[-1])}
 
 
 def loop_settings(config: RunConfig) -> LoopSettings:
@@ -132,7 +106,8 @@ def project_all_cases(model: HierarchicalVAE, sweep: PreparedSweep, config: RunC
     if runtime.is_main:
         model.to(runtime.device)  # the trainer moves it there next anyway
         chunk = max(1, PROJECTION_CHUNK_BYTES // (data.timesteps * data.nodes * 4))
-        for indices in _batches(np.arange(data.num_cases), chunk):
+        for start in range(0, data.num_cases, chunk):
+            indices = np.arange(start, min(start + chunk, data.num_cases))
             fields = scaled_cases(sweep, indices, data).to(runtime.device)
             parts = project_fields(model, fields, node_weights, to_physical)
             for target, part in zip((coefficients, residual, norm_sq), parts):
@@ -210,41 +185,6 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     return model, result
 
 
-def _batches(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(indices), size):
-        yield indices[start:start + size]
-
-
-def reconstruct_fields(model: HierarchicalVAE, fields: np.ndarray, scaler, device: torch.device,
-                       batch_size: int = 32) -> np.ndarray:
-    """decode(encode(x)) with posterior means, physical units in and out: [k, T, N] float32."""
-    out = np.empty(fields.shape, dtype=np.float32)
-    with evaluation_mode(model):
-        for chunk in _batches(np.arange(len(fields)), batch_size):
-            scaled = torch.as_tensor(scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
-            recon = model(scaled.transpose(1, 2).to(device), use_mean=True).recon
-            out[chunk] = scaler.inverse(recon.transpose(1, 2).float().cpu().numpy())
-    return out
-
-
-def encode_cases(model: HierarchicalVAE, sweep_array: np.ndarray, config: RunConfig, scaler,
-                 device: torch.device, batch_size: int = 32) -> Dict[str, np.ndarray]:
-    """Posterior means (and log-variances) of every case, the conditioner's targets."""
-    mains, hiers, flats, logvars = [], [], [], []
-    batch_size = max(1, min(batch_size, PROJECTION_CHUNK_BYTES // (config.data.timesteps * config.data.nodes * 4)))
-    with evaluation_mode(model):
-        for chunk in _batches(np.arange(config.data.num_cases), batch_size):
-            scaled = torch.as_tensor(scaler.transform(read_cases(sweep_array, chunk, config.data)))
-            code = model.encode(scaled.transpose(1, 2).to(device))
-            mains.append(code.main_mu.float().cpu().numpy())
-            hiers.append(torch.stack(code.hier_mu, dim=1).float().cpu().numpy() if code.hier_mu
-                         else np.zeros((len(chunk), 0, model.cfg.latent_dim_hier), dtype=np.float32))
-            flats.append(code.flat().float().cpu().numpy())
-            logvars.append(code.flat_logvar().float().cpu().numpy())
-    return {"main": np.concatenate(mains), "hier": np.concatenate(hiers), "flat": np.concatenate(flats),
-            "flat_logvar": np.concatenate(logvars)}
-
-
 def save_latents(run_dir: RunDirectory, latents: Dict[str, np.ndarray], sweep: PreparedSweep) -> None:
     def write(stream: Any) -> None:
         np.savez(stream, **latents, train_indices=sweep.train_indices, val_indices=sweep.val_indices)
@@ -252,59 +192,3 @@ def save_latents(run_dir: RunDirectory, latents: Dict[str, np.ndarray], sweep: P
     write_atomically(run_dir.latents, write)
 
 
-def fit_pca_baseline(sweep: PreparedSweep, config: RunConfig, num_components: int) -> PCABaseline:
-    """PCA of the training fields held in memory (callers check case_gram.baselines_fit_in_memory first)."""
-    return PCABaseline().fit(read_cases(sweep.array, sweep.train_indices, config.data), num_components)
-
-
-def evaluate_vae(model: HierarchicalVAE, sweep: PreparedSweep, config: RunConfig,
-                 device: torch.device) -> VAEEvaluation:
-    """Relative L2 of the VAE and of PCA with as many components as the VAE has latent numbers.
-
-    Memory stays bounded for any sweep: the VAE is measured one chunk of cases at a time, and PCA is fitted
-    on the fields in memory only while they fit (case_gram.IN_MEMORY_BASELINE_BYTES), else its errors come
-    from the cases' Gram matrix (one pass over the file in blocks of timesteps).
-    """
-    gram = None if baselines_fit_in_memory(config.data) else \
-        accumulate_case_gram(sweep.array, config.data, sweep.train_indices)
-    pca = fit_pca_baseline(sweep, config, model.flat_latent_dim) if gram is None else \
-        GramPCA(gram, model.flat_latent_dim)
-    chunk_cases = cases_per_chunk(sweep.array)
-    errors: Dict[str, np.ndarray] = {}
-    for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
-        vae_parts, pca_parts = [], []
-        for chunk in _batches(indices, chunk_cases):
-            truth = read_cases(sweep.array, chunk, config.data)
-            vae_parts.append(relative_l2_per_case(truth, reconstruct_fields(model, truth, sweep.scaler, device)))
-            if gram is None:
-                pca_parts.append(relative_l2_per_case(truth, pca.reconstruct(truth)))
-        errors[f"vae_{split}"] = np.concatenate(vae_parts)
-        errors[f"pca_{split}"] = np.concatenate(pca_parts) if gram is None else pca.relative_errors(indices)
-    # Only the plotted cases are kept (all validation reconstructions of a large sweep would not fit);
-    # they are decoded again, as their positions are known only once every error is.
-    plotted = [int(sweep.val_indices[position]) for position in plotted_positions(errors["vae_val"]).values()]
-    recon = reconstruct_fields(model, read_cases(sweep.array, plotted, config.data), sweep.scaler, device)
-    return VAEEvaluation(errors["vae_train"], errors["vae_val"], errors["pca_train"], errors["pca_val"],
-                         pca.num_components, dict(zip(plotted, recon)), gram)
-
-
-def vae_report_section(evaluation: VAEEvaluation, result: Optional[TrainingResult], model: HierarchicalVAE,
-                       sweep: PreparedSweep) -> Dict[str, Any]:
-    section: Dict[str, Any] = {
-        "latent_numbers": model.flat_latent_dim,
-        "pca_components": evaluation.pca_components,
-        "parameters": model.parameter_count(),
-        "relative_l2": {
-            "vae": {"train": summarize_errors(evaluation.vae_train), "val": summarize_errors(evaluation.vae_val)},
-            "pca": {"train": summarize_errors(evaluation.pca_train), "val": summarize_errors(evaluation.pca_val)},
-        },
-        "val_case_indices": [int(i) for i in sweep.val_indices],
-    }
-    if result is not None:
-        section["training"] = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
-                               "best_val_loss": result.best_val_loss, "seconds": result.seconds,
-                               "cases_per_second": result.samples_per_second,
-                               "stopped_early": result.stopped_early,
-                               # Unrounded: a tiny run's forward pass takes well under 5 ms.
-                               "seconds_per_phase": dict(result.phase_seconds)}
-    return section

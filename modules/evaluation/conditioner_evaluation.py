@@ -1,0 +1,103 @@
+"""How well conditioner + decoder predict held-out designs, beside POD + Gaussian processes and the nearest
+training design."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from modules.config.schema import RunConfig
+from modules.data.designs import features_for_baselines
+from modules.data.prepared_sweep import PreparedSweep
+from modules.data.sweep_file import cases_per_chunk, read_cases
+from modules.evaluation.baselines import NearestNeighbourBaseline, PODGaussianProcessBaseline
+from modules.evaluation.case_gram import (CaseGram, GramPCA, accumulate_case_gram, baselines_fit_in_memory,
+                                          nearest_relative_errors, pod_gp_relative_errors)
+from modules.evaluation.metrics import relative_l2_per_case, summarize_errors
+from modules.evaluation.vae_evaluation import plotted_positions
+from modules.models.conditioners import count_parameters, resolve_architecture
+from modules.surrogate.surrogate import Surrogate
+
+
+@dataclass
+class ConditionerEvaluation:
+    errors_val: np.ndarray
+    errors_train: np.ndarray
+    pod_gp_val: np.ndarray
+    nearest_val: np.ndarray
+    val_predictions: Dict[int, np.ndarray]
+    """{case index: [T, N] prediction in physical units} of the plotted validation designs (`plotted_positions`)."""
+    val_latents_true: np.ndarray
+    val_latents_predicted: np.ndarray
+    pod_modes: int
+
+
+def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dict[str, np.ndarray],
+                         sweep: PreparedSweep, config: RunConfig,
+                         case_gram: Optional[CaseGram] = None) -> ConditionerEvaluation:
+    """Held-out error of conditioner + decoder in physical units, beside POD+GP and nearest neighbour.
+
+    Memory stays bounded for any sweep: predictions are decoded and measured one chunk of cases at a time, and
+    the baselines hold the fields only while they fit (case_gram.baselines_fit_in_memory); otherwise their
+    errors come from `case_gram` (the cases' Gram matrix, from evaluate_vae) or one made here.
+    """
+    latent_numbers = surrogate.vae.flat_latent_dim
+    chunk_cases = cases_per_chunk(sweep.array)
+    errors, predicted_latents = {}, {}
+    for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
+        flat = surrogate.predict_latents(designs[indices])
+        parts = []
+        for start in range(0, len(indices), chunk_cases):
+            predicted = surrogate.decode(flat[start:start + chunk_cases])
+            truth = read_cases(sweep.array, indices[start:start + chunk_cases], config.data)
+            parts.append(relative_l2_per_case(truth, predicted))
+        errors[split], predicted_latents[split] = np.concatenate(parts), flat
+    positions = list(plotted_positions(errors["val"]).values())
+    plotted = surrogate.decode(predicted_latents["val"][positions])
+    features = features_for_baselines(designs)
+    if case_gram is None and baselines_fit_in_memory(config.data):
+        train_fields = read_cases(sweep.array, sweep.train_indices, config.data)
+        val_truth = read_cases(sweep.array, sweep.val_indices, config.data)
+        pod_gp = PODGaussianProcessBaseline().fit(features[sweep.train_indices], train_fields, latent_numbers)
+        nearest = NearestNeighbourBaseline().fit(features[sweep.train_indices], train_fields)
+        pod_gp_val = relative_l2_per_case(val_truth, pod_gp.predict(features[sweep.val_indices]))
+        nearest_val = relative_l2_per_case(val_truth, nearest.predict(features[sweep.val_indices]))
+        pod_modes = pod_gp.num_modes
+    else:
+        gram = case_gram if case_gram is not None else \
+            accumulate_case_gram(sweep.array, config.data, sweep.train_indices)
+        pod = GramPCA(gram, latent_numbers)
+        pod_gp_val = pod_gp_relative_errors(pod, features, sweep.val_indices)
+        nearest_val = nearest_relative_errors(gram, features, sweep.val_indices)
+        pod_modes = pod.num_components
+    return ConditionerEvaluation(
+        errors_val=errors["val"], errors_train=errors["train"], pod_gp_val=pod_gp_val, nearest_val=nearest_val,
+        val_predictions={int(sweep.val_indices[position]): field for position, field in zip(positions, plotted)},
+        val_latents_true=latents["flat"][sweep.val_indices],
+        val_latents_predicted=predicted_latents["val"].numpy(), pod_modes=pod_modes)
+
+
+def conditioner_report_section(evaluation: ConditionerEvaluation, training: Optional[Dict[str, Any]],
+                               config: RunConfig, surrogate: Surrogate) -> Dict[str, Any]:
+    """The report's conditioner entry; `training` is the stage's TrainingResult.summary()."""
+    trained = surrogate.conditioner
+    section: Dict[str, Any] = {
+        "architecture": resolve_architecture(config.conditioner),
+        "input_type": config.conditioner.input_type,
+        "end_to_end": config.end_to_end.enabled,
+        "parameters": count_parameters(trained.model),
+        "pod_gp_modes": evaluation.pod_modes,
+        "image_pca_components": 0 if trained.image_pca is None else trained.image_pca.num_components,
+        "prediction_relative_l2": {
+            "conditioner": {"train": summarize_errors(evaluation.errors_train),
+                            "val": summarize_errors(evaluation.errors_val)},
+            "pod_gp": {"val": summarize_errors(evaluation.pod_gp_val)},
+            "nearest_neighbour": {"val": summarize_errors(evaluation.nearest_val)},
+        },
+    }
+    if trained.image_pca is not None:
+        section["image_pca_variance_explained"] = trained.image_pca.variance_explained
+    if training is not None:
+        section["training"] = training
+    return section

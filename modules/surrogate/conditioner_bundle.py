@@ -1,0 +1,107 @@
+"""The trained latent conditioner as users keep it (`latent_conditioner.pt`), and running it.
+
+The bundle holds the network's weights and settings, the input scaler, the image PCA when there is one,
+the per-latent validation error that `predict --samples` draws with, and the decoder weights when
+end-to-end training fine-tuned them. State dicts and plain values only, loaded with weights_only=True.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from modules.config.schema import ConditionerConfig, RunConfig
+from modules.data.design_files import InputScaler
+from modules.data.designs import scaled_inputs
+from modules.data.image_pca import ImagePCA
+from modules.errors import CheckpointError
+from modules.models.conditioners import build_conditioner
+from modules.models.vae import HierarchicalVAE
+from modules.runtime.devices import evaluation_mode
+from modules.storage.state_files import load_state, load_weights, save_state
+
+CONDITIONER_BUNDLE_FORMAT = "simulgenvae-conditioner-1"
+
+
+@dataclass
+class TrainedConditioner:
+    """A conditioner with everything prediction needs."""
+
+    model: torch.nn.Module
+    input_scaler: InputScaler
+    input_kind: str
+    in_channels: int
+    latent_residual_std: torch.Tensor
+    """[flat latent] std of (predicted - VAE latent) on validation designs: the sampling width of --samples."""
+    decoder_weights: Optional[Dict[str, torch.Tensor]]
+    """VAE weights after end-to-end fine-tuning of the decoder, else None (use the VAE bundle)."""
+    config: ConditionerConfig
+    """The conditioner settings it was trained with (image_size, num_params)."""
+    image_pca: Optional[ImagePCA] = None
+    """With image_pca_components > 0: the PCA of the standardised training images whose scores the MLP reads."""
+
+    def model_inputs(self, designs: np.ndarray) -> torch.Tensor:
+        """Raw designs -> what the network reads (see `model_inputs`)."""
+        return model_inputs(designs, self.input_scaler, self.image_pca)
+
+
+def model_inputs(designs: np.ndarray, input_scaler: InputScaler, image_pca: Optional[ImagePCA]) -> torch.Tensor:
+    """Standardised parameters [cases, p] or images [cases, C, S, S]; with image_pca, the whitened PCA scores
+    [cases, N] of the standardised images. Training, evaluation and `predict` all go through here."""
+    inputs = scaled_inputs(designs, input_scaler)
+    return inputs if image_pca is None else image_pca.transform(inputs)
+
+
+def predict_latents(conditioner: torch.nn.Module, inputs: torch.Tensor, device: torch.device,
+                    batch_size: int = 256) -> torch.Tensor:
+    outputs = []
+    with evaluation_mode(conditioner):
+        for start in range(0, len(inputs), batch_size):
+            outputs.append(conditioner(inputs[start:start + batch_size].to(device)).flat().float().cpu())
+    return torch.cat(outputs)
+
+
+def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: RunConfig, vae: HierarchicalVAE) -> Path:
+    state: Dict[str, Any] = {
+        "format": CONDITIONER_BUNDLE_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in trained.model.state_dict().items()},
+        "conditioner_config": dataclasses.asdict(config.conditioner),
+        "spectral_norm": config.model.spectral_norm,
+        "latent_dims": [vae.cfg.latent_dim_main, vae.cfg.latent_dim_hier, vae.num_hier_levels],
+        "input_kind": trained.input_kind,
+        "in_channels": trained.in_channels,
+        "input_scaler": trained.input_scaler.state_dict(),
+        "latent_residual_std": trained.latent_residual_std,
+        "seed": config.train.seed,
+    }
+    if trained.decoder_weights is not None:
+        state["vae_weights"] = trained.decoder_weights
+    if trained.image_pca is not None:
+        state["image_pca"] = trained.image_pca.state_dict()
+    return save_state(path, state)
+
+
+def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditioner:
+    state = load_state(path)
+    if state.get("format") != CONDITIONER_BUNDLE_FORMAT:
+        raise CheckpointError(f"{path}: not a SimulGenVAE latent conditioner (format {state.get('format')!r})")
+    cfg = ConditionerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["conditioner_config"].items()})
+    latent_dim_main, latent_dim_hier, levels = state["latent_dims"]
+    model = build_conditioner(cfg, latent_dim_main, latent_dim_hier, levels, in_channels=state["in_channels"],
+                              spectral_norm=state["spectral_norm"])
+    load_weights(model, state["model"], path)
+    model.to(device).eval()
+    # Bundles written before image PCA existed have neither the key nor the setting: they load as before.
+    image_pca = ImagePCA.from_state_dict(state["image_pca"]) if "image_pca" in state else None
+    found = 0 if image_pca is None else image_pca.num_components
+    if found != cfg.image_pca_components:
+        raise CheckpointError(f"{path}: the conditioner was trained with image_pca_components "
+                              f"{cfg.image_pca_components} but the bundle holds {found} PCA components; "
+                              f"the file is damaged or was edited, retrain the conditioner")
+    return TrainedConditioner(model, InputScaler.from_state_dict(state["input_scaler"]), state["input_kind"],
+                              state["in_channels"], state["latent_residual_std"], state.get("vae_weights"), cfg,
+                              image_pca)

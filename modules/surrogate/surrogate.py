@@ -1,0 +1,147 @@
+"""The trained surrogate: node scaler + VAE + latent conditioner, the one object inference goes through.
+
+As EZyRB's `ReducedOrderModel(database, reduction, approximation)`: the node scaler normalises the fields,
+the VAE is the reduction (fields <-> latent codes) and the conditioner the approximation (design -> latent
+code). `predict`, `reconstruct` and the report's evaluation all call it, and none of them imports training
+code. Fields are numpy [cases, timesteps, nodes] float32 in physical units, run through the networks a
+batch at a time.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from modules.config.schema import DataConfig
+from modules.data.scaling import NodeScaler
+from modules.data.sweep_file import read_cases
+from modules.models.vae import HierarchicalVAE
+from modules.runtime.devices import evaluation_mode
+from modules.storage.state_files import load_weights
+from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
+from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
+
+# Scaled cases held at once while the sweep is encoded.
+ENCODE_CHUNK_BYTES = 256 * 1024 ** 2
+
+
+@dataclass
+class Prediction:
+    fields: np.ndarray
+    """[designs, T, N] float32, physical units (decoded from the predicted latent code)."""
+    mean: Optional[np.ndarray] = None
+    """[designs, T, N] mean of the decoder samples (with samples > 0)."""
+    std: Optional[np.ndarray] = None
+    """[designs, T, N] standard deviation of the decoder samples (with samples > 0)."""
+    seconds: float = 0.0
+    """Wall time of the prediction itself (inputs in memory -> fields), models already loaded."""
+
+
+@dataclass
+class Surrogate:
+    vae: HierarchicalVAE
+    scaler: NodeScaler
+    device: torch.device
+    window: DataConfig
+    """The data window the VAE was trained on (timesteps and nodes kept)."""
+    coordinates: Optional[np.ndarray] = None
+    """[nodes, 2 or 3] of the window, when the run knew them (for VTU output)."""
+    conditioner: Optional[TrainedConditioner] = None
+
+    @classmethod
+    def from_bundle(cls, bundle: VAEBundle, device: torch.device) -> "Surrogate":
+        return cls(bundle.model, bundle.scaler, device, bundle.config.data, bundle.coordinates)
+
+    @classmethod
+    def load(cls, vae_path: Path, device: torch.device, conditioner_path: Optional[Path] = None) -> "Surrogate":
+        """The saved VAE bundle, and the conditioner bundle when a path is given (with the decoder
+        weights end-to-end training fine-tuned, when it did)."""
+        surrogate = cls.from_bundle(load_vae_bundle(vae_path, device), device)
+        if conditioner_path is None:
+            return surrogate
+        return surrogate.with_conditioner(load_conditioner_bundle(conditioner_path, device), conditioner_path)
+
+    def with_conditioner(self, conditioner: TrainedConditioner, source: Optional[Path] = None) -> "Surrogate":
+        if conditioner.decoder_weights is not None and source is not None:
+            load_weights(self.vae, conditioner.decoder_weights, source)
+        return replace(self, conditioner=conditioner)
+
+    # ------------------------------------------------------------------ reduction: fields <-> latent codes
+    def encode_cases(self, array: np.ndarray, batch_size: int = 32) -> Dict[str, np.ndarray]:
+        """Posterior means (and log-variances) of every case of a sweep array, the conditioner's targets:
+        {"main" [cases, Lm], "hier" [cases, K, Lh], "flat", "flat_logvar" [cases, Lm + K*Lh]}."""
+        mains, hiers, flats, logvars = [], [], [], []
+        case_bytes = self.window.timesteps * self.window.nodes * 4
+        batch_size = max(1, min(batch_size, ENCODE_CHUNK_BYTES // case_bytes))
+        with evaluation_mode(self.vae):
+            for start in range(0, self.window.num_cases, batch_size):
+                chunk = np.arange(start, min(start + batch_size, self.window.num_cases))
+                scaled = torch.as_tensor(self.scaler.transform(read_cases(array, chunk, self.window)))
+                code = self.vae.encode(scaled.transpose(1, 2).to(self.device))
+                mains.append(code.main_mu.float().cpu().numpy())
+                hiers.append(torch.stack(code.hier_mu, dim=1).float().cpu().numpy() if code.hier_mu
+                             else np.zeros((len(chunk), 0, self.vae.cfg.latent_dim_hier), dtype=np.float32))
+                flats.append(code.flat().float().cpu().numpy())
+                logvars.append(code.flat_logvar().float().cpu().numpy())
+        return {"main": np.concatenate(mains), "hier": np.concatenate(hiers), "flat": np.concatenate(flats),
+                "flat_logvar": np.concatenate(logvars)}
+
+    def reconstruct(self, fields: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """decode(encode(x)) with posterior means: [k, T, N] in and out, physical units."""
+        out = np.empty(fields.shape, dtype=np.float32)
+        with evaluation_mode(self.vae):
+            for start in range(0, len(fields), batch_size):
+                chunk = slice(start, start + batch_size)
+                scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
+                recon = self.vae(scaled.transpose(1, 2).to(self.device), use_mean=True).recon
+                out[chunk] = self.scaler.inverse(recon.transpose(1, 2).float().cpu().numpy())
+        return out
+
+    def decode(self, flat: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """Flat latent codes [k, Lm + K*Lh] -> fields [k, T, N] float32 in physical units."""
+        parts = []
+        with evaluation_mode(self.vae):
+            for start in range(0, len(flat), batch_size):
+                scaled = self.vae.decode_flat(flat[start:start + batch_size].to(self.device))
+                parts.append(np.asarray(self.scaler.inverse(scaled.transpose(1, 2).float().cpu().numpy()),
+                                        dtype=np.float32))
+        return np.concatenate(parts) if parts else np.empty((0, self.vae.num_timesteps, self.vae.num_nodes),
+                                                            np.float32)
+
+    # ------------------------------------------------------------------ approximation: design -> latent code
+    def predict_latents(self, designs: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+        """Raw designs (parameters [k, p] or images [k, C, S, S]) -> predicted flat latent codes [k, ...]."""
+        conditioner = self._trained_conditioner()
+        return predict_latents(conditioner.model, conditioner.model_inputs(designs), self.device, batch_size)
+
+    def predict(self, designs: np.ndarray, batch_size: int = 64, samples: int = 0, seed: int = 0) -> Prediction:
+        """Fields of the designs; with samples > 0 also the mean and standard deviation of that many decodes
+        of latent codes drawn around the prediction with the conditioner's validation error per latent number,
+        so the spread shows how far the prediction can be from the code a simulation would have."""
+        started = time.perf_counter()
+        flat = self.predict_latents(designs, batch_size)
+        result = Prediction(fields=self.decode(flat, batch_size))
+        if samples > 0:
+            generator = torch.Generator().manual_seed(seed)
+            total = np.zeros(result.fields.shape, dtype=np.float64)
+            total_sq = np.zeros(result.fields.shape, dtype=np.float64)
+            residual = self._trained_conditioner().latent_residual_std.float()
+            for _ in range(samples):
+                drawn = self.decode(flat + torch.randn(flat.shape, generator=generator) * residual, batch_size)
+                total += drawn
+                total_sq += drawn.astype(np.float64) ** 2
+            mean = total / samples
+            result.mean = mean.astype(np.float32)
+            result.std = np.sqrt(np.maximum(total_sq / samples - mean ** 2, 0.0)).astype(np.float32)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _trained_conditioner(self) -> TrainedConditioner:
+        if self.conditioner is None:
+            raise ValueError("this surrogate has no latent conditioner: load it with conditioner_path, or "
+                             "train one (python SimulGen-VAE.py --lc_only=1)")
+        return self.conditioner
