@@ -25,7 +25,7 @@ from modules.training.losses import physical_node_weights  # noqa: E402
 from modules.training.objectives import VAEObjective  # noqa: E402
 from modules.training.run_log import RunLog  # noqa: E402
 from modules.runtime.distributed import Runtime  # noqa: E402
-from modules.data.prepared_sweep import prepare_sweep  # noqa: E402
+from modules.data.prepared_sweep import ensure_demo_data, prepare_sweep  # noqa: E402
 from modules.training.loop import CheckpointPaths, Trainer  # noqa: E402
 from modules.training import vae_stage  # noqa: E402
 
@@ -42,6 +42,7 @@ def main() -> None:
                                 cli_values={"train.epochs": ("--epochs", args.epochs), "train.device": ("--device", "cpu")})
     import os
     os.chdir(REPO)  # condition.txt paths are relative to the project
+    ensure_demo_data(config.data, REPO)
     sweep = prepare_sweep(config, REPO)
     weights = physical_node_weights(vae_stage.node_half_range(sweep))
     objective = VAEObjective(config.train, weights)

@@ -8,7 +8,8 @@ from torch.nn.utils import parametrize
 from modules.models.conditioner_cnn import ImageConditioner, SpatialAttention, group_count
 from modules.models.conditioner_mlp import ParametricConditioner, block_dropout_rates
 from modules.models.conditioner_vit import VisionTransformerConditioner
-from modules.models.conditioners import LatentPrediction, build_conditioner, count_parameters, resolve_architecture
+from modules.config.conditioner_rules import resolve_architecture
+from modules.models.conditioners import LatentPrediction, build_conditioner, count_parameters
 from modules.config.schema import ConditionerConfig
 from modules.errors import ConfigError
 

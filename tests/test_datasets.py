@@ -84,16 +84,16 @@ def test_streamed_dataset_pickles_without_the_array_and_works_in_workers(sweep_f
 
 
 def test_memory_budget_refusal(sweep_file):
-    scaler = NodeScaler().fit(open_sweep(sweep_file), [0, 1], DATA)
+    from modules.data.datasets import require_memory_for
+
     needed = 6 * 6 * 4 * 4  # cases x nodes x timesteps x float32
-    FieldDataset(sweep_file, range(6), DATA, scaler, load_all=True, memory_budget_bytes=needed)
+    require_memory_for(6, DATA, sweep_file, torch.device("cpu"), needed)
     with pytest.raises(DataError) as caught:
-        FieldDataset(sweep_file, range(6), DATA, scaler, load_all=True, memory_budget_bytes=needed - 1)
+        require_memory_for(6, DATA, sweep_file, torch.device("cpu"), needed - 1)
     message = str(caught.value)
     assert "keeping 6 cases x 4 timesteps x 6 nodes of" in message
     assert f"needs {needed / 2**30:.2f} GiB, but only" in message
     assert "--load_all=0" in message
-    FieldDataset(sweep_file, range(6), DATA, scaler, load_all=False, memory_budget_bytes=1)
 
 
 def test_in_memory_from_npz_array(tmp_path, sweep_file):

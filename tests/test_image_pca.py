@@ -14,8 +14,9 @@ from modules.storage.state_files import load_state, save_state
 from modules.data.design_files import InputScaler
 from modules.models.conditioner_mlp import ParametricConditioner
 from modules.surrogate.conditioner_bundle import load_conditioner_bundle
-from modules.training.conditioner_stage import check_before_training
-from modules.models.conditioners import build_conditioner, resolve_architecture
+from modules.config.validation import validate
+from modules.config.conditioner_rules import resolve_architecture
+from modules.models.conditioners import build_conditioner
 from modules.config.schema import ConditionerConfig, DataConfig, RunConfig
 from modules.data.designs import scaled_inputs
 from modules.errors import CheckpointError, ConfigError, DataError
@@ -170,8 +171,8 @@ def test_too_many_components_are_found_from_the_config_before_any_training():
     config = RunConfig(data=DataConfig(num_cases=16, validation_fraction=0.25),
                        conditioner=ConditionerConfig(input_type="image", image_pca_components=12))
     with pytest.raises(ConfigError, match="asks for 12 PCA components, but the 12 training images span at most 11"):
-        check_before_training(config)
-    check_before_training(dataclasses.replace(config, conditioner=dataclasses.replace(
+        validate(config)
+    validate(dataclasses.replace(config, conditioner=dataclasses.replace(
         config.conditioner, image_pca_components=11)))
 
 

@@ -161,7 +161,8 @@ def test_config_rules_name_every_conflict_with_its_fix():
                        train=TrainConfig(pod_projected_training=True, loss_type=2, physical_weighting=False),
                        augmentation=AugmentationConfig(node_mask_probability=0.1, time_warp_probability=0.2),
                        physics=PhysicsLossConfig(temporal_weight=0.1))
-    found = [problem for problem in config.problems() if problem[0] == "train.pod_projected_training"]
+    found = [(problem.key, problem.message, problem.fix) for problem in config.problems()
+             if problem.key == "train.pod_projected_training"]
     assert found == [
         ("train.pod_projected_training", "needs Loss_type 1 (MSE), got 2: only a squared error reduces exactly to "
          "the POD coefficients", "set Loss_type 1, or pod_projected_training 0"),
@@ -179,7 +180,7 @@ def test_config_rules_name_every_conflict_with_its_fix():
          "set the physics_*_weight keys to 0, or pod_projected_training 0"),
     ]
     defaults = RunConfig(train=TrainConfig(pod_projected_training=True)).problems()
-    assert not [problem for problem in defaults if "pod_projected_training" in problem[0]]
+    assert not [problem for problem in defaults if "pod_projected_training" in problem.key]
 
 
 def test_a_conflict_points_at_the_condition_line(tmp_path):

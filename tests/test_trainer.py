@@ -144,3 +144,21 @@ def test_a_start_no_epoch_beats_is_kept(tmp_path):
     assert torch.allclose(model.weight, torch.tensor([[1.0, -2.0, 0.5]])) and torch.allclose(model.bias, torch.tensor([0.3]))
     assert all(v > result.best_val_loss for v in result.history["val_loss"])
     assert "before training, validation loss" in (tmp_path / "log.txt").read_text()
+
+
+def test_both_stages_take_their_settings_from_the_config_the_same_way():
+    from modules.config.schema import ConditionerConfig, RunConfig, TrainConfig
+
+    config = RunConfig(train=TrainConfig(epochs=7, batch_size=8, learning_rate=0.01, lr_schedule="constant",
+                                         min_lr_fraction=0.2, grad_clip=2.0, checkpoint_every=3, seed=5),
+                       conditioner=ConditionerConfig(epochs=11, batch_size=4, learning_rate=0.002, weight_decay=0.5,
+                                                     early_stopping_patience=6))
+    vae = LoopSettings.for_stage(config, "vae", divergence_hint="lower LearningR", evaluate_start=True)
+    lc = LoopSettings.for_stage(config, "conditioner", divergence_hint="lower latent_conditioner_lr")
+    assert (vae.name, vae.epochs, vae.batch_size, vae.learning_rate, vae.evaluate_start) == ("vae", 7, 8, 0.01, True)
+    assert (lc.name, lc.epochs, lc.batch_size, lc.learning_rate, lc.weight_decay, lc.early_stopping_patience) == \
+        ("conditioner", 11, 4, 0.002, 0.5, 6)
+    # the schedule, clipping, checkpoint interval and seed are the run's, for the conditioner too
+    for stage in (vae, lc):
+        assert (stage.lr_schedule, stage.min_lr_fraction, stage.grad_clip, stage.checkpoint_every, stage.seed) == \
+            ("constant", 0.2, 2.0, 3, 5)

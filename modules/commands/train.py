@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from modules.commands.run_figures import RunFigures
+from modules.config.compatibility import must_match
 from modules.config.schema import RunConfig
 from modules.data.prepared_sweep import PreparedSweep, ensure_demo_data, prepare_sweep
 from modules.errors import CheckpointError, SimulGenError
@@ -19,7 +20,7 @@ from modules.runtime.distributed import Runtime, setup_runtime, shutdown_runtime
 from modules.storage.run_directory import RunDirectory
 from modules.storage.state_files import load_state, require_matching, write_atomically
 from modules.surrogate.surrogate import Surrogate
-from modules.surrogate.vae_bundle import load_vae_bundle, vae_must_match
+from modules.surrogate.vae_bundle import load_vae_bundle
 from modules.training import conditioner_stage, vae_stage
 from modules.training.loop import TrainingResult
 from modules.training.run_log import RunLog
@@ -52,7 +53,6 @@ def run_training(config: RunConfig, notices: List[str], show_progress: bool = Tr
 
 
 def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress: bool) -> Dict[str, Any]:
-    conditioner_stage.check_before_training(config)  # a conditioner setting that cannot work stops the run now
     run_dir = RunDirectory(Path(config.output_dir))
     run_dir.guard_previous_run(config.lc_only, config.resume, config.overwrite)
     if config.resume:
@@ -118,7 +118,7 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
         if not np.array_equal(bundle.train_indices, sweep.train_indices):
             raise CheckpointError(f"{path}: the VAE was trained on another train/validation split of the cases "
                                   f"(validation_fraction, split_seed or Dim1 differ); restore those settings")
-        require_matching(path, vae_must_match(bundle.config)["model"], vae_must_match(config)["model"], "VAE")
+        require_matching(path, must_match(bundle.config, "vae")["model"], must_match(config, "vae")["model"], "VAE")
         log.info(f"VAE: using the trained model {path}")
         return bundle.model, None
     return vae_stage.train_vae(config, sweep, runtime, run_dir, log)

@@ -4,10 +4,9 @@
 `config_files.load_run_config` and passed down whole or by section. Nothing after
 that reads argv, environment variables or config files.
 
-Each section's `problems()` returns every rule it breaks as
-`(field_name, message, fix)` so all problems can be reported together;
-`config_files` turns field names back into the file, line and legacy key the
-user wrote.
+Each section's `problems()` returns every rule it breaks as a ConfigIssue keyed by
+the field's name, so all problems can be reported together; `legacy_files` turns
+field names back into the file, line and legacy key the user wrote.
 """
 from __future__ import annotations
 
@@ -15,13 +14,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-Problem = Tuple[str, str, str]  # (field name, what is wrong, how to fix it)
+from modules.errors import ConfigIssue
+
 
 LOSS_TYPE_NAMES = {1: "MSE", 2: "MAE", 3: "SmoothL1", 4: "Huber"}
 E2E_LOSS_NAMES = ("MSE", "MAE", "Huber", "SmoothL1")
 CONDITIONER_INPUT_TYPES = ("csv", "image")
 CONDITIONER_ARCHITECTURES = ("auto", "mlp", "cnn", "vit")
 LR_SCHEDULES = ("cosine", "constant")
+
+
+def issue(field_name: str, message: str, fix: str) -> ConfigIssue:
+    """A broken rule of the field `field_name` (a section's field, or 'section.field' for RunConfig's own)."""
+    return ConfigIssue(message, fix, key=field_name)
 
 
 @dataclass(frozen=True)
@@ -71,36 +76,45 @@ class DataConfig:
     def nodes(self) -> int:
         return self.node_stop - self.node_start
 
-    def problems(self) -> List[Problem]:
-        out: List[Problem] = []
+    @property
+    def num_validation_cases(self) -> int:
+        """Cases the fixed split holds out: the share rounded, at least one, and at least one left to train."""
+        return min(max(1, round(self.num_cases * self.validation_fraction)), self.num_cases - 1)
+
+    @property
+    def num_training_cases(self) -> int:
+        return self.num_cases - self.num_validation_cases
+
+    def problems(self) -> List[ConfigIssue]:
+        out: List[ConfigIssue] = []
         for name in ("num_cases", "num_timesteps", "num_nodes", "num_variables"):
             if getattr(self, name) <= 0:
-                out.append((name, f"must be a positive integer, got {getattr(self, name)}",
+                out.append(issue(name, f"must be a positive integer, got {getattr(self, name)}",
                             "set it to the size of that axis of your dataset"))
         if self.num_timesteps_used is not None and not 0 < self.num_timesteps_used <= self.num_timesteps:
-            out.append(("num_timesteps_used",
+            out.append(issue("num_timesteps_used",
                         f"must be in 1..{self.num_timesteps} (Dim2), got {self.num_timesteps_used}",
                         "make Dim2_red at most Dim2"))
         if self.node_start < 0:
-            out.append(("node_start", f"must be >= 0, got {self.node_start}", "set Dim3_start to 0 or more"))
+            out.append(issue("node_start", f"must be >= 0, got {self.node_start}", "set Dim3_start to 0 or more"))
         if self.node_end is not None and self.node_end > self.num_nodes:
-            out.append(("node_end", f"must be <= Dim3 ({self.num_nodes}), got {self.node_end}",
+            out.append(issue("node_end", f"must be <= Dim3 ({self.num_nodes}), got {self.node_end}",
                         "make Dim3_end at most Dim3"))
         if self.node_stop <= self.node_start:
-            out.append(("node_start", f"must be < Dim3_end ({self.node_stop}), got {self.node_start}",
+            out.append(issue("node_start", f"must be < Dim3_end ({self.node_stop}), got {self.node_start}",
                         "make Dim3_start smaller than Dim3_end"))
         if not 0.0 < self.validation_fraction < 1.0:
-            out.append(("validation_fraction", f"must be between 0 and 1, got {self.validation_fraction}",
+            out.append(issue("validation_fraction", f"must be between 0 and 1, got {self.validation_fraction}",
                         "use e.g. 0.2 to hold out a fifth of the cases"))
         elif self.num_cases >= 1 and round(self.num_cases * self.validation_fraction) < 1:
-            out.append(("validation_fraction",
+            out.append(issue("validation_fraction",
                         f"holds out no case of {self.num_cases} (fraction {self.validation_fraction})",
                         "raise validation_fraction so at least one case is held out"))
         if self.num_cases < 2:
-            out.append(("num_cases", f"needs at least 2 cases (one to train, one to validate), got {self.num_cases}",
+            out.append(issue("num_cases", f"needs at least 2 cases (one to train, one to validate), got {self.num_cases}",
                         "use a sweep with more cases"))
         if self.num_workers < 0:
-            out.append(("num_workers", f"must be >= 0, got {self.num_workers}", "use 0 to load in the main process"))
+            out.append(issue("num_workers", f"must be >= 0, got {self.num_workers}", "use 0 to load in the main process"))
         return out
 
 
@@ -128,17 +142,17 @@ class ModelConfig:
     def num_hier_levels(self) -> int:
         return len(self.encoder_filters) - 1
 
-    def problems(self) -> List[Problem]:
-        out: List[Problem] = []
+    def problems(self) -> List[ConfigIssue]:
+        out: List[ConfigIssue] = []
         if not self.encoder_filters:
-            out.append(("encoder_filters", "is empty", "list the encoder channels, e.g. 256 128 64 32"))
+            out.append(issue("encoder_filters", "is empty", "list the encoder channels, e.g. 256 128 64 32"))
         elif any(f <= 0 for f in self.encoder_filters):
-            out.append(("encoder_filters", f"must all be positive, got {list(self.encoder_filters)}",
+            out.append(issue("encoder_filters", f"must all be positive, got {list(self.encoder_filters)}",
                         "use positive channel counts, e.g. 256 128 64 32"))
         if self.latent_dim_main <= 0:
-            out.append(("latent_dim_main", f"must be positive, got {self.latent_dim_main}", "use e.g. 32"))
+            out.append(issue("latent_dim_main", f"must be positive, got {self.latent_dim_main}", "use e.g. 32"))
         if self.latent_dim_hier <= 0:
-            out.append(("latent_dim_hier", f"must be positive, got {self.latent_dim_hier}", "use e.g. 8"))
+            out.append(issue("latent_dim_hier", f"must be positive, got {self.latent_dim_hier}", "use e.g. 8"))
         return out
 
 
@@ -200,49 +214,49 @@ class TrainConfig:
     def init_beta(self) -> float:
         return self.beta_target if self.init_beta_divisor == 0 else 10.0 ** (-self.init_beta_divisor)
 
-    def problems(self) -> List[Problem]:
-        out: List[Problem] = []
+    def problems(self) -> List[ConfigIssue]:
+        out: List[ConfigIssue] = []
         if self.epochs <= 0:
-            out.append(("epochs", f"must be positive, got {self.epochs}", "set Training_epochs to e.g. 100"))
+            out.append(issue("epochs", f"must be positive, got {self.epochs}", "set Training_epochs to e.g. 100"))
         if self.batch_size <= 0:
-            out.append(("batch_size", f"must be positive, got {self.batch_size}", "set Batch_size to e.g. 16"))
+            out.append(issue("batch_size", f"must be positive, got {self.batch_size}", "set Batch_size to e.g. 16"))
         if not 0.0 < self.learning_rate <= 1.0:
-            out.append(("learning_rate", f"must be in (0, 1], got {self.learning_rate}", "use e.g. 0.001"))
+            out.append(issue("learning_rate", f"must be in (0, 1], got {self.learning_rate}", "use e.g. 0.001"))
         if self.loss_type not in LOSS_TYPE_NAMES:
-            out.append(("loss_type", f"must be 1, 2, 3 or 4, got {self.loss_type}",
+            out.append(issue("loss_type", f"must be 1, 2, 3 or 4, got {self.loss_type}",
                         "use 1 (MSE), 2 (MAE), 3 (SmoothL1) or 4 (Huber)"))
         if self.recon_weight <= 0:
-            out.append(("recon_weight", f"must be positive, got {self.recon_weight}", "use e.g. 1000"))
+            out.append(issue("recon_weight", f"must be positive, got {self.recon_weight}", "use e.g. 1000"))
         if self.init_beta_divisor < 0:
-            out.append(("init_beta_divisor", f"must be >= 0, got {self.init_beta_divisor}",
+            out.append(issue("init_beta_divisor", f"must be >= 0, got {self.init_beta_divisor}",
                         "use 0 for no warmup or e.g. 7 to start the KL weight at 1e-7"))
         if self.beta_target < 0:
-            out.append(("beta_target", f"must be >= 0, got {self.beta_target}", "use e.g. 0.001"))
+            out.append(issue("beta_target", f"must be >= 0, got {self.beta_target}", "use e.g. 0.001"))
         if self.beta_warmup_epochs is not None and self.beta_warmup_epochs < 0:
-            out.append(("beta_warmup_epochs", f"must be >= 0, got {self.beta_warmup_epochs}", "use e.g. 50"))
+            out.append(issue("beta_warmup_epochs", f"must be >= 0, got {self.beta_warmup_epochs}", "use e.g. 50"))
         if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}", "use e.g. 1e-4"))
+            out.append(issue("weight_decay", f"must be >= 0, got {self.weight_decay}", "use e.g. 1e-4"))
         if self.grad_clip < 0:
-            out.append(("grad_clip", f"must be >= 0, got {self.grad_clip}", "use 0 to disable clipping"))
+            out.append(issue("grad_clip", f"must be >= 0, got {self.grad_clip}", "use 0 to disable clipping"))
         if self.lr_schedule not in LR_SCHEDULES:
-            out.append(("lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'",
+            out.append(issue("lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'",
                         "use cosine or constant"))
         if not 0.0 <= self.min_lr_fraction <= 1.0:
-            out.append(("min_lr_fraction", f"must be in [0, 1], got {self.min_lr_fraction}", "use e.g. 0.05"))
+            out.append(issue("min_lr_fraction", f"must be in [0, 1], got {self.min_lr_fraction}", "use e.g. 0.05"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            out.append(("device", f"must be auto, cpu, cuda or cuda:N, got '{self.device}'", "use --device=cpu"))
+            out.append(issue("device", f"must be auto, cpu, cuda or cuda:N, got '{self.device}'", "use --device=cpu"))
         if self.checkpoint_every <= 0:
-            out.append(("checkpoint_every", f"must be positive, got {self.checkpoint_every}", "use 1"))
+            out.append(issue("checkpoint_every", f"must be positive, got {self.checkpoint_every}", "use 1"))
         if self.early_stopping_patience < 0:
-            out.append(("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}",
+            out.append(issue("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}",
                         "use 0 to disable early stopping"))
         if self.recon_iterations <= 0:
-            out.append(("recon_iterations", f"must be positive, got {self.recon_iterations}", "use 1"))
+            out.append(issue("recon_iterations", f"must be positive, got {self.recon_iterations}", "use 1"))
         if self.pod_projected_training and self.loss_type != 1:
-            out.append(("pod_projected_training", f"needs Loss_type 1 (MSE), got {self.loss_type}: only a squared "
+            out.append(issue("pod_projected_training", f"needs Loss_type 1 (MSE), got {self.loss_type}: only a squared "
                         "error reduces exactly to the POD coefficients", "set Loss_type 1, or pod_projected_training 0"))
         if self.pod_projected_training and not self.physical_weighting:
-            out.append(("pod_projected_training", "needs physical_weighting 1: the POD modes are orthonormal in the "
+            out.append(issue("pod_projected_training", "needs physical_weighting 1: the POD modes are orthonormal in the "
                         "physically weighted metric, so only that loss reduces exactly to their coefficients",
                         "set physical_weighting 1, or pod_projected_training 0"))
         return out
@@ -269,20 +283,20 @@ class AugmentationConfig:
     param_noise_std: float = 0.02
     """Standard deviation of that jitter, in standard deviations of each parameter."""
 
-    def problems(self) -> List[Problem]:
-        out: List[Problem] = []
+    def problems(self) -> List[ConfigIssue]:
+        out: List[ConfigIssue] = []
         for name in ("time_warp_probability", "node_mask_probability", "noise_probability", "param_noise_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                out.append((name, f"must be in [0, 1], got {getattr(self, name)}", "use 0 to turn it off"))
+                out.append(issue(name, f"must be in [0, 1], got {getattr(self, name)}", "use 0 to turn it off"))
         if not 0.0 <= self.time_warp_range < 1.0:
-            out.append(("time_warp_range", f"must be in [0, 1), got {self.time_warp_range}", "use e.g. 0.05"))
+            out.append(issue("time_warp_range", f"must be in [0, 1), got {self.time_warp_range}", "use e.g. 0.05"))
         if not 0.0 < self.node_mask_fraction < 1.0:
-            out.append(("node_mask_fraction", f"must be in (0, 1), got {self.node_mask_fraction}", "use e.g. 0.05"))
+            out.append(issue("node_mask_fraction", f"must be in (0, 1), got {self.node_mask_fraction}", "use e.g. 0.05"))
         low, high = self.noise_std_range
         if not 0.0 <= low <= high:
-            out.append(("noise_std_range", f"must be 0 <= low <= high, got ({low}, {high})", "use e.g. 0.005 0.02"))
+            out.append(issue("noise_std_range", f"must be 0 <= low <= high, got ({low}, {high})", "use e.g. 0.005 0.02"))
         if self.param_noise_std < 0:
-            out.append(("param_noise_std", f"must be >= 0, got {self.param_noise_std}", "use e.g. 0.02"))
+            out.append(issue("param_noise_std", f"must be >= 0, got {self.param_noise_std}", "use e.g. 0.02"))
         return out
 
 
@@ -310,13 +324,13 @@ class PhysicsLossConfig:
     def active(self) -> bool:
         return self.temporal_weight > 0 or self.spatial_weight > 0 or self.conservation_weight > 0
 
-    def problems(self) -> List[Problem]:
-        out: List[Problem] = []
+    def problems(self) -> List[ConfigIssue]:
+        out: List[ConfigIssue] = []
         for name in ("temporal_weight", "spatial_weight", "conservation_weight"):
             if getattr(self, name) < 0:
-                out.append((name, f"must be >= 0, got {getattr(self, name)}", "use 0 to turn the term off"))
+                out.append(issue(name, f"must be >= 0, got {getattr(self, name)}", "use 0 to turn the term off"))
         if self.neighbours <= 0:
-            out.append(("neighbours", f"must be positive, got {self.neighbours}", "use e.g. 6"))
+            out.append(issue("neighbours", f"must be positive, got {self.neighbours}", "use e.g. 6"))
         return out
 
 
@@ -356,32 +370,32 @@ class ConditionerConfig:
     """Images only: project each image onto this many PCA components of the training images and
     feed those numbers to an MLP (0 = feed the pixels to the CNN/ViT)."""
 
-    def problems(self) -> List[Problem]:
-        out: List[Problem] = []
+    def problems(self) -> List[ConfigIssue]:
+        out: List[ConfigIssue] = []
         if self.image_pca_components < 0:
-            out.append(("image_pca_components", f"must be >= 0, got {self.image_pca_components}",
+            out.append(issue("image_pca_components", f"must be >= 0, got {self.image_pca_components}",
                         "use 0 to feed pixels, or e.g. 32"))
         if self.num_params <= 0:
-            out.append(("num_params", f"must be positive, got {self.num_params}", "set num_param to the CSV column count"))
+            out.append(issue("num_params", f"must be positive, got {self.num_params}", "set num_param to the CSV column count"))
         if self.input_type not in CONDITIONER_INPUT_TYPES:
-            out.append(("input_type", f"must be csv (or csvs) or image, got '{self.input_type}'", "use csvs or image"))
+            out.append(issue("input_type", f"must be csv (or csvs) or image, got '{self.input_type}'", "use csvs or image"))
         if self.architecture not in CONDITIONER_ARCHITECTURES:
-            out.append(("architecture", f"must be one of {', '.join(CONDITIONER_ARCHITECTURES)}, got '{self.architecture}'",
+            out.append(issue("architecture", f"must be one of {', '.join(CONDITIONER_ARCHITECTURES)}, got '{self.architecture}'",
                         "use auto"))
         if not self.filters or any(f <= 0 for f in self.filters):
-            out.append(("filters", f"must be a non-empty list of positive widths, got {list(self.filters)}",
+            out.append(issue("filters", f"must be a non-empty list of positive widths, got {list(self.filters)}",
                         "use e.g. 64 128 64"))
         for name in ("epochs", "batch_size", "image_size"):
             if getattr(self, name) <= 0:
-                out.append((name, f"must be positive, got {getattr(self, name)}", "use a positive integer"))
+                out.append(issue(name, f"must be positive, got {getattr(self, name)}", "use a positive integer"))
         if not 0.0 < self.learning_rate <= 1.0:
-            out.append(("learning_rate", f"must be in (0, 1], got {self.learning_rate}", "use e.g. 0.001"))
+            out.append(issue("learning_rate", f"must be in (0, 1], got {self.learning_rate}", "use e.g. 0.001"))
         if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay}", "use e.g. 1e-4"))
+            out.append(issue("weight_decay", f"must be >= 0, got {self.weight_decay}", "use e.g. 1e-4"))
         if not 0.0 <= self.dropout_rate < 1.0:
-            out.append(("dropout_rate", f"must be in [0, 1), got {self.dropout_rate}", "use e.g. 0.1"))
+            out.append(issue("dropout_rate", f"must be in [0, 1), got {self.dropout_rate}", "use e.g. 0.1"))
         if self.early_stopping_patience < 0:
-            out.append(("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}", "use 0"))
+            out.append(issue("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}", "use 0"))
         return out
 
 
@@ -404,15 +418,15 @@ class EndToEndConfig:
     finetune_decoder: bool = False
     """Also train the decoder (frozen by default)."""
 
-    def problems(self) -> List[Problem]:
-        out: List[Problem] = []
+    def problems(self) -> List[ConfigIssue]:
+        out: List[ConfigIssue] = []
         if self.loss_function not in E2E_LOSS_NAMES:
-            out.append(("loss_function", f"must be one of {', '.join(E2E_LOSS_NAMES)}, got '{self.loss_function}'",
+            out.append(issue("loss_function", f"must be one of {', '.join(E2E_LOSS_NAMES)}, got '{self.loss_function}'",
                         "use MSE"))
         if self.recon_weight <= 0:
-            out.append(("recon_weight", f"must be positive, got {self.recon_weight}", "use e.g. 1"))
+            out.append(issue("recon_weight", f"must be positive, got {self.recon_weight}", "use e.g. 1"))
         if self.latent_reg_weight < 0:
-            out.append(("latent_reg_weight", f"must be >= 0, got {self.latent_reg_weight}", "use e.g. 0.001"))
+            out.append(issue("latent_reg_weight", f"must be >= 0, got {self.latent_reg_weight}", "use e.g. 0.001"))
         return out
 
 
@@ -442,53 +456,45 @@ class RunConfig:
     preset_path: str = "preset.txt"
     condition_path: str = "input_data/condition.txt"
 
-    def problems(self) -> List[Problem]:
-        out: List[Problem] = []
+    def problems(self) -> List[ConfigIssue]:
+        out: List[ConfigIssue] = []
         for section in ("data", "model", "train", "conditioner", "end_to_end", "augmentation", "physics"):
-            out += [(f"{section}.{name}", msg, fix) for name, msg, fix in getattr(self, section).problems()]
+            out += [dataclasses.replace(found, key=f"{section}.{found.key}") for found in getattr(self, section).problems()]
         if self.physics.spatial_weight > 0 and not (self.data.coordinates_path or self.physics.connectivity_path):
-            out.append(("physics.spatial_weight", "needs the mesh: neither coordinates_path nor "
+            out.append(issue("physics.spatial_weight", "needs the mesh: neither coordinates_path nor "
                         "mesh_connectivity_path is set", "add one of them to condition.txt, or set "
                         "physics_spatial_weight 0"))
         out += self._pod_projection_problems()
         if self.plot_mode not in (0, 1, 2):
-            out.append(("plot_mode", f"must be 0, 1 or 2, got {self.plot_mode}", "use --plot=1 to save PNGs"))
+            out.append(issue("plot_mode", f"must be 0, 1 or 2, got {self.plot_mode}", "use --plot=1 to save PNGs"))
         return out
 
-    def _pod_projection_problems(self) -> List[Problem]:
+    def _pod_projection_problems(self) -> List[ConfigIssue]:
         """pod_projected_training applies the first and last VAE layers once, before training: it needs them
         to be the fixed linear POD layers, and a loss that never looks at the full fields."""
         if not self.train.pod_projected_training:
             return []
-        out: List[Problem] = []
+        out: List[ConfigIssue] = []
         key = "train.pod_projected_training"
         if not self.model.linear_path:
-            out.append((key, "needs linear_path 1: only the linear path's frozen POD layers can be applied once "
+            out.append(issue(key, "needs linear_path 1: only the linear path's frozen POD layers can be applied once "
                         "before training", "set linear_path 1, or pod_projected_training 0"))
         augmentation = {"aug_node_mask_probability": self.augmentation.node_mask_probability,
                         "aug_noise_probability": self.augmentation.noise_probability,
                         "aug_time_warp_probability": self.augmentation.time_warp_probability}
         active = [name for name, probability in augmentation.items() if probability > 0]
         if active:
-            out.append((key, f"cannot be combined with node-space augmentation ({', '.join(active)} > 0): augmented "
+            out.append(issue(key, f"cannot be combined with node-space augmentation ({', '.join(active)} > 0): augmented "
                         "fields change every step, so their projection cannot be computed once",
                         f"set {' and '.join(active)} to 0, or pod_projected_training 0"))
         if self.physics.active:
-            out.append((key, "cannot be combined with physics terms (physics_temporal_weight, physics_spatial_weight "
+            out.append(issue(key, "cannot be combined with physics terms (physics_temporal_weight, physics_spatial_weight "
                         "or physics_conservation_weight > 0): they need the full reconstructed fields",
                         "set the physics_*_weight keys to 0, or pod_projected_training 0"))
         return out
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def architecture_dict(self) -> Dict[str, Any]:
-        """The settings a trained VAE depends on: a checkpoint must match these to be reused."""
-        return {
-            "model": dataclasses.asdict(self.model),
-            "num_timesteps": self.data.timesteps,
-            "num_nodes": self.data.nodes,
-        }
 
 
 def config_from_dict(values: Dict[str, Any]) -> RunConfig:

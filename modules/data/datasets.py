@@ -31,7 +31,7 @@ def make_split(num_cases: int, validation_fraction: float, seed: int) -> Tuple[n
     if not 0.0 < validation_fraction < 1.0:
         raise DataError(f"validation_fraction must be between 0 and 1, got {validation_fraction}\n"
                         f"    fix: use e.g. 0.2 to hold out a fifth of the cases")
-    num_val = min(max(1, round(num_cases * validation_fraction)), num_cases - 1)
+    num_val = DataConfig(num_cases=num_cases, validation_fraction=validation_fraction).num_validation_cases
     order = np.random.default_rng(seed).permutation(num_cases)
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
@@ -85,8 +85,7 @@ class FieldDataset(Dataset):
     """
 
     def __init__(self, path: Path, case_indices: Sequence[int], data: DataConfig, scaler: NodeScaler,
-                 load_all: bool, memory_budget_bytes: Optional[int] = None,
-                 array: Optional[np.ndarray] = None):
+                 load_all: bool, array: Optional[np.ndarray] = None):
         self.path = Path(path)
         self.case_indices = np.asarray(case_indices, dtype=np.int64)
         self.data = data
@@ -94,8 +93,7 @@ class FieldDataset(Dataset):
         self.load_all = load_all
         self._array = array if array is not None else open_sweep(self.path)
         self._fields: Optional[torch.Tensor] = None
-        if load_all:
-            require_memory_for(len(self.case_indices), data, self.path, torch.device("cpu"), memory_budget_bytes)
+        if load_all:  # prepare_sweep checked that the window fits (require_memory_for) before any read
             self._fields = self._load_all()
             self._array = None  # the window is in memory; the file is no longer needed
 

@@ -21,29 +21,13 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from modules.models.conditioners import PCA_KEY as COMPONENTS_KEY
+from modules.config.conditioner_rules import COMPONENTS_KEY, max_components, too_many_components_issue
 from modules.errors import CheckpointError, ConfigError, ConfigIssue, DataError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 # A component whose training variance is below this share of the first one is numerically zero:
 # the images do not vary along it, and whitening it would divide rounding noise by ~0.
 RELATIVE_VARIANCE_FLOOR = 1e-10
-
-
-def max_components(num_training_images: int) -> int:
-    """Most components k training images support: centred on their mean they span k - 1 directions."""
-    return max(num_training_images - 1, 0)
-
-
-def too_many_components_issue(requested: int, num_training_images: int) -> ConfigIssue:
-    limit = max_components(num_training_images)
-    return ConfigIssue(
-        key=COMPONENTS_KEY,
-        message=(f"asks for {requested} PCA components, but the {num_training_images} training images span at most "
-                 f"{limit} directions (images centred on their mean lose one)"),
-        fix=(f"set {COMPONENTS_KEY} to at most {limit}, or hold out fewer cases (validation_fraction)"
-             if limit > 0 else "use a sweep with more training cases, or set image_pca_components 0"),
-    )
 
 
 def _as_float64_numpy(images: ArrayLike) -> np.ndarray:

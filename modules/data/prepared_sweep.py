@@ -108,8 +108,8 @@ def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Run
 
 
 def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] = None) -> PreparedSweep:
+    """Check, split and scale the sweep (with `demo_data 1`, call ensure_demo_data first, on one process)."""
     data = config.data
-    ensure_demo_data(data, base_dir)
     path = resolve_dataset_path(data, base_dir)
     if data.load_all:
         require_room_to_load_all(data, path, runtime)

@@ -16,7 +16,8 @@ from modules.evaluation.case_gram import (CaseGram, GramPCA, accumulate_case_gra
                                           nearest_relative_errors, pod_gp_relative_errors)
 from modules.evaluation.metrics import relative_l2_per_case, summarize_errors
 from modules.evaluation.vae_evaluation import plotted_positions
-from modules.models.conditioners import count_parameters, resolve_architecture
+from modules.config.conditioner_rules import resolve_architecture
+from modules.models.conditioners import count_parameters
 from modules.surrogate.surrogate import Surrogate
 
 

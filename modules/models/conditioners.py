@@ -13,13 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from modules.config.schema import CONDITIONER_ARCHITECTURES, ConditionerConfig
-from modules.errors import ConfigError, ConfigIssue
+from modules.config.conditioner_rules import resolve_architecture
+from modules.config.schema import ConditionerConfig
 
-# The key users write in condition.txt to choose the network.
-ARCHITECTURE_KEY = "conditioner_type"
-# The key that turns on PCA scores of the images as the MLP's input.
-PCA_KEY = "image_pca_components"
 # Attention heads of the ViT built from the config (embed_dim is rounded up to a multiple of it).
 VIT_NUM_HEADS = 4
 
@@ -76,70 +72,6 @@ class LatentHeads(nn.Module):
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable, by default) scalar parameters in `module`."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
-def resolve_architecture(cfg: ConditionerConfig) -> str:
-    """The network `build_conditioner` will make: 'mlp', 'cnn' or 'vit'.
-
-    image_pca_components > 0 needs input_type image and makes the network an MLP (auto or mlp).
-    Raises ConfigError when the architecture cannot read the configured input type.
-    """
-    architecture = cfg.architecture
-    if cfg.image_pca_components > 0 and architecture in CONDITIONER_ARCHITECTURES:
-        return _architecture_for_pca(cfg)
-    if architecture == "auto":
-        if cfg.input_type == "csv":
-            return "mlp"
-        if cfg.input_type == "image":
-            return "cnn"
-    if architecture == "mlp" and cfg.input_type == "csv":
-        return "mlp"
-    if architecture in ("cnn", "vit") and cfg.input_type == "image":
-        return architecture
-    raise ConfigError([_mismatch_issue(cfg)])
-
-
-def _architecture_for_pca(cfg: ConditionerConfig) -> str:
-    """PCA scores are a vector, so only the MLP reads them, and only images have pixels to project."""
-    if cfg.input_type != "image":
-        raise ConfigError([ConfigIssue(
-            key=PCA_KEY,
-            message=(f"{cfg.image_pca_components} projects design images onto PCA components, "
-                     f"but input_type is '{cfg.input_type}'"),
-            fix="set image_pca_components to 0 for CSV parameters, or set input_type to image",
-        )])
-    if cfg.architecture in ("auto", "mlp"):
-        return "mlp"
-    raise ConfigError([ConfigIssue(
-        key=PCA_KEY,
-        message=(f"{cfg.image_pca_components} feeds PCA scores of the images to an MLP, but {ARCHITECTURE_KEY} "
-                 f"is '{cfg.architecture}', which reads pixels"),
-        fix=(f"set {ARCHITECTURE_KEY} to mlp or auto to use the PCA scores, or set image_pca_components "
-             f"to 0 to feed the pixels to the {cfg.architecture}"),
-    )])
-
-
-def _mismatch_issue(cfg: ConditionerConfig) -> ConfigIssue:
-    if cfg.architecture == "mlp":
-        return ConfigIssue(
-            key=ARCHITECTURE_KEY,
-            message=(f"'mlp' reads a vector of num_param CSV values, but input_type is '{cfg.input_type}'; "
-                     "images are not flattened into an MLP"),
-            fix=("for images set conditioner_type to cnn, vit or auto, or keep mlp and set image_pca_components "
-                 "to e.g. 32 to feed it PCA scores of the images; for parameters set input_type to csvs"),
-        )
-    if cfg.architecture in ("cnn", "vit"):
-        return ConfigIssue(
-            key=ARCHITECTURE_KEY,
-            message=f"'{cfg.architecture}' reads images, but input_type is '{cfg.input_type}'",
-            fix="for CSV parameters set conditioner_type to mlp or auto; for images set input_type to image",
-        )
-    return ConfigIssue(
-        key=ARCHITECTURE_KEY,
-        message=(f"cannot build a conditioner for architecture '{cfg.architecture}' "
-                 f"and input_type '{cfg.input_type}'"),
-        fix="use conditioner_type auto, mlp, cnn or vit and input_type csvs or image",
-    )
 
 
 def build_conditioner(cfg: ConditionerConfig, latent_dim_main: int, latent_dim_hier: int, num_hier_levels: int,

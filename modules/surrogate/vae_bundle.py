@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -33,16 +33,6 @@ class VAEBundle:
     val_indices: np.ndarray
     coordinates: Optional[np.ndarray]
     """[nodes, 2 or 3] of the trained window, when the run knew them (for VTU output)."""
-
-
-def vae_must_match(config: RunConfig) -> Dict[str, Any]:
-    """Settings a VAE checkpoint must share with the run that resumes or reuses it."""
-    window = {name: getattr(config.data, name) for name in
-              ("num_cases", "num_timesteps", "num_nodes", "num_timesteps_used", "node_start", "node_end",
-               "validation_fraction", "split_seed")}
-    training = {key: value for key, value in dataclasses.asdict(config.train).items()
-                if key not in ("device", "amp", "checkpoint_every", "early_stopping_patience")}
-    return {"model": dataclasses.asdict(config.model), "data": window, "train": training}
 
 
 def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scaler: NodeScaler,

@@ -2,21 +2,20 @@
 through the decoder, and saved with what prediction needs."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
+from modules.config.compatibility import must_match
 from modules.config.schema import RunConfig
-from modules.data.datasets import make_split
 from modules.data.design_files import InputScaler
 from modules.data.designs import DesignDataset, load_design_array, scaled_inputs
-from modules.data.image_pca import ImagePCA, max_components, too_many_components_issue
+from modules.data.image_pca import ImagePCA
 from modules.data.prepared_sweep import PreparedSweep
-from modules.errors import ConfigError
-from modules.models.conditioners import build_conditioner, count_parameters, resolve_architecture
+from modules.config.conditioner_rules import resolve_architecture
+from modules.models.conditioners import build_conditioner, count_parameters
 from modules.models.vae import HierarchicalVAE
 from modules.runtime.distributed import Runtime
 from modules.storage.run_directory import RunDirectory
@@ -29,32 +28,11 @@ from modules.training.objectives import ConditionedDecoder, ConditionerObjective
 from modules.training.run_log import RunLog
 
 
-def conditioner_must_match(config: RunConfig) -> Dict[str, Any]:
-    return {"conditioner": dataclasses.asdict(config.conditioner), "end_to_end": dataclasses.asdict(config.end_to_end),
-            "model": dataclasses.asdict(config.model)}
-
-
-def check_before_training(config: RunConfig) -> None:
-    """The conditioner settings problems that can be found from the config alone (network vs input type,
-    too many image PCA components for the training cases), so a run can stop before it trains the VAE."""
-    resolve_architecture(config.conditioner)
-    requested = config.conditioner.image_pca_components
-    if requested > 0:
-        data = config.data
-        num_training = len(make_split(data.num_cases, data.validation_fraction, data.split_seed)[0])
-        if requested > max_components(num_training):
-            raise ConfigError([too_many_components_issue(requested, num_training)])
-
-
 def _settings(config: RunConfig) -> LoopSettings:
-    lc = config.conditioner
-    return LoopSettings(
-        name="conditioner", epochs=lc.epochs, batch_size=lc.batch_size, learning_rate=lc.learning_rate,
-        weight_decay=lc.weight_decay, grad_clip=config.train.grad_clip, lr_schedule="cosine",
-        min_lr_fraction=config.train.min_lr_fraction, early_stopping_patience=lc.early_stopping_patience,
-        checkpoint_every=config.train.checkpoint_every, seed=config.train.seed,
-        divergence_hint=f"lower latent_conditioner_lr (now {lc.learning_rate:g})"
-                        + (f" or LC_alpha (now {config.end_to_end.recon_weight:g})" if config.end_to_end.enabled else ""))
+    hint = f"lower latent_conditioner_lr (now {config.conditioner.learning_rate:g})"
+    if config.end_to_end.enabled:
+        hint += f" or LC_alpha (now {config.end_to_end.recon_weight:g})"
+    return LoopSettings.for_stage(config, "conditioner", divergence_hint=hint)
 
 
 def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int) -> torch.nn.Module:
@@ -67,7 +45,6 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
                       runtime: Runtime, run_dir: RunDirectory, log: RunLog, base_dir: Path
                       ) -> Tuple[TrainedConditioner, TrainingResult, np.ndarray]:
     """Train on the saved latents (or end to end); returns the conditioner, its history and the raw designs."""
-    check_before_training(config)
     designs = load_design_array(config.conditioner, base_dir, config.data.num_cases)
     scaler = InputScaler().fit(designs, sweep.train_indices)
     # PCA after the scaler: per-channel standardisation weighs colour channels equally before projecting.
@@ -96,7 +73,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
              f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, trained {mode}")
     trainer = Trainer(model, objective, _settings(config), runtime, log,
                       CheckpointPaths(run_dir.last_checkpoint("conditioner"), run_dir.best_checkpoint("conditioner")),
-                      config_snapshot=config.to_dict(), must_match=conditioner_must_match(config))
+                      config_snapshot=config.to_dict(), must_match=must_match(config, "conditioner"))
     if config.resume and run_dir.last_checkpoint("conditioner").is_file():
         trainer.resume(run_dir.last_checkpoint("conditioner"))
     result = trainer.fit(train_set, val_set, num_workers=0)

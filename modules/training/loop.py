@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from modules.storage.state_files import (capture_rng_state, load_state, load_weights, require_matching, restore_rng_state,
                                 save_state)
+from modules.config.schema import RunConfig
 from modules.errors import CheckpointError, SimulGenError, TrainingDivergedError, TrainingInterrupted
 from modules.training.profiling import StepTimer, summarize
 from modules.training.run_log import RunLog
@@ -34,6 +35,12 @@ from modules.runtime.devices import evaluation_mode
 from modules.runtime.distributed import Runtime, unwrap
 
 CHECKPOINT_FORMAT = "simulgenvae-checkpoint-1"
+
+# Where each stage's own settings are (TrainConfig for the VAE, ConditionerConfig for the conditioner) ...
+STAGE_SECTIONS = {"vae": "train", "conditioner": "conditioner"}
+PER_STAGE_FIELDS = ("epochs", "batch_size", "learning_rate", "weight_decay", "early_stopping_patience")
+# ... and the settings both stages take from TrainConfig.
+SHARED_FIELDS = ("grad_clip", "lr_schedule", "min_lr_fraction", "checkpoint_every", "seed")
 
 # objective(model, batch_on_device, epoch) -> (loss to minimise, metrics as floats)
 Objective = Callable[[torch.nn.Module, Any, int], Tuple[torch.Tensor, Dict[str, float]]]
@@ -58,6 +65,15 @@ class LoopSettings:
     evaluate_start: bool = False
     """Validate the weights before the first epoch too, and keep them if no epoch beats them
     (for a model that starts from a meaningful solution, e.g. the VAE's PCA start)."""
+
+    @classmethod
+    def for_stage(cls, config: RunConfig, stage: str, divergence_hint: str,
+                  evaluate_start: bool = False) -> "LoopSettings":
+        """The 'vae' or 'conditioner' stage's settings: its own section's, plus those both stages share."""
+        section = getattr(config, STAGE_SECTIONS[stage])
+        values = {name: getattr(section, name) for name in PER_STAGE_FIELDS}
+        values.update({name: getattr(config.train, name) for name in SHARED_FIELDS})
+        return cls(name=stage, divergence_hint=divergence_hint, evaluate_start=evaluate_start, **values)
 
 
 @dataclass

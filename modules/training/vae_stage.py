@@ -10,13 +10,14 @@ import torch
 
 from modules.training.augmentation import FieldAugmenter
 from modules.storage.state_files import write_atomically
+from modules.config.compatibility import must_match
 from modules.config.schema import DataConfig, RunConfig
 from modules.data.sweep_file import read_cases
 from modules.data.datasets import scale_to_node_major
 from modules.models.linear_path import fit_coefficient_pca, project_cases, spatial_pod
 from modules.training.losses import physical_node_weights
 from modules.data.mesh_graph import build_mesh_graph
-from modules.surrogate.vae_bundle import save_vae_bundle, vae_must_match
+from modules.surrogate.vae_bundle import save_vae_bundle
 from modules.training.objectives import VAEObjective
 from modules.training.physics_loss import PhysicsLoss
 from modules.training.projected_training import (ProjectedCases, ProjectedSweep, ProjectedVAEObjective, channel_gram,
@@ -37,11 +38,8 @@ PROJECTION_CHUNK_BYTES = 256 * 1024 ** 2
 
 def loop_settings(config: RunConfig) -> LoopSettings:
     train = config.train
-    return LoopSettings(
-        name="vae", epochs=train.epochs, batch_size=train.batch_size, learning_rate=train.learning_rate,
-        weight_decay=train.weight_decay, grad_clip=train.grad_clip, lr_schedule=train.lr_schedule,
-        min_lr_fraction=train.min_lr_fraction, early_stopping_patience=train.early_stopping_patience,
-        checkpoint_every=train.checkpoint_every, seed=train.seed, evaluate_start=config.model.linear_path,
+    return LoopSettings.for_stage(
+        config, "vae", evaluate_start=config.model.linear_path,
         divergence_hint=f"lower LearningR (now {train.learning_rate:g}) or alpha (now {train.recon_weight:g}), "
                         f"or keep grad_clip on (now {train.grad_clip:g})")
 
@@ -170,7 +168,7 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         model, objective,
         loop_settings(config), runtime, log,
         CheckpointPaths(run_dir.last_checkpoint("vae"), run_dir.best_checkpoint("vae")),
-        config_snapshot=config.to_dict(), must_match=vae_must_match(config),
+        config_snapshot=config.to_dict(), must_match=must_match(config, "vae"),
         extra_state={"scaler": sweep.scaler.state_dict()})
     if config.resume and run_dir.last_checkpoint("vae").is_file():
         trainer.resume(run_dir.last_checkpoint("vae"))

@@ -1,0 +1,29 @@
+"""The settings a saved stage depends on: resuming it, or reusing it in another run, with other values
+would be wrong, so checkpoints store these and are refused when the current run's differ."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict
+
+from modules.config.schema import RunConfig
+
+# The data window and split a VAE was trained on.
+VAE_DATA_FIELDS = ("num_cases", "num_timesteps", "num_nodes", "num_timesteps_used", "node_start", "node_end",
+                   "validation_fraction", "split_seed")
+# Training settings that change where or how often a run writes, not what it learns.
+VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "early_stopping_patience")
+
+
+def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
+    """{section: {field: value}} a 'vae' or 'conditioner' checkpoint must share with the run that resumes or
+    reuses it; `["model"]` alone is what a VAE reused by --lc_only=1 must share."""
+    model = dataclasses.asdict(config.model)
+    if stage == "vae":
+        window = {name: getattr(config.data, name) for name in VAE_DATA_FIELDS}
+        training = {key: value for key, value in dataclasses.asdict(config.train).items()
+                    if key not in VAE_TRAIN_FIELDS_THAT_MAY_CHANGE}
+        return {"model": model, "data": window, "train": training}
+    if stage == "conditioner":
+        return {"conditioner": dataclasses.asdict(config.conditioner),
+                "end_to_end": dataclasses.asdict(config.end_to_end), "model": model}
+    raise ValueError(f"must_match: unknown stage {stage!r}; stages are 'vae' and 'conditioner'")
