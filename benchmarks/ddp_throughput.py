@@ -56,7 +56,8 @@ def worker(args: argparse.Namespace) -> None:
     from modules.training.objectives import VAEObjective
     from modules.training.run_log import RunLog
     from modules.runtime.distributed import setup_runtime, shutdown_runtime
-    from modules.training.loop import CheckpointPaths, LoopSettings, Trainer
+    from modules.training.checkpointing import Checkpointer, CheckpointPaths
+    from modules.training.loop import LoopSettings, Trainer
     from modules.models.vae import HierarchicalVAE
 
     torch.set_num_threads(args.threads)
@@ -75,8 +76,9 @@ def worker(args: argparse.Namespace) -> None:
                                 early_stopping_patience=0, checkpoint_every=1, seed=0)
         with tempfile.TemporaryDirectory() as folder:
             log = RunLog(None, None, enabled=False, show_progress=False, stream=io.StringIO())
-            trainer = Trainer(model, VAEObjective(train), settings, runtime, log,
-                              CheckpointPaths(Path(folder) / "last.pt", Path(folder) / "best.pt"), {}, {})
+            checkpoints = Checkpointer(CheckpointPaths(Path(folder) / "last.pt", Path(folder) / "best.pt"), runtime,
+                                       "vae", {}, {})
+            trainer = Trainer(model, VAEObjective(train), settings, runtime, log, checkpoints)
             result = trainer.fit(train_set, val_set)
         if runtime.is_main:
             print(RESULT_PREFIX + json.dumps({"cases_per_second": result.samples_per_second,

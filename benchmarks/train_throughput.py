@@ -26,7 +26,8 @@ from modules.training.objectives import VAEObjective  # noqa: E402
 from modules.training.run_log import RunLog  # noqa: E402
 from modules.runtime.distributed import Runtime  # noqa: E402
 from modules.data.prepared_sweep import ensure_demo_data, prepare_sweep  # noqa: E402
-from modules.training.loop import CheckpointPaths, Trainer  # noqa: E402
+from modules.training.checkpointing import Checkpointer, CheckpointPaths  # noqa: E402
+from modules.training.loop import Trainer  # noqa: E402
 from modules.training import vae_stage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,9 +52,10 @@ def main() -> None:
     vae_stage.initialise_from_pca(model, sweep, config)
     with tempfile.TemporaryDirectory() as folder:
         log = RunLog(None, None, show_progress=False, stream=io.StringIO())
-        trainer = Trainer(model, objective, vae_stage.loop_settings(config), Runtime(torch.device("cpu")), log,
-                          CheckpointPaths(Path(folder) / "last.pt", Path(folder) / "best.pt"),
-                          config_snapshot=config.to_dict(), must_match={})
+        runtime = Runtime(torch.device("cpu"))
+        checkpoints = Checkpointer(CheckpointPaths(Path(folder) / "last.pt", Path(folder) / "best.pt"), runtime,
+                                   "vae", must_match={}, config_snapshot=config.to_dict())
+        trainer = Trainer(model, objective, vae_stage.loop_settings(config), runtime, log, checkpoints)
         started = time.perf_counter()
         trainer.fit(sweep.train_set, sweep.val_set)
         loop_seconds = time.perf_counter() - started

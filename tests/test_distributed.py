@@ -268,7 +268,8 @@ def _worker(out: Path) -> None:
     from modules.training.run_log import RunLog
     from modules.runtime.distributed import setup_runtime, shutdown_runtime, unwrap
     from modules.data.prepared_sweep import fit_shared_scaler
-    from modules.training.loop import CheckpointPaths, LoopSettings, Trainer
+    from modules.training.checkpointing import Checkpointer, CheckpointPaths
+    from modules.training.loop import LoopSettings, Trainer
     from modules.models.vae import HierarchicalVAE
 
     runtime = setup_runtime("cpu", amp=False, use_ddp=False)
@@ -284,8 +285,8 @@ def _worker(out: Path) -> None:
                                 weight_decay=1e-4, grad_clip=1.0, lr_schedule="cosine", min_lr_fraction=0.1,
                                 early_stopping_patience=0, checkpoint_every=1, seed=5)
         log = RunLog(out / "log.txt", None, enabled=runtime.is_main, show_progress=False, stream=io.StringIO())
-        trainer = Trainer(model, objective, settings, runtime, log,
-                          CheckpointPaths(out / "toy_last.pt", out / "toy_best.pt"), {}, {})
+        checkpoints = Checkpointer(CheckpointPaths(out / "toy_last.pt", out / "toy_best.pt"), runtime, "toy", {}, {})
+        trainer = Trainer(model, objective, settings, runtime, log, checkpoints)
         noise = torch.rand(3).tolist()  # each rank's own stream after the trainer seeded it
         trainer.fit(train_set, val_set)
 

@@ -15,7 +15,8 @@ from modules.storage.state_files import load_state
 from modules.errors import TrainingDivergedError, TrainingInterrupted
 from modules.training.run_log import RunLog
 from modules.runtime.distributed import Runtime
-from modules.training.loop import CheckpointPaths, LoopSettings, Trainer
+from modules.training.checkpointing import Checkpointer, CheckpointPaths
+from modules.training.loop import LoopSettings, Trainer
 
 
 def make_data(seed: int = 0):
@@ -53,13 +54,15 @@ class NoisyObjective:
         return loss, {"loss": loss.item()}
 
 
-def build(tmp_path: Path, objective, **overrides) -> Trainer:
+def build(tmp_path: Path, objective, keep: int = 1, **overrides) -> Trainer:
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     paths = CheckpointPaths(last=tmp_path / "toy_last.pt", best=tmp_path / "toy_best.pt")
     log = RunLog(tmp_path / "log.txt", None, show_progress=False, stream=io.StringIO())
-    return Trainer(model, objective, settings(**overrides), Runtime(device=torch.device("cpu")), log, paths,
-                   config_snapshot={"note": "test"}, must_match={"width": 3})
+    runtime = Runtime(device=torch.device("cpu"))
+    checkpoints = Checkpointer(paths, runtime, "toy", must_match={"width": 3}, config_snapshot={"note": "test"},
+                               keep=keep)
+    return Trainer(model, objective, settings(**overrides), runtime, log, checkpoints)
 
 
 def test_loss_falls_and_best_checkpoint_is_the_lowest_validation(tmp_path):
@@ -113,7 +116,7 @@ def test_resume_refuses_a_checkpoint_of_another_shape(tmp_path):
     trainer = build(tmp_path, NoisyObjective(), epochs=1)
     trainer.fit(*make_data())
     other = build(tmp_path, NoisyObjective(), epochs=1)
-    other.must_match = {"width": 4}
+    other.checkpoints.must_match = {"width": 4}
     with pytest.raises(Exception, match="width: saved 3, now 4"):
         other.resume(tmp_path / "toy_last.pt")
 

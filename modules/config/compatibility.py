@@ -11,7 +11,8 @@ from modules.config.schema import RunConfig
 VAE_DATA_FIELDS = ("num_cases", "num_timesteps", "num_nodes", "num_timesteps_used", "node_start", "node_end",
                    "validation_fraction", "split_seed")
 # Training settings that change where or how often a run writes, not what it learns.
-VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "early_stopping_patience")
+VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "keep_checkpoints",
+                                    "early_stopping_patience")
 
 
 def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:

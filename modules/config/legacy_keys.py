@@ -107,6 +107,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "device": ("train.device", _to_text),
     "amp": ("train.amp", _to_flag),
     "checkpoint_every": ("train.checkpoint_every", _to_int),
+    "keep_checkpoints": ("train.keep_checkpoints", _to_int),
     "early_stopping_patience": ("train.early_stopping_patience", _to_int),
     "num_param": ("conditioner.num_params", _to_int),
     "param_dir": ("conditioner.param_dir", _to_text),

@@ -192,6 +192,8 @@ class TrainConfig:
     """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); ignored on CPU."""
     checkpoint_every: int = 1
     """Write the 'last' checkpoint every N epochs."""
+    keep_checkpoints: int = 1
+    """Keep the N newest end-of-epoch 'last' checkpoints of each stage (1: only 'last', beside 'best')."""
     early_stopping_patience: int = 0
     """Stop when validation has not improved for N epochs (0 = never)."""
     recon_iterations: int = 1
@@ -247,6 +249,9 @@ class TrainConfig:
             out.append(issue("device", f"must be auto, cpu, cuda or cuda:N, got '{self.device}'", "use --device=cpu"))
         if self.checkpoint_every <= 0:
             out.append(issue("checkpoint_every", f"must be positive, got {self.checkpoint_every}", "use 1"))
+        if self.keep_checkpoints <= 0:
+            out.append(issue("keep_checkpoints", f"must be 1 or more, got {self.keep_checkpoints}",
+                             "use 1 to keep only the last checkpoint (the best one is always kept too)"))
         if self.early_stopping_patience < 0:
             out.append(issue("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}",
                         "use 0 to disable early stopping"))

@@ -91,16 +91,3 @@ def load_weights(module: torch.nn.Module, weights: Dict[str, Any], path: Path) -
         first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
         raise CheckpointError(f"{path}: its weights do not fit this network ({first[:300]}); it was written by a "
                               f"different configuration or version. Train again with --out NEW_FOLDER") from None
-
-
-def capture_rng_state() -> Dict[str, Any]:
-    state: Dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -8,7 +8,6 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from modules.config.compatibility import must_match
 from modules.config.schema import RunConfig
 from modules.data.design_files import InputScaler
 from modules.data.designs import DesignDataset, load_design_array, scaled_inputs
@@ -22,7 +21,8 @@ from modules.storage.run_directory import RunDirectory
 from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inputs, predict_latents,
                                                   save_conditioner_bundle)
 from modules.training.augmentation import ParameterPerturber
-from modules.training.loop import CheckpointPaths, LoopSettings, Trainer, TrainingResult
+from modules.training.checkpointing import Checkpointer
+from modules.training.loop import LoopSettings, Trainer, TrainingResult
 from modules.training.losses import physical_node_weights
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
 from modules.training.run_log import RunLog
@@ -72,8 +72,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
              f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, trained {mode}")
     trainer = Trainer(model, objective, _settings(config), runtime, log,
-                      CheckpointPaths(run_dir.last_checkpoint("conditioner"), run_dir.best_checkpoint("conditioner")),
-                      config_snapshot=config.to_dict(), must_match=must_match(config, "conditioner"))
+                      Checkpointer.for_stage(run_dir, "conditioner", config, runtime))
     if config.resume and run_dir.last_checkpoint("conditioner").is_file():
         trainer.resume(run_dir.last_checkpoint("conditioner"))
     result = trainer.fit(train_set, val_set, num_workers=0)

@@ -1,10 +1,12 @@
 """The one training loop, shared by the VAE, the conditioner and end-to-end training.
 
-An objective turns a batch into a loss; this loop owns everything else:
+An objective turns a batch into a loss; this loop owns the rest of a step and an epoch:
 shuffling (seeded per epoch, so a resumed run sees the same order), AdamW,
 the learning-rate schedule, mixed precision, gradient clipping, validation,
-metrics reduced over ranks, early stopping, the NaN guard, 'last' and 'best'
-checkpoints, and a clean stop on Ctrl-C or SIGTERM that can be resumed exactly.
+metrics reduced over ranks, early stopping, the NaN guard, and when to write
+the 'last' and 'best' checkpoints and a clean stop on Ctrl-C or SIGTERM that can
+be resumed exactly. What a checkpoint holds and how it is written and read is
+checkpointing.py's.
 
 Under DDP (see runtime.py) every rank runs this same loop on its shard: the
 global batch stays settings.batch_size, the logged metrics are means over all
@@ -14,8 +16,6 @@ a restarted group continues exactly.
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +25,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from modules.storage.state_files import (capture_rng_state, load_state, load_weights, require_matching, restore_rng_state,
-                                save_state)
 from modules.config.schema import RunConfig
-from modules.errors import CheckpointError, SimulGenError, TrainingDivergedError, TrainingInterrupted
+from modules.errors import SimulGenError, TrainingDivergedError, TrainingInterrupted
+from modules.storage.state_files import load_weights
+from modules.training.checkpointing import Checkpointer, capture_rng_state, restore_rng_state
 from modules.training.profiling import StepTimer, summarize
+from modules.training.stop_request import StopRequest
 from modules.training.run_log import RunLog
 from modules.runtime.devices import evaluation_mode
 from modules.runtime.distributed import Runtime, unwrap
-
-CHECKPOINT_FORMAT = "simulgenvae-checkpoint-1"
 
 # Where each stage's own settings are (TrainConfig for the VAE, ConditionerConfig for the conditioner) ...
 STAGE_SECTIONS = {"vae": "train", "conditioner": "conditioner"}
@@ -97,12 +96,6 @@ class TrainingResult:
                 "seconds_per_phase": dict(self.phase_seconds)}
 
 
-@dataclass
-class CheckpointPaths:
-    last: Path
-    best: Path
-
-
 def move_to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -113,47 +106,18 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked between batches, so state is never half-updated."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default effect.
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     """Runs one stage: `fit()` trains `model` with `objective` on the datasets."""
 
     def __init__(self, model: torch.nn.Module, objective: Objective, settings: LoopSettings, runtime: Runtime,
-                 log: RunLog, checkpoints: CheckpointPaths, config_snapshot: Dict[str, Any],
-                 must_match: Dict[str, Any], extra_state: Optional[Dict[str, Any]] = None,
-                 parameters: Optional[List[torch.nn.Parameter]] = None):
+                 log: RunLog, checkpoints: Checkpointer):
         self.model = runtime.wrap(model)
         self.objective = objective
         self.settings = settings
         self.runtime = runtime
         self.log = log
         self.checkpoints = checkpoints
-        self.config_snapshot = config_snapshot
-        self.must_match = must_match
-        self.extra_state = extra_state or {}
-        trainable = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+        trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         self.scheduler = self._make_scheduler()
         self.grad_scaler = runtime.make_grad_scaler()
@@ -177,78 +141,31 @@ class Trainer:
 
     # ----------------------------------------------------------------- state
     def state(self) -> Dict[str, Any]:
+        """The loop's part of a checkpoint (the Checkpointer adds stage, settings, config and random state)."""
         return {
-            "format": CHECKPOINT_FORMAT,
-            "stage": self.settings.name,
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "grad_scaler": self.grad_scaler.state_dict(),
             "epoch": self.epoch,
             "batches_done": self.batches_done,
-            "rng": capture_rng_state(),
             "history": self.result.history,
             "best_epoch": self.result.best_epoch,
             "finished": self.result.stopped_early or self.epoch >= self.settings.epochs,
             "best_val_loss": self.result.best_val_loss,
             "epochs_since_best": self.epochs_since_best,
             "seconds": self.result.seconds,
-            "must_match": self.must_match,
-            "config": self.config_snapshot,
-            "extra": self.extra_state,
         }
-
-    def save(self, path: Path) -> None:
-        """Rank 0 writes; every rank must call this (it gathers each rank's random state first)."""
-        rng_per_rank = self._gather_rng_states()
-        if self.runtime.is_main:
-            state = self.state()
-            if rng_per_rank is not None:
-                state["rng_per_rank"] = rng_per_rank
-            save_state(path, state)
-        self.runtime.barrier()
-
-    def _gather_rng_states(self) -> Optional[List[Dict[str, torch.Tensor]]]:
-        """[{"torch": cpu state, "cuda": this rank's device state}] per rank, or None in one process."""
-        runtime = self.runtime
-        if not runtime.distributed:
-            return None
-        gathered = {"torch": runtime.all_gather(torch.get_rng_state())}
-        if runtime.device.type == "cuda":
-            gathered["cuda"] = runtime.all_gather(torch.cuda.get_rng_state(runtime.device))
-        return [{key: parts[rank] for key, parts in gathered.items()} for rank in range(runtime.world_size)]
-
-    def _restore_rng(self, state: Dict[str, Any]) -> None:
-        runtime = self.runtime
-        per_rank = state.get("rng_per_rank")
-        if runtime.distributed and per_rank is not None and len(per_rank) == runtime.world_size:
-            mine = per_rank[runtime.rank]
-            torch.set_rng_state(mine["torch"])
-            if "cuda" in mine and runtime.device.type == "cuda":
-                torch.cuda.set_rng_state(mine["cuda"], runtime.device)
-            return
-        restore_rng_state(state["rng"])
-        if runtime.distributed:
-            # Saved by another number of processes: the batches differ anyway; keep the ranks' streams apart.
-            runtime.seed_this_rank(self.settings.seed + self.epoch)
 
     def resume(self, path: Path) -> None:
         """Continue exactly where `path` stopped (same weights, optimiser, schedule, RNG and batch position)."""
-        missing_somewhere = self.runtime.any_rank(not Path(path).is_file())
-        if missing_somewhere:
-            raise CheckpointError(
-                f"{path}: not found on every process (each of the {self.runtime.world_size} processes reads it "
-                f"to resume); with several nodes put --out on a filesystem that every node mounts")
-        state = load_state(path)
-        if state.get("stage") != self.settings.name:
-            raise SimulGenError(f"{path} is a '{state.get('stage')}' checkpoint, not '{self.settings.name}'")
-        require_matching(path, state["must_match"], self.must_match, f"{self.settings.name} checkpoint")
+        state = self.checkpoints.load_for_resume(path)
         load_weights(unwrap(self.model), state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.epoch, self.batches_done = state["epoch"], state["batches_done"]
-        self._restore_rng(state)
+        self.checkpoints.restore_rng(state, reseed=self.settings.seed + self.epoch)
         self.result.history = {key: list(values) for key, values in state["history"].items()}
         self.result.best_epoch, self.result.best_val_loss = state["best_epoch"], state["best_val_loss"]
         self.result.seconds = state.get("seconds", 0.0)
@@ -282,14 +199,14 @@ class Trainer:
     def fit(self, train_set: Dataset, val_set: Dataset, num_workers: int = 0) -> TrainingResult:
         settings = self.settings
         samples_seen, started = 0, time.perf_counter()
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             if settings.evaluate_start and self.epoch == 0 and self.batches_done == 0 \
                     and self.result.best_val_loss == math.inf:
                 start_metrics = self._validate(val_set, num_workers)
                 self.result.best_val_loss, self.result.best_epoch = _selection(start_metrics), -1
                 self.log.info(f"{settings.name}: before training, validation "
                               + "  ".join(f"{key} {value:.4g}" for key, value in start_metrics.items()))
-                self.save(self.checkpoints.best)
+                self.checkpoints.save_best(self.state())
             while self.epoch < settings.epochs:
                 epoch_started = time.perf_counter()
                 train_metrics, seen = self._train_epoch(train_set, num_workers, stop)
@@ -309,11 +226,11 @@ class Trainer:
                 self.batches_done = 0
                 self._report_epoch(train_metrics, val_metrics)
                 if improved:
-                    self.save(self.checkpoints.best)
+                    self.checkpoints.save_best(self.state())
                 patience = settings.early_stopping_patience
                 stop_now = patience > 0 and self.epochs_since_best >= patience
                 if self.epoch % settings.checkpoint_every == 0 or self.epoch == settings.epochs or stop_now:
-                    self.save(self.checkpoints.last)
+                    self.checkpoints.save_last(self.state())
                 self.timer.seconds["validation+checkpoints"] += time.perf_counter() - validation_started
                 if stop_now:
                     self.log.info(f"{settings.name}: validation loss has not improved for {patience} epochs; "
@@ -331,21 +248,11 @@ class Trainer:
             digest = self.runtime.require_identical_replicas(unwrap(self.model), settings.name)
             self.log.info(f"{settings.name}: all {self.runtime.world_size} processes hold identical weights "
                           f"after epoch {self.epoch} (sha256 {digest[:16]})")
-        self.load_best_weights()
+        # End on the epoch with the lowest validation loss.
+        self.checkpoints.load_best_into(unwrap(self.model))
         return self.result
 
-    def load_best_weights(self) -> None:
-        """End on the epoch with the lowest validation loss (rank 0 reads it and sends it to the others,
-        so nodes without rank 0's disk get the same weights)."""
-        runtime = self.runtime
-        if not runtime.any_rank(runtime.is_main and self.checkpoints.best.is_file()):
-            return
-        if runtime.is_main:
-            state = load_state(self.checkpoints.best, map_location=runtime.device)
-            unwrap(self.model).load_state_dict(state["model"])
-        runtime.broadcast_module_(unwrap(self.model))
-
-    def _train_epoch(self, dataset: Dataset, num_workers: int, stop: _StopRequest) -> Tuple[Dict[str, float], int]:
+    def _train_epoch(self, dataset: Dataset, num_workers: int, stop: StopRequest) -> Tuple[Dict[str, float], int]:
         settings, runtime = self.settings, self.runtime
         self.model.train()
         batches = self._epoch_batches(dataset, self.epoch)
@@ -362,10 +269,10 @@ class Trainer:
             if batch is None:
                 break
             if runtime.any_rank(stop.requested):
-                self.save(self.checkpoints.last)
+                self.checkpoints.save_last(self.state())
                 raise TrainingInterrupted(
-                    f"{settings.name}: stopped at epoch {self.epoch + 1}, batch {self.batches_done + 1}; "
-                    f"a checkpoint was written to {self.checkpoints.last}. Continue with the same command plus --resume")
+                    f"{settings.name}: stopped at epoch {self.epoch + 1}, batch {self.batches_done + 1}; a checkpoint "
+                    f"was written to {self.checkpoints.paths.last}. Continue with the same command plus --resume")
             batch = move_to_device(batch, runtime.device)
             batch_size = _batch_length(batch)
             loss, metrics = self._step(batch)
@@ -387,7 +294,7 @@ class Trainer:
             raise TrainingDivergedError(
                 f"{settings.name}: the loss became {loss.item()} at epoch {self.epoch + 1}, batch "
                 f"{self.batches_done + 1}; training stopped. The last good checkpoints stay in "
-                f"{self.checkpoints.last.parent}. To fix: {settings.divergence_hint}; then run again "
+                f"{self.checkpoints.paths.last.parent}. To fix: {settings.divergence_hint}; then run again "
                 f"(add --resume to continue from the last checkpoint).")
         with self.timer.phase("backward"):
             self.grad_scaler.scale(loss).backward()

@@ -10,7 +10,6 @@ import torch
 
 from modules.training.augmentation import FieldAugmenter
 from modules.storage.state_files import write_atomically
-from modules.config.compatibility import must_match
 from modules.config.schema import DataConfig, RunConfig
 from modules.data.sweep_file import read_cases
 from modules.data.datasets import scale_to_node_major
@@ -27,7 +26,8 @@ from modules.data.scaling import SCALED_LIMIT
 from modules.training.run_log import RunLog
 from modules.runtime.distributed import Runtime
 from modules.data.prepared_sweep import PreparedSweep
-from modules.training.loop import CheckpointPaths, LoopSettings, Trainer, TrainingResult
+from modules.training.checkpointing import Checkpointer
+from modules.training.loop import LoopSettings, Trainer, TrainingResult
 from modules.models.vae import HierarchicalVAE
 
 # The linear path is initialised from at most this much of the training data (evenly spread cases).
@@ -164,12 +164,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     else:
         objective = VAEObjective(config.train, weights, physical_conversion(sweep),
                                  FieldAugmenter(config.augmentation), build_physics_loss(config, sweep, log))
-    trainer = Trainer(
-        model, objective,
-        loop_settings(config), runtime, log,
-        CheckpointPaths(run_dir.last_checkpoint("vae"), run_dir.best_checkpoint("vae")),
-        config_snapshot=config.to_dict(), must_match=must_match(config, "vae"),
-        extra_state={"scaler": sweep.scaler.state_dict()})
+    checkpoints = Checkpointer.for_stage(run_dir, "vae", config, runtime, extra_state={"scaler": sweep.scaler.state_dict()})
+    trainer = Trainer(model, objective, loop_settings(config), runtime, log, checkpoints)
     if config.resume and run_dir.last_checkpoint("vae").is_file():
         trainer.resume(run_dir.last_checkpoint("vae"))
     result = trainer.fit(train_set, val_set, num_workers=num_workers)
