@@ -29,7 +29,7 @@ def test_sensitivity_of_a_pca_started_decoder_follows_the_component_variances():
 def test_weighted_latent_loss_by_hand():
     class Fixed(torch.nn.Module):
         def forward(self, inputs):
-            from modules.models.conditioners import LatentPrediction
+            from modules.models.latent_layout import LatentPrediction
             return LatentPrediction(main=inputs[:, :1], hier=inputs[:, 1:].reshape(len(inputs), 1, 1))
 
     objective = ConditionerObjective(torch.tensor([1.5, 0.5]))

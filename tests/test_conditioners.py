@@ -9,7 +9,8 @@ from modules.models.conditioner_cnn import ImageConditioner, SpatialAttention, g
 from modules.models.conditioner_mlp import ParametricConditioner, block_dropout_rates
 from modules.models.conditioner_vit import VisionTransformerConditioner
 from modules.config.conditioner_rules import resolve_architecture
-from modules.models.conditioners import LatentPrediction, build_conditioner, count_parameters
+from modules.models.conditioners import build_conditioner, count_parameters
+from modules.models.latent_layout import LatentLayout, LatentPrediction
 from modules.config.schema import ConditionerConfig
 from modules.errors import ConfigError
 
@@ -47,13 +48,13 @@ def test_flat_puts_main_first_then_each_level_in_order():
     hier = torch.tensor([[[10.0, 11.0, 12.0], [20.0, 21.0, 22.0]]])
     flat = LatentPrediction(main=main, hier=hier).flat()
     assert flat.tolist() == [[1.0, 2.0, 10.0, 11.0, 12.0, 20.0, 21.0, 22.0]]
-    back = LatentPrediction.from_flat(flat, latent_dim_main=2, latent_dim_hier=3, num_hier_levels=2)
-    assert torch.equal(back.main, main) and torch.equal(back.hier, hier)
+    back_main, back_hier = LatentLayout(main=2, hier=3, levels=2).split(flat)
+    assert torch.equal(back_main, main) and torch.equal(torch.stack(back_hier, dim=1), hier)
 
 
-def test_from_flat_rejects_the_wrong_width():
+def test_splitting_a_flat_latent_of_the_wrong_width_is_refused():
     with pytest.raises(ValueError, match=r"expected a flat latent of shape \[B, 8\] \(2 \+ 2 x 3\), got \[1, 7\]"):
-        LatentPrediction.from_flat(torch.zeros(1, 7), latent_dim_main=2, latent_dim_hier=3, num_hier_levels=2)
+        LatentLayout(main=2, hier=3, levels=2).split(torch.zeros(1, 7))
 
 
 def test_zero_hierarchical_levels_give_an_empty_hier_tensor():

@@ -7,7 +7,8 @@ from modules.config.schema import ModelConfig, TrainConfig
 from modules.models.distributions import LOGVAR_MIN
 from modules.models.layers import group_count
 from modules.training.losses import vae_loss
-from modules.models.vae import HierarchicalVAE, LatentCode, split_flat_latent
+from modules.models.latent_layout import LatentLayout
+from modules.models.vae import HierarchicalVAE, LatentCode
 
 NODES, TIMESTEPS = 20, 10
 SMALL = ModelConfig(encoder_filters=(16, 8, 4), latent_dim_main=6, latent_dim_hier=3, linear_path=False)
@@ -77,7 +78,7 @@ def test_encode_decode_sample_shapes_and_flat_round_trip():
     flat = code.flat()
     assert flat.shape == (4, model.flat_latent_dim) == (4, 6 + 2 * 3)
     assert code.flat_logvar().shape == flat.shape
-    z_main, z_hier = split_flat_latent(flat, 6, 3, 2)
+    z_main, z_hier = LatentLayout(main=6, hier=3, levels=2).split(flat)
     assert torch.equal(z_main, code.main_mu)
     assert all(torch.equal(a, b) for a, b in zip(z_hier, code.hier_mu))
     assert model.decode(code.main_mu, code.hier_mu).shape == (4, NODES, TIMESTEPS)
@@ -152,7 +153,7 @@ def test_wrong_shapes_are_rejected_with_the_expected_shape():
     model = build()
     with pytest.raises(ValueError, match=r"expected \[batch, 20 nodes, 10 timesteps\]"):
         model(torch.zeros(2, 10, 20))
-    with pytest.raises(ValueError, match=r"expected \[batch, 12\]"):
+    with pytest.raises(ValueError, match=r"expected a flat latent of shape \[B, 12\]"):
         model.decode_flat(torch.zeros(2, 11))
     with pytest.raises(ValueError, match=r"expected 2 tensors of shape \[2, 3\]"):
         model.decode(torch.zeros(2, 6), [torch.zeros(2, 3)])

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
-from modules.models.conditioners import LatentHeads, LatentPrediction
+from modules.models.latent_heads import LatentHeads
+from modules.models.latent_layout import LatentPrediction
 
 
 def group_count(channels: int, max_groups: int = 8) -> int:

@@ -6,7 +6,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
-from modules.models.conditioners import LatentHeads, LatentPrediction
+from modules.models.latent_heads import LatentHeads
+from modules.models.latent_layout import LatentPrediction
 
 
 def block_dropout_rates(dropout_rate: float, num_blocks: int) -> List[float]:

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.models.conditioners import LatentHeads, LatentPrediction
+from modules.models.latent_heads import LatentHeads
+from modules.models.latent_layout import LatentPrediction
 
 
 class VisionTransformerConditioner(nn.Module):

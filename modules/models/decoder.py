@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 from torch import nn
 
+from modules.config.schema import ModelConfig
 from modules.models.distributions import DiagonalNormal
-from modules.models.layers import ConvBlock, FlatSummary, ResidualBlock, conv1d, group_count, run_block
+from modules.models.latent_layout import LatentLayout
+from modules.models.layers import ConvBlock, FlatSummary, ResidualBlock, conv1d, group_count, run_block, summary_width
 
 
 @dataclass
@@ -38,14 +40,15 @@ class Decoder(nn.Module):
     filters[0] back to the nodes; tanh bounds the output to the scaled data range.
     """
 
-    def __init__(self, num_nodes: int, num_timesteps: int, filters: Sequence[int], latent_dim_main: int,
-                 latent_dim_hier: int, summary_width: int, large: bool, spectral_norm: bool,
-                 grad_checkpoint: bool, linear_path: bool = False):
+    def __init__(self, cfg: ModelConfig, num_nodes: int, num_timesteps: int):
         super().__init__()
-        filters = list(filters)
+        filters = list(cfg.encoder_filters)
+        large, spectral_norm = cfg.large, cfg.spectral_norm
+        latent_dim_main, latent_dim_hier = cfg.latent_dim_main, cfg.latent_dim_hier
+        width = summary_width(latent_dim_hier)
         self.latent_dim_hier = latent_dim_hier
         self.num_timesteps = num_timesteps
-        self.grad_checkpoint = grad_checkpoint
+        self.grad_checkpoint = cfg.grad_checkpoint
         self.start = nn.Linear(latent_dim_main, filters[-1] * num_timesteps)
         self.start_block = ResidualBlock(filters[-1], spectral_norm)
         self.up_blocks = nn.ModuleList()
@@ -57,12 +60,12 @@ class Decoder(nn.Module):
         for deeper, channels in zip(filters[:0:-1], filters[-2::-1]):
             self.up_blocks.append(ConvBlock(deeper, channels, large, spectral_norm))
             self.level_blocks.append(ResidualBlock(channels, spectral_norm))
-            self.prior_summaries.append(FlatSummary(channels, num_timesteps, summary_width))
-            self.prior_heads.append(nn.Linear(summary_width, 2 * latent_dim_hier))
+            self.prior_summaries.append(FlatSummary(channels, num_timesteps, width))
+            self.prior_heads.append(nn.Linear(width, 2 * latent_dim_hier))
             correction = nn.Sequential(
-                nn.Linear(2 * summary_width, summary_width),
+                nn.Linear(2 * width, width),
                 nn.GELU(),
-                nn.Linear(summary_width, 2 * latent_dim_hier),
+                nn.Linear(width, 2 * latent_dim_hier),
             )
             # Zero correction at start: q = p, so the KL starts at 0 and each level only
             # moves away from its prior as far as reconstruction pays for.
@@ -71,11 +74,10 @@ class Decoder(nn.Module):
             self.posterior_heads.append(correction)
             self.latent_projections.append(nn.Linear(latent_dim_hier, channels * num_timesteps))
         self.linear_readout: Optional[nn.Linear] = None
-        if linear_path:
+        if cfg.linear_path:
             # recon = basis( linear(z) + correction(stream) ): a linear map of all latent numbers (PCA at init)
             # plus what the convolutional stream adds, zero at init. No tanh: it would bend the linear part.
-            flat_dim = latent_dim_main + len(filters[:-1]) * latent_dim_hier
-            self.linear_readout = nn.Linear(flat_dim, filters[0] * num_timesteps)
+            self.linear_readout = nn.Linear(LatentLayout.of(cfg).flat_size, filters[0] * num_timesteps)
             correction = conv1d(filters[0], filters[0], 1, spectral_norm=False)
             nn.init.zeros_(correction.weight)
             nn.init.zeros_(correction.bias)

@@ -1,12 +1,14 @@
 """Bottom-up half of the hierarchical VAE: fields -> main posterior + per-level features."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from modules.models.layers import ConvBlock, FlatSummary, ResidualBlock, conv1d, run_block
+from modules.config.schema import ModelConfig
+from modules.models.latent_layout import LatentLayout
+from modules.models.layers import ConvBlock, FlatSummary, ResidualBlock, conv1d, run_block, summary_width
 
 
 class Encoder(nn.Module):
@@ -20,12 +22,13 @@ class Encoder(nn.Module):
     (filters[0]), i.e. features come out deep-to-shallow, in decoding order.
     """
 
-    def __init__(self, num_nodes: int, num_timesteps: int, filters: Sequence[int], latent_dim_main: int,
-                 summary_width: int, large: bool, spectral_norm: bool, grad_checkpoint: bool,
-                 linear_latents: int = 0):
+    def __init__(self, cfg: ModelConfig, num_nodes: int, num_timesteps: int):
         super().__init__()
-        filters = list(filters)
-        self.grad_checkpoint = grad_checkpoint
+        filters = list(cfg.encoder_filters)
+        large, spectral_norm, latent_dim_main = cfg.large, cfg.spectral_norm, cfg.latent_dim_main
+        width = summary_width(cfg.latent_dim_hier)
+        linear_latents = LatentLayout.of(cfg).flat_size if cfg.linear_path else 0
+        self.grad_checkpoint = cfg.grad_checkpoint
         self.latent_dim_main = latent_dim_main
         # With the linear path the projection is a (PCA-initialised) spatial basis; spectral norm would rescale it.
         self.input_projection = conv1d(num_nodes, filters[0], 1, spectral_norm and not linear_latents)
@@ -41,7 +44,7 @@ class Encoder(nn.Module):
             in_channels = channels
         # One summary per intermediate level (all but the deepest), stored shallow-to-deep.
         self.level_summaries = nn.ModuleList(
-            FlatSummary(channels, num_timesteps, summary_width) for channels in filters[:-1]
+            FlatSummary(channels, num_timesteps, width) for channels in filters[:-1]
         )
         self.main_head = nn.Linear(filters[-1] * num_timesteps, 2 * latent_dim_main)
 

@@ -14,6 +14,14 @@ from torch.utils.checkpoint import checkpoint
 
 KERNEL_SIZE = 3
 MAX_GROUPS = 32
+# Width of the per-level feature vectors that feed the prior and posterior heads: enough to carry a few
+# Lh-sized Gaussians, small enough that Linear(C*T -> width) stays cheap on meshes of thousands of nodes.
+MIN_SUMMARY_WIDTH = 64
+
+
+def summary_width(latent_dim_hier: int) -> int:
+    """Width of FlatSummary outputs for hierarchical latents of size `latent_dim_hier`."""
+    return max(MIN_SUMMARY_WIDTH, 4 * latent_dim_hier)
 
 
 def group_count(channels: int) -> int:

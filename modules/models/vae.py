@@ -7,7 +7,7 @@ level lists always run deep-to-shallow (k = 0 is next to the main latent).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -16,12 +16,9 @@ from modules.config.schema import ModelConfig
 from modules.models.decoder import Decoder
 from modules.models.distributions import DiagonalNormal
 from modules.models.encoder import Encoder
+from modules.models.latent_layout import LatentLayout
 from modules.models.linear_path import LinearPathInit
 
-# Width of the per-level feature vectors that feed the prior and posterior heads:
-# enough to carry a few Lh-sized Gaussians, small enough that Linear(C*T -> width)
-# stays cheap on meshes of thousands of nodes.
-MIN_SUMMARY_WIDTH = 64
 # Posterior log-variance after the PCA start: narrow enough that sampling keeps PCA's accuracy.
 INITIAL_POSTERIOR_LOGVAR = -8.0
 
@@ -62,25 +59,12 @@ class LatentCode:
     """K x [B, Lh]"""
 
     def flat(self) -> torch.Tensor:
-        """[B, Lm + K*Lh]: main mean, then each level's mean, deep-to-shallow."""
+        """[B, Lm + K*Lh]: main mean, then each level's mean, deep-to-shallow (LatentLayout)."""
         return torch.cat([self.main_mu, *self.hier_mu], dim=-1)
 
     def flat_logvar(self) -> torch.Tensor:
         """[B, Lm + K*Lh]: the log-variances in the same layout as `flat()`."""
         return torch.cat([self.main_logvar, *self.hier_logvar], dim=-1)
-
-
-def split_flat_latent(flat: torch.Tensor, latent_dim_main: int, latent_dim_hier: int,
-                      num_hier_levels: int) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """Inverse of `LatentCode.flat()`: [B, Lm + K*Lh] -> (z_main [B, Lm], K x [B, Lh])."""
-    expected = latent_dim_main + num_hier_levels * latent_dim_hier
-    if flat.dim() != 2 or flat.shape[1] != expected:
-        raise ValueError(
-            f"flat latent has shape {tuple(flat.shape)}, expected [batch, {expected}] "
-            f"(latent_dim_main {latent_dim_main} + {num_hier_levels} levels x latent_dim_hier {latent_dim_hier}); "
-            "build it with LatentCode.flat() from a VAE with the same ModelConfig")
-    z_main, *z_hier = flat.split([latent_dim_main] + [latent_dim_hier] * num_hier_levels, dim=1)
-    return z_main, list(z_hier)
 
 
 class HierarchicalVAE(nn.Module):
@@ -92,16 +76,11 @@ class HierarchicalVAE(nn.Module):
             raise ValueError(f"HierarchicalVAE needs num_nodes > 0 and num_timesteps > 0, "
                              f"got {num_nodes} and {num_timesteps}")
         self.cfg = cfg
+        self.layout = LatentLayout.of(cfg)
         self.num_nodes = num_nodes
         self.num_timesteps = num_timesteps
-        summary_width = max(MIN_SUMMARY_WIDTH, 4 * cfg.latent_dim_hier)
-        flat_dim = cfg.latent_dim_main + (len(cfg.encoder_filters) - 1) * cfg.latent_dim_hier
-        self.encoder = Encoder(num_nodes, num_timesteps, cfg.encoder_filters, cfg.latent_dim_main, summary_width,
-                               cfg.large, cfg.spectral_norm, cfg.grad_checkpoint,
-                               linear_latents=flat_dim if cfg.linear_path else 0)
-        self.decoder = Decoder(num_nodes, num_timesteps, cfg.encoder_filters, cfg.latent_dim_main,
-                               cfg.latent_dim_hier, summary_width, cfg.large, cfg.spectral_norm,
-                               cfg.grad_checkpoint, linear_path=cfg.linear_path)
+        self.encoder = Encoder(cfg, num_nodes, num_timesteps)
+        self.decoder = Decoder(cfg, num_nodes, num_timesteps)
         if cfg.linear_path:
             # Frozen: one AdamW step on these PCA bases (every weight moved by ~lr at once) took the
             # demo's training error from 0.48 % to 9.5 %; the rest of the network learns around them.
@@ -110,12 +89,12 @@ class HierarchicalVAE(nn.Module):
 
     @property
     def num_hier_levels(self) -> int:
-        return self.decoder.num_hier_levels
+        return self.layout.levels
 
     @property
     def flat_latent_dim(self) -> int:
         """Width of `LatentCode.flat()`: Lm + K*Lh."""
-        return self.cfg.latent_dim_main + self.num_hier_levels * self.cfg.latent_dim_hier
+        return self.layout.flat_size
 
     def parameter_count(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
@@ -243,8 +222,7 @@ class HierarchicalVAE(nn.Module):
 
     def decode_flat(self, flat: torch.Tensor) -> torch.Tensor:
         """[B, Lm + K*Lh] laid out as `LatentCode.flat()` -> [B, N, T]."""
-        z_main, z_hier = split_flat_latent(flat, self.cfg.latent_dim_main, self.cfg.latent_dim_hier,
-                                           self.num_hier_levels)
+        z_main, z_hier = self.layout.split(flat)
         return self.decode(z_main, z_hier)
 
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:

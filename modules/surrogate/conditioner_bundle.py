@@ -71,7 +71,7 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         "model": {k: v.detach().cpu() for k, v in trained.model.state_dict().items()},
         "conditioner_config": dataclasses.asdict(config.conditioner),
         "spectral_norm": config.model.spectral_norm,
-        "latent_dims": [vae.cfg.latent_dim_main, vae.cfg.latent_dim_hier, vae.num_hier_levels],
+        "latent_dims": [vae.layout.main, vae.layout.hier, vae.layout.levels],
         "input_kind": trained.input_kind,
         "in_channels": trained.in_channels,
         "input_scaler": trained.input_scaler.state_dict(),

@@ -84,7 +84,7 @@ class Surrogate:
                 code = self.vae.encode(scaled.transpose(1, 2).to(self.device))
                 mains.append(code.main_mu.float().cpu().numpy())
                 hiers.append(torch.stack(code.hier_mu, dim=1).float().cpu().numpy() if code.hier_mu
-                             else np.zeros((len(chunk), 0, self.vae.cfg.latent_dim_hier), dtype=np.float32))
+                             else np.zeros((len(chunk), 0, self.vae.layout.hier), dtype=np.float32))
                 flats.append(code.flat().float().cpu().numpy())
                 logvars.append(code.flat_logvar().float().cpu().numpy())
         return {"main": np.concatenate(mains), "hier": np.concatenate(hiers), "flat": np.concatenate(flats),

@@ -37,8 +37,9 @@ def _settings(config: RunConfig) -> LoopSettings:
 
 def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int) -> torch.nn.Module:
     torch.manual_seed(config.train.seed + 1)
-    return build_conditioner(config.conditioner, vae.cfg.latent_dim_main, vae.cfg.latent_dim_hier,
-                             vae.num_hier_levels, in_channels=in_channels, spectral_norm=config.model.spectral_norm)
+    layout = vae.layout
+    return build_conditioner(config.conditioner, layout.main, layout.hier, layout.levels, in_channels=in_channels,
+                             spectral_norm=config.model.spectral_norm)
 
 
 def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: HierarchicalVAE, latents: Dict[str, np.ndarray],
