@@ -10,6 +10,7 @@ import torch
 
 from modules.evaluation import case_gram
 from modules.evaluation import plots
+from modules.runtime import memory
 from modules.evaluation.baselines import NearestNeighbourBaseline, PCABaseline, PODGaussianProcessBaseline
 from modules.evaluation.case_gram import GramPCA, accumulate_case_gram, nearest_relative_errors, pod_gp_relative_errors
 from modules.config.schema import DataConfig
@@ -135,7 +136,7 @@ def test_the_command_reports_the_same_baselines_through_the_gram_path(tmp_path, 
     args = ["--preset-file", str(tmp_path / "preset.txt"), "--condition", str(tmp_path / "condition.txt"),
             "--device", "cpu", "--quiet"]
     assert entry.main(args + ["--out", str(tmp_path / "in_memory")]) == 0
-    monkeypatch.setattr(case_gram, "IN_MEMORY_BASELINE_BYTES", 0)
+    monkeypatch.setattr(memory, "IN_MEMORY_BASELINE_BYTES", 0)
     # The dual-view plots are the only users of the kept reconstructions: record what they are given
     # (their drawing is tested in test_plots.py).
     drawn = []

@@ -225,8 +225,8 @@ def test_nan_and_inf_located_by_case_timestep_node(tmp_path):
 
 
 def test_inf_found_across_chunk_boundary(tmp_path, monkeypatch):
-    import modules.data.sweep_file as dataset_io
-    monkeypatch.setattr(dataset_io, "CHUNK_BYTES", 1)  # one case per chunk
+    from modules.runtime import memory
+    monkeypatch.setattr(memory, "SCAN_BYTES", 1)  # one case per chunk
     array = sweep()
     array[2, 4, 5] = np.inf
     with pytest.raises(DataError, match="1 non-finite value \\(0 NaN, 1 Inf\\).*inf at case 2, timestep 4, node 5"):

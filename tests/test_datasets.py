@@ -117,12 +117,13 @@ def test_gpu_budget_is_checked_only_for_a_cuda_device(sweep_file):
 
 def test_whole_sweep_refused_before_any_pass_over_the_file(tmp_path, monkeypatch):
     from modules.data import prepared_sweep as sweep_data
+    from modules.runtime import memory
     from modules.config.schema import RunConfig
     path = tmp_path / "dataset1.npy"
     np.save(path, np.zeros((6, 5, 8), dtype=np.float32))
     config = RunConfig(data=DataConfig(num_cases=6, num_timesteps=5, num_nodes=8, data_path=str(path), load_all=True))
     needed = 6 * 5 * 8 * 4
-    monkeypatch.setattr(sweep_data, "available_memory_bytes", lambda: int(needed / sweep_data.LOAD_ALL_HOST_SHARE) - 8)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: int(needed / memory.LOAD_ALL_HOST_SHARE) - 8)
     monkeypatch.setattr(sweep_data, "check_sweep", lambda *args, **kwargs: pytest.fail("the file was scanned"))
     with pytest.raises(DataError, match="keeping 6 cases x 5 timesteps x 8 nodes of .* in memory needs"):
         sweep_data.prepare_sweep(config, tmp_path)

@@ -8,6 +8,7 @@ import numpy as np
 
 from modules.data.sweep_file import check_sweep, open_sweep, read_cases
 from modules.errors import DataError
+from modules.runtime import memory
 from modules.runtime.devices import choose_device
 from modules.storage.array_files import refuse_existing, save_array
 from modules.surrogate.surrogate import Surrogate
@@ -25,9 +26,8 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
     data = dataclasses.replace(surrogate.window, num_cases=array.shape[0])
     check_sweep(array, data, args.data, condition_file="the trained model's condition.txt")
     out = np.empty((array.shape[0], data.timesteps, data.nodes), dtype=np.float32)
-    for start in range(0, array.shape[0], args.batch_size):
-        indices = np.arange(start, min(start + args.batch_size, array.shape[0]))
-        out[indices] = surrogate.reconstruct(read_cases(array, indices, data), args.batch_size)
+    for cases in memory.chunk_slices(array.shape[0], args.batch_size):
+        out[cases] = surrogate.reconstruct(read_cases(array, range(array.shape[0])[cases], data), args.batch_size)
     save_array(args.out, out)
     print(f"wrote {args.out}: reconstruction {list(out.shape)} (cases, timesteps, nodes) in physical units")
     return out

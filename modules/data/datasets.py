@@ -5,7 +5,6 @@ the training loop moves batches.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -16,11 +15,9 @@ from torch.utils.data import Dataset
 from modules.config.schema import DataConfig
 from modules.data.sweep_file import cases_per_chunk, open_sweep, read_cases, windowed_case
 from modules.errors import DataError
+from modules.runtime import memory
 from modules.data.scaling import NodeScaler
 
-GIB = 2.0**30
-STREAM_SCALE_BYTES = 16 * 2**20
-"""float64 working memory per step when a streamed case is scaled."""
 
 
 def make_split(num_cases: int, validation_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -36,18 +33,6 @@ def make_split(num_cases: int, validation_fraction: float, seed: int) -> Tuple[n
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
-def available_memory_bytes() -> Optional[int]:
-    """Memory the OS reports as available (Linux MemAvailable, else free pages), or None if unknown."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
-
-
 def require_memory_for(num_cases: int, data: DataConfig, path: Path, device: torch.device,
                        host_budget_bytes: Optional[int], device_budget_bytes: Optional[int] = None) -> None:
     """Refuse --load_all=1, before anything is allocated, when the window of `num_cases` cases cannot
@@ -57,11 +42,11 @@ def require_memory_for(num_cases: int, data: DataConfig, path: Path, device: tor
     fix = ("    fix: run with --load_all=0 to stream cases from the memory-mapped file "
            "(or narrow the window with Dim2_red / Dim3_start / Dim3_end)")
     if host_budget_bytes is not None and needed > host_budget_bytes:
-        raise DataError(f"keeping {shape} in memory needs {needed / GIB:.2f} GiB, but only "
-                        f"{host_budget_bytes / GIB:.2f} GiB of memory can be used for it\n{fix}")
+        raise DataError(f"keeping {shape} in memory needs {needed / memory.GIB:.2f} GiB, but only "
+                        f"{host_budget_bytes / memory.GIB:.2f} GiB of memory can be used for it\n{fix}")
     if device.type == "cuda" and device_budget_bytes is not None and needed > device_budget_bytes:
-        raise DataError(f"keeping {shape} in GPU memory ({device}) needs {needed / GIB:.2f} GiB, but only "
-                        f"{device_budget_bytes / GIB:.2f} GiB of it is free beside the model\n{fix}")
+        raise DataError(f"keeping {shape} in GPU memory ({device}) needs {needed / memory.GIB:.2f} GiB, but only "
+                        f"{device_budget_bytes / memory.GIB:.2f} GiB of it is free beside the model\n{fix}")
 
 
 def scale_to_node_major(scaler: NodeScaler, case: np.ndarray) -> np.ndarray:
@@ -69,9 +54,9 @@ def scale_to_node_major(scaler: NodeScaler, case: np.ndarray) -> np.ndarray:
     works in float64, and a whole 95k-node case would otherwise need several case-sized temporaries."""
     num_timesteps, num_nodes = case.shape
     scaled = np.empty((num_nodes, num_timesteps), dtype=np.float32)
-    step = max(1, STREAM_SCALE_BYTES // max(1, num_nodes * 8))
-    for start in range(0, num_timesteps, step):
-        scaled[:, start:start + step] = scaler.transform(case[start:start + step]).T
+    steps_per_chunk = memory.items_per_chunk(num_nodes * 8, memory.SCALE_STEP_BYTES)
+    for steps in memory.chunk_slices(num_timesteps, steps_per_chunk):
+        scaled[:, steps] = scaler.transform(case[steps]).T
     return scaled
 
 
@@ -100,10 +85,9 @@ class FieldDataset(Dataset):
     def _load_all(self) -> torch.Tensor:
         num_cases = len(self.case_indices)
         fields = torch.empty((num_cases, self.data.nodes, self.data.timesteps), dtype=torch.float32)
-        chunk = cases_per_chunk(self._array)
-        for start in range(0, num_cases, chunk):
-            cases = read_cases(self._array, self.case_indices[start:start + chunk], self.data)
-            fields[start:start + len(cases)] = torch.from_numpy(self.scaler.transform(cases)).transpose(1, 2)
+        for rows in memory.chunk_slices(num_cases, cases_per_chunk(self._array)):
+            cases = read_cases(self._array, self.case_indices[rows], self.data)
+            fields[rows] = torch.from_numpy(self.scaler.transform(cases)).transpose(1, 2)
         return fields
 
     @property

@@ -15,15 +15,13 @@ import torch
 
 from modules.config.schema import DataConfig, RunConfig
 from modules.data.sweep_file import check_sweep, default_dataset_path, open_sweep, resolve_dataset_path
-from modules.data.datasets import FieldDataset, available_memory_bytes, make_split, require_memory_for
+from modules.data.datasets import FieldDataset, make_split, require_memory_for
 from modules.data.demo_sweep import DATASET_FILE, DemoSweepSpec, ensure_demo_sweep
 from modules.errors import DataError
+from modules.runtime import memory
 from modules.runtime.distributed import Runtime
 from modules.data.scaling import SCALED_LIMIT, NodeScaler
 
-# Shares of the free memory --load_all=1 may fill; the rest is left to the model, its activations and the OS.
-LOAD_ALL_HOST_SHARE = 0.8
-LOAD_ALL_GPU_SHARE = 0.6
 
 
 @dataclass
@@ -98,12 +96,12 @@ def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Run
     """With --load_all=1, refuse before any pass over the file or allocation when the window cannot be kept."""
     device = runtime.device if runtime is not None else torch.device("cpu")
     copies = runtime.local_world_size if runtime is not None else 1
-    available = available_memory_bytes()
-    host_budget = None if available is None else int(available * LOAD_ALL_HOST_SHARE / copies)
+    available = memory.available_memory_bytes()
+    host_budget = None if available is None else int(available * memory.LOAD_ALL_HOST_SHARE / copies)
     gpu_budget = None
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        gpu_budget = int(free * LOAD_ALL_GPU_SHARE)
+        gpu_budget = int(free * memory.LOAD_ALL_GPU_SHARE)
     require_memory_for(data.num_cases, data, path, device, host_budget, gpu_budget)
 
 

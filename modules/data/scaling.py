@@ -15,6 +15,7 @@ import torch
 from modules.config.schema import DataConfig
 from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.errors import CheckpointError
+from modules.runtime import memory
 
 SCALED_LIMIT = 0.7
 """Scaled training values lie in [-SCALED_LIMIT, SCALED_LIMIT]."""
@@ -53,8 +54,8 @@ class NodeScaler:
         chunk = chunk_cases if chunk_cases is not None else cases_per_chunk(array)
         running_min = np.full(data.nodes, np.inf)
         running_max = np.full(data.nodes, -np.inf)
-        for start in range(0, len(train_indices), chunk):
-            cases = read_cases(array, train_indices[start:start + chunk], data)
+        for chunk_indices in memory.chunks(train_indices, chunk):
+            cases = read_cases(array, chunk_indices, data)
             np.minimum(running_min, cases.min(axis=(0, 1)), out=running_min)
             np.maximum(running_max, cases.max(axis=(0, 1)), out=running_max)
         self._set_bounds(running_min, running_max)

@@ -22,12 +22,11 @@ import numpy as np
 
 from modules.config.schema import DataConfig
 from modules.errors import DataError
+from modules.runtime import memory
 
 DATASET_EXTENSIONS = (".npy", ".npz", ".pickle")
 PICKLE_EXTENSIONS = (".pickle", ".pkl")
 NPZ_PREFERRED_KEYS = ("data", "dataset")
-CHUNK_BYTES = 64 * 2**20
-"""Target size of one chunk of cases when scanning or fitting: bounded memory for any sweep size."""
 
 # Axis meanings as the user knows them from condition.txt: (legacy key, meaning, DataConfig field).
 _AXES = (
@@ -215,10 +214,10 @@ def _open_pickle(path: Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- checking it
 
-def cases_per_chunk(array: np.ndarray, target_bytes: int = CHUNK_BYTES) -> int:
-    """How many whole cases fit in about target_bytes of the stored array (at least one)."""
-    case_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
-    return max(1, target_bytes // max(1, case_bytes))
+def cases_per_chunk(array: np.ndarray) -> int:
+    """How many whole stored cases fit in memory.SCAN_BYTES (at least one)."""
+    return memory.items_per_chunk(int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize,
+                                  memory.SCAN_BYTES)
 
 
 def check_sweep(array: np.ndarray, data: DataConfig, path: Path, condition_file: str = "condition.txt") -> None:
@@ -254,11 +253,10 @@ def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
     # Only the window that will be trained is scanned: NaNs in nodes or timesteps the user cut away do no harm.
     if array.dtype.kind != "f":
         return
-    chunk = cases_per_chunk(array)
     first = None
     num_nan = num_inf = 0
-    for start in range(0, array.shape[0], chunk):
-        window = read_cases(array, range(start, min(start + chunk, array.shape[0])), data, as_float32=False)
+    for cases in memory.chunks(range(array.shape[0]), cases_per_chunk(array)):
+        window = read_cases(array, cases, data, as_float32=False)
         bad = ~np.isfinite(window)
         count = int(bad.sum())
         if not count:
@@ -268,7 +266,7 @@ def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
         num_inf += count - nan_here
         if first is None:
             case, step, node = np.unravel_index(int(np.argmax(bad)), bad.shape)
-            first = (start + int(case), int(step), data.node_start + int(node), float(window[case, step, node]))
+            first = (cases[int(case)], int(step), data.node_start + int(node), float(window[case, step, node]))
     if first is not None:
         case, step, node, value = first
         total = num_nan + num_inf

@@ -15,7 +15,7 @@ are exact (not approximations), and memory is one block of timesteps of every ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -23,19 +23,12 @@ from modules.evaluation.baselines import NearestNeighbourBaseline, PODGaussianPr
 from modules.config.schema import DataConfig
 from modules.data.sweep_file import read_timestep_block
 from modules.errors import DataError
-
-IN_MEMORY_BASELINE_BYTES = 2 * 1024 ** 3
-"""Windowed float32 fields of all cases up to this size: the baselines are fitted on the fields in memory.
-Above it, they are computed from the Gram matrix (`baselines_fit_in_memory`)."""
-GRAM_BLOCK_BYTES = 256 * 2 ** 20
-"""Target size of one float32 block (some timesteps of every case) read while accumulating the Gram matrix."""
-GRAM_COLUMN_BYTES = 64 * 2 ** 20
-"""Target size of the float64 working copy of a slice of a block's columns."""
+from modules.runtime import memory
 
 
 def baselines_fit_in_memory(data: DataConfig) -> bool:
     """Whether the baselines may hold the windowed fields of every case (float32) in memory."""
-    return data.num_cases * data.timesteps * data.nodes * 4 <= IN_MEMORY_BASELINE_BYTES
+    return data.num_cases * data.timesteps * data.nodes * 4 <= memory.IN_MEMORY_BASELINE_BYTES
 
 
 @dataclass(frozen=True)
@@ -53,7 +46,7 @@ class CaseGram:
 
 
 def accumulate_case_gram(array: np.ndarray, data: DataConfig, train_indices: Sequence[int],
-                         block_bytes: int = GRAM_BLOCK_BYTES, column_bytes: int = GRAM_COLUMN_BYTES) -> CaseGram:
+                         block_bytes: Optional[int] = None, column_bytes: Optional[int] = None) -> CaseGram:
     """The Gram matrix of every case's window, read once in blocks of timesteps [cases, steps, nodes].
 
     Centred on the training mean block by block: a block holds every case, so the training
@@ -66,15 +59,14 @@ def accumulate_case_gram(array: np.ndarray, data: DataConfig, train_indices: Seq
         raise DataError("case Gram matrix: no training cases to centre on; expected at least one "
                         "(lower validation_fraction)")
     cases = np.arange(num_cases)
-    steps_per_block = max(1, int(block_bytes) // (num_cases * data.nodes * 4))
-    columns_per_slice = max(1, int(column_bytes) // (num_cases * 8))
+    steps_per_block = memory.items_per_chunk(num_cases * data.nodes * 4, block_bytes or memory.GRAM_BLOCK_BYTES)
+    columns_per_slice = memory.items_per_chunk(num_cases * 8, column_bytes or memory.GRAM_COLUMN_BYTES)
     centred = np.zeros((num_cases, num_cases), dtype=np.float64)
     squared_norms = np.zeros(num_cases, dtype=np.float64)
-    for first_step in range(0, data.timesteps, steps_per_block):
-        stop_step = min(first_step + steps_per_block, data.timesteps)
-        block = read_timestep_block(array, cases, first_step, stop_step, data).reshape(num_cases, -1)
-        for start in range(0, block.shape[1], columns_per_slice):
-            values = block[:, start:start + columns_per_slice].astype(np.float64)
+    for steps in memory.chunk_slices(data.timesteps, steps_per_block):
+        block = read_timestep_block(array, cases, steps.start, steps.stop, data).reshape(num_cases, -1)
+        for columns in memory.chunk_slices(block.shape[1], columns_per_slice):
+            values = block[:, columns].astype(np.float64)
             squared_norms += np.einsum("ij,ij->i", values, values)
             values -= values[train].mean(axis=0)
             centred += values @ values.T

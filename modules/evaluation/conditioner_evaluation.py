@@ -18,6 +18,7 @@ from modules.evaluation.metrics import relative_l2_per_case, summarize_errors
 from modules.evaluation.vae_evaluation import plotted_positions
 from modules.config.conditioner_rules import resolve_architecture
 from modules.models.conditioners import count_parameters
+from modules.runtime import memory
 from modules.surrogate.surrogate import Surrogate
 
 
@@ -49,9 +50,9 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
     for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
         flat = surrogate.predict_latents(designs[indices])
         parts = []
-        for start in range(0, len(indices), chunk_cases):
-            predicted = surrogate.decode(flat[start:start + chunk_cases])
-            truth = read_cases(sweep.array, indices[start:start + chunk_cases], config.data)
+        for rows in memory.chunk_slices(len(indices), chunk_cases):
+            predicted = surrogate.decode(flat[rows])
+            truth = read_cases(sweep.array, indices[rows], config.data)
             parts.append(relative_l2_per_case(truth, predicted))
         errors[split], predicted_latents[split] = np.concatenate(parts), flat
     positions = list(plotted_positions(errors["val"]).values())

@@ -12,6 +12,7 @@ from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.evaluation.baselines import PCABaseline
 from modules.evaluation.case_gram import CaseGram, GramPCA, accumulate_case_gram, baselines_fit_in_memory
 from modules.evaluation.metrics import relative_l2_per_case, summarize_errors
+from modules.runtime import memory
 from modules.surrogate.surrogate import Surrogate
 
 
@@ -46,7 +47,7 @@ def evaluate_vae(surrogate: Surrogate, sweep: PreparedSweep, data: DataConfig) -
     """Relative L2 of the VAE and of PCA with as many components as the VAE has latent numbers.
 
     Memory stays bounded for any sweep: the VAE is measured one chunk of cases at a time, and PCA is fitted
-    on the fields in memory only while they fit (case_gram.IN_MEMORY_BASELINE_BYTES), else its errors come
+    on the fields in memory only while they fit (memory.IN_MEMORY_BASELINE_BYTES), else its errors come
     from the cases' Gram matrix (one pass over the file in blocks of timesteps).
     """
     latent_numbers = surrogate.vae.flat_latent_dim
@@ -56,8 +57,8 @@ def evaluate_vae(surrogate: Surrogate, sweep: PreparedSweep, data: DataConfig) -
     errors: Dict[str, np.ndarray] = {}
     for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
         vae_parts, pca_parts = [], []
-        for start in range(0, len(indices), chunk_cases):
-            truth = read_cases(sweep.array, indices[start:start + chunk_cases], data)
+        for chunk in memory.chunks(indices, chunk_cases):
+            truth = read_cases(sweep.array, chunk, data)
             vae_parts.append(relative_l2_per_case(truth, surrogate.reconstruct(truth)))
             if gram is None:
                 pca_parts.append(relative_l2_per_case(truth, pca.reconstruct(truth)))

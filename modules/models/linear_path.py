@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from modules.runtime import memory
+
 
 @dataclass
 class LinearPathInit:
@@ -26,10 +28,6 @@ class LinearPathInit:
     """[C*T, d] principal directions of the projected cases (zero columns beyond their rank)."""
     coefficient_scale: torch.Tensor
     """[d] standard deviation along each direction, so the latent numbers have unit variance."""
-
-
-NODE_CHUNK = 8192
-"""Nodes per step when the snapshot products are formed: bounds the float64 working memory."""
 
 
 def unit_rms_weights(num_nodes: int, node_weights: Optional[torch.Tensor]) -> torch.Tensor:
@@ -50,19 +48,19 @@ def spatial_pod(cases: torch.Tensor, channels: int, node_weights: Optional[torch
     weights = unit_rms_weights(num_nodes, node_weights)
     num_snapshots = count * num_timesteps
 
-    def snapshot_chunk(start: int, stop: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """[kT, stop - start] weighted snapshots of nodes [start, stop)."""
-        chunk = cases[:, start:stop, :].double() * weights[None, start:stop, None]
-        return chunk.permute(0, 2, 1).reshape(num_snapshots, stop - start).to(dtype)
+    def snapshot_chunk(nodes: slice, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """[kT, nodes in the slice] weighted snapshots of those nodes."""
+        chunk = cases[:, nodes, :].double() * weights[None, nodes, None]
+        return chunk.permute(0, 2, 1).reshape(num_snapshots, -1).to(dtype)
 
+    node_blocks = list(memory.chunk_slices(num_nodes, memory.NODES_PER_BLOCK))
     spatial = torch.zeros(num_nodes, channels, dtype=torch.float64)
     if num_nodes <= num_snapshots:
         covariance = torch.zeros(num_nodes, num_nodes, dtype=torch.float64)
-        for start in range(0, num_nodes, NODE_CHUNK):
-            left = snapshot_chunk(start, min(start + NODE_CHUNK, num_nodes))
-            for other in range(0, num_nodes, NODE_CHUNK):
-                right = snapshot_chunk(other, min(other + NODE_CHUNK, num_nodes))
-                covariance[start:start + left.shape[1], other:other + right.shape[1]] = left.T @ right
+        for rows in node_blocks:
+            left = snapshot_chunk(rows)
+            for columns in node_blocks:
+                covariance[rows, columns] = left.T @ snapshot_chunk(columns)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         order = eigenvalues.flip(0)
         keep = int((order > 1e-12 * float(order[0].clamp_min(1e-300))).sum()) if num_nodes else 0
@@ -70,10 +68,10 @@ def spatial_pod(cases: torch.Tensor, channels: int, node_weights: Optional[torch
         spatial[:, :keep] = eigenvectors.flip(1)[:, :keep]
         return spatial
     gram = torch.zeros(num_snapshots, num_snapshots, dtype=torch.float64)
-    for start in range(0, num_nodes, NODE_CHUNK):
+    for nodes in node_blocks:
         # float32 products summed in float64 across chunks: twice as fast as float64 on the CPU, and the
         # rounding (~1e-6 of the strongest mode) only touches modes far below any error that matters here.
-        chunk = snapshot_chunk(start, min(start + NODE_CHUNK, num_nodes), torch.float32)
+        chunk = snapshot_chunk(nodes, torch.float32)
         gram += (chunk @ chunk.T).double()
     eigenvalues, eigenvectors = torch.linalg.eigh(gram)
     eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
@@ -82,9 +80,8 @@ def spatial_pod(cases: torch.Tensor, channels: int, node_weights: Optional[torch
     # orthogonality in weak modes, and QR keeps the nested spans (mode j spans the first j).
     mixing = eigenvectors[:, :keep] / eigenvalues[:keep].sqrt()
     modes = torch.zeros(num_nodes, keep, dtype=torch.float64)
-    for start in range(0, num_nodes, NODE_CHUNK):
-        stop = min(start + NODE_CHUNK, num_nodes)
-        modes[start:stop] = snapshot_chunk(start, stop).T @ mixing
+    for nodes in node_blocks:
+        modes[nodes] = snapshot_chunk(nodes).T @ mixing
     if keep:
         q, r = torch.linalg.qr(modes)
         spatial[:, :keep] = q * torch.sign(torch.diagonal(r))[None, :]

@@ -21,6 +21,7 @@ from modules.data.image_pca import ImagePCA
 from modules.errors import CheckpointError
 from modules.models.conditioners import build_conditioner
 from modules.models.vae import HierarchicalVAE
+from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_state, load_weights, save_state
 
@@ -60,8 +61,8 @@ def predict_latents(conditioner: torch.nn.Module, inputs: torch.Tensor, device: 
                     batch_size: int = 256) -> torch.Tensor:
     outputs = []
     with evaluation_mode(conditioner):
-        for start in range(0, len(inputs), batch_size):
-            outputs.append(conditioner(inputs[start:start + batch_size].to(device)).flat().float().cpu())
+        for batch in memory.chunks(inputs, batch_size):
+            outputs.append(conditioner(batch.to(device)).flat().float().cpu())
     return torch.cat(outputs)
 
 

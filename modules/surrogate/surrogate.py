@@ -20,13 +20,11 @@ from modules.config.schema import DataConfig
 from modules.data.scaling import NodeScaler
 from modules.data.sweep_file import read_cases
 from modules.models.vae import HierarchicalVAE
+from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
 from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
-
-# Scaled cases held at once while the sweep is encoded.
-ENCODE_CHUNK_BYTES = 256 * 1024 ** 2
 
 
 @dataclass
@@ -76,10 +74,9 @@ class Surrogate:
         {"main" [cases, Lm], "hier" [cases, K, Lh], "flat", "flat_logvar" [cases, Lm + K*Lh]}."""
         mains, hiers, flats, logvars = [], [], [], []
         case_bytes = self.window.timesteps * self.window.nodes * 4
-        batch_size = max(1, min(batch_size, ENCODE_CHUNK_BYTES // case_bytes))
+        batch_size = min(batch_size, memory.items_per_chunk(case_bytes, memory.FIELD_BATCH_BYTES))
         with evaluation_mode(self.vae):
-            for start in range(0, self.window.num_cases, batch_size):
-                chunk = np.arange(start, min(start + batch_size, self.window.num_cases))
+            for chunk in memory.chunks(np.arange(self.window.num_cases), batch_size):
                 scaled = torch.as_tensor(self.scaler.transform(read_cases(array, chunk, self.window)))
                 code = self.vae.encode(scaled.transpose(1, 2).to(self.device))
                 mains.append(code.main_mu.float().cpu().numpy())
@@ -94,8 +91,7 @@ class Surrogate:
         """decode(encode(x)) with posterior means: [k, T, N] in and out, physical units."""
         out = np.empty(fields.shape, dtype=np.float32)
         with evaluation_mode(self.vae):
-            for start in range(0, len(fields), batch_size):
-                chunk = slice(start, start + batch_size)
+            for chunk in memory.chunk_slices(len(fields), batch_size):
                 scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
                 recon = self.vae(scaled.transpose(1, 2).to(self.device), use_mean=True).recon
                 out[chunk] = self.scaler.inverse(recon.transpose(1, 2).float().cpu().numpy())
@@ -105,8 +101,8 @@ class Surrogate:
         """Flat latent codes [k, Lm + K*Lh] -> fields [k, T, N] float32 in physical units."""
         parts = []
         with evaluation_mode(self.vae):
-            for start in range(0, len(flat), batch_size):
-                scaled = self.vae.decode_flat(flat[start:start + batch_size].to(self.device))
+            for batch in memory.chunks(flat, batch_size):
+                scaled = self.vae.decode_flat(batch.to(self.device))
                 parts.append(np.asarray(self.scaler.inverse(scaled.transpose(1, 2).float().cpu().numpy()),
                                         dtype=np.float32))
         return np.concatenate(parts) if parts else np.empty((0, self.vae.num_timesteps, self.vae.num_nodes),

@@ -16,6 +16,7 @@ from modules.data.prepared_sweep import PreparedSweep
 from modules.config.conditioner_rules import resolve_architecture
 from modules.models.conditioners import build_conditioner, count_parameters
 from modules.models.vae import HierarchicalVAE
+from modules.runtime import memory
 from modules.runtime.distributed import Runtime
 from modules.storage.run_directory import RunDirectory
 from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inputs, predict_latents,
@@ -92,10 +93,6 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     return trained, result, designs
 
 
-# Decoded fields held at once while the latent sensitivities are measured.
-SENSITIVITY_BATCH_BYTES = 256 * 2**20
-
-
 @torch.no_grad()
 def field_sensitivity(vae: HierarchicalVAE, train_latents: torch.Tensor,
                       node_weights: Optional[torch.Tensor]) -> torch.Tensor:
@@ -110,10 +107,9 @@ def field_sensitivity(vae: HierarchicalVAE, train_latents: torch.Tensor,
     latents = (mean[None] + steps).to(device)
     base = vae.decode_flat(mean[None].to(device)).float()  # [1, N, T]
     # Decoded a few at a time: at 95k nodes x 200 steps each field is 76 MB.
-    per_batch = max(1, SENSITIVITY_BATCH_BYTES // (base.numel() * 4))
     parts = []
-    for start in range(0, len(latents), per_batch):
-        change = (vae.decode_flat(latents[start:start + per_batch]).float() - base) ** 2
+    for batch in memory.chunks(latents, memory.items_per_chunk(base.numel() * 4, memory.FIELD_BATCH_BYTES)):
+        change = (vae.decode_flat(batch).float() - base) ** 2
         if node_weights is not None:
             change = change * node_weights.to(device)[None, :, None]
         parts.append(change.sum(dim=(1, 2)).cpu())

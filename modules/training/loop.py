@@ -32,6 +32,7 @@ from modules.training.checkpointing import Checkpointer, capture_rng_state, rest
 from modules.training.profiling import StepTimer, summarize
 from modules.training.stop_request import StopRequest
 from modules.training.run_log import RunLog
+from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.runtime.distributed import Runtime, unwrap
 
@@ -182,9 +183,7 @@ class Trainer:
         """
         sampler = self.runtime.sampler(dataset, shuffle=True, seed=self.settings.seed)
         sampler.set_epoch(epoch)  # a new order every epoch, the same on every rank
-        order = list(sampler)
-        size = self.rank_batch_size
-        return [order[start:start + size] for start in range(0, len(order), size)]
+        return list(memory.chunks(list(sampler), self.rank_batch_size))
 
     def _loader(self, dataset: Dataset, batches: List[List[int]], num_workers: int) -> DataLoader:
         # A private generator: creating a loader iterator otherwise draws from the global RNG, and a
@@ -314,7 +313,7 @@ class Trainer:
         indices = runtime.shard(len(dataset))
         weight_of_cases = 1.0 if indices else 0.0
         indices = indices or [0]
-        batches = [indices[i:i + self.rank_batch_size] for i in range(0, len(indices), self.rank_batch_size)]
+        batches = list(memory.chunks(indices, self.rank_batch_size))
         totals: Dict[str, float] = {}
         seen = 0
         rng = capture_rng_state()  # validation sampling must not shift the training random stream

@@ -24,17 +24,12 @@ from modules.training.projected_training import (ProjectedCases, ProjectedSweep,
 from modules.storage.run_directory import RunDirectory
 from modules.data.scaling import SCALED_LIMIT
 from modules.training.run_log import RunLog
+from modules.runtime import memory
 from modules.runtime.distributed import Runtime
 from modules.data.prepared_sweep import PreparedSweep
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
 from modules.models.vae import HierarchicalVAE
-
-# The linear path is initialised from at most this much of the training data (evenly spread cases).
-LINEAR_PATH_INIT_BYTES = 1024 ** 3
-# Cases read at a time when all training cases are projected onto the spatial modes.
-PROJECTION_CHUNK_BYTES = 256 * 1024 ** 2
-
 
 def loop_settings(config: RunConfig) -> LoopSettings:
     train = config.train
@@ -71,20 +66,19 @@ def scaled_cases(sweep: PreparedSweep, indices: np.ndarray, data: DataConfig) ->
 
 def initialise_from_pca(model: HierarchicalVAE, sweep: PreparedSweep, config: RunConfig) -> int:
     """Start the linear path at the factored PCA of the training cases: the spatial modes from (up to
-    LINEAR_PATH_INIT_BYTES of) evenly spread training cases, the space-time PCA of the projected fields
+    memory.LINEAR_PATH_INIT_BYTES of) evenly spread training cases, the space-time PCA of the projected fields
     from ALL training cases, read a chunk at a time (a 1 GiB subset is only ~14 cases of a 95k-node,
     200-step sweep: too few for dozens of components). Returns how many cases fixed the spatial modes."""
     data = config.data
     per_case = data.timesteps * data.nodes * 4
-    count = int(min(len(sweep.train_indices), max(2, LINEAR_PATH_INIT_BYTES // per_case)))
+    count = min(len(sweep.train_indices), max(2, memory.items_per_chunk(per_case, memory.LINEAR_PATH_INIT_BYTES)))
     chosen = sweep.train_indices[np.linspace(0, len(sweep.train_indices) - 1, count).round().astype(int)]
     weights = node_half_range(sweep) if config.train.physical_weighting else None
 
     spatial = spatial_pod(scaled_cases(sweep, chosen, data), config.model.encoder_filters[0], weights)
-    chunk = max(1, PROJECTION_CHUNK_BYTES // per_case)
-    projected = torch.cat([project_cases(scaled_cases(sweep, sweep.train_indices[start:start + chunk], data),
-                                         spatial, weights)
-                           for start in range(0, len(sweep.train_indices), chunk)])
+    chunk = memory.items_per_chunk(per_case, memory.FIELD_BATCH_BYTES)
+    projected = torch.cat([project_cases(scaled_cases(sweep, indices, data), spatial, weights)
+                           for indices in memory.chunks(sweep.train_indices, chunk)])
     model.initialise_linear_path(fit_coefficient_pca(projected, spatial, model.flat_latent_dim), node_weights=weights)
     return count
 
@@ -103,9 +97,8 @@ def project_all_cases(model: HierarchicalVAE, sweep: PreparedSweep, config: RunC
     to_physical = physical_conversion(sweep)
     if runtime.is_main:
         model.to(runtime.device)  # the trainer moves it there next anyway
-        chunk = max(1, PROJECTION_CHUNK_BYTES // (data.timesteps * data.nodes * 4))
-        for start in range(0, data.num_cases, chunk):
-            indices = np.arange(start, min(start + chunk, data.num_cases))
+        chunk = memory.items_per_chunk(data.timesteps * data.nodes * 4, memory.FIELD_BATCH_BYTES)
+        for indices in memory.chunks(np.arange(data.num_cases), chunk):
             fields = scaled_cases(sweep, indices, data).to(runtime.device)
             parts = project_fields(model, fields, node_weights, to_physical)
             for target, part in zip((coefficients, residual, norm_sq), parts):
