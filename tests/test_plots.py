@@ -242,36 +242,6 @@ def test_error_histogram_rejects_an_empty_model(tmp_path):
     assert plt.get_fignums() == []
 
 
-# ----------------------------------------------------------------------------- prediction band
-
-
-def test_prediction_band_reports_how_often_the_truth_is_inside(tmp_path, drawn):
-    mean = np.zeros((4, 3))
-    std = np.full((4, 3), 0.5)
-    truth = np.zeros((4, 3))
-    truth[2, 1] = 1.5  # outside mean ± 2 std = [-1, 1]: 11 of 12 points inside
-    path = tmp_path / "band.png"
-    assert_png(plots.plot_prediction_band(mean, std, truth, path, "samples", node_indices=[1, 2]), path)
-    fig = drawn[0]
-    assert fig.get_suptitle() == ("samples\ntruth inside the band at 91.7 % of all points "
-                                  "(95.4 % if calibrated Gaussian)")
-    assert titles(fig) == ["node 1 (chosen)\ntruth inside band at 75 % of timesteps",
-                           "node 2 (chosen)\ntruth inside band at 100 % of timesteps"]
-
-
-def test_prediction_band_without_truth_and_its_checks(tmp_path, drawn):
-    mean = np.outer(np.arange(4.0), np.arange(3.0))
-    std = np.array([[0.1, 0.9, 0.3]] * 4)
-    path = tmp_path / "band.png"
-    assert_png(plots.plot_prediction_band(mean, std, None, path, "samples"), path)
-    assert titles(drawn[0]) == ["node 1 (largest uncertainty)", "node 2 (largest variation)",
-                                "node 0 (median uncertainty)"]
-    with pytest.raises(ValueError, match=r"std has negative values \(min -0\.9\)"):
-        plots.plot_prediction_band(mean, -std, None, path, "bad")
-    with pytest.raises(ValueError, match=r"truth has shape \(4, 2\) but mean has shape \(4, 3\)"):
-        plots.plot_prediction_band(mean, std, np.zeros((4, 2)), path, "bad")
-
-
 # ----------------------------------------------------------------------------- files
 
 

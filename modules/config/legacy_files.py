@@ -218,8 +218,3 @@ def _assemble(values: Dict[str, Any], run_fields: Dict[str, Any]) -> RunConfig:
         sections.setdefault(section, {})[name] = value
     replaced = {section: dataclasses.replace(getattr(base, section), **fields) for section, fields in sections.items()}
     return dataclasses.replace(base, **replaced, **run_fields)
-
-
-def config_key_reference() -> List[Tuple[str, str]]:
-    """(condition.txt key, field path) pairs, for the README and --help."""
-    return [(key, field_path) for key, (field_path, _) in CONDITION_KEYS.items()]

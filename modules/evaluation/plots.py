@@ -256,69 +256,6 @@ def plot_error_histogram(errors_by_model: Mapping[str, np.ndarray], path: Option
         return _emit(fig, path)
 
 
-def plot_prediction_band(mean: np.ndarray, std: np.ndarray, truth: Optional[np.ndarray],
-                         path: Optional[PathLike], title: str = "Prediction band",
-                         node_indices: Optional[Sequence[int]] = None, num_std: float = 2.0) -> Optional[Path]:
-    """Mean ± num_std standard deviations over time at a few nodes (band from decoder samples).
-
-    mean, std, truth: [num_timesteps, num_nodes] in physical units; truth may be None. Given,
-    the titles report how often the truth lies inside the band, next to the share a calibrated
-    Gaussian would give.
-    node_indices: default largest uncertainty, largest variation, median uncertainty.
-    """
-    _check_output_path(path)
-    mean = np.asarray(mean, dtype=float)
-    std = np.asarray(std, dtype=float)
-    if mean.ndim != 2 or mean.shape != std.shape:
-        raise ValueError(f"plot_prediction_band: mean has shape {mean.shape} and std has shape {std.shape}; "
-                         "expected both [num_timesteps, num_nodes]. Fix: pass the mean and the standard "
-                         "deviation over decoder samples of the same case.")
-    if truth is not None:
-        truth = np.asarray(truth, dtype=float)
-        if truth.shape != mean.shape:
-            raise ValueError(f"plot_prediction_band: truth has shape {truth.shape} but mean has shape "
-                             f"{mean.shape}. Fix: pass the truth of the same case and window, or None.")
-    if np.any(std < 0):
-        raise ValueError(f"plot_prediction_band: std has negative values (min {np.nanmin(std):.3g}); "
-                         "expected standard deviations >= 0. Fix: pass samples.std(axis=0), not a difference.")
-    if not num_std > 0:
-        raise ValueError(f"plot_prediction_band: num_std must be > 0, got {num_std}")
-    num_timesteps, num_nodes = mean.shape
-    if node_indices is None:
-        spread = std.mean(axis=0)
-        nodes = _pick_distinct([
-            ("largest uncertainty", _descending(spread)),
-            ("largest variation", _descending(mean.var(axis=0))),
-            ("median uncertainty", _nearest_to_median(spread)),
-        ], count=min(3, num_nodes))
-    else:
-        nodes = [(index, "chosen") for index in _checked_indices(node_indices, num_nodes, "node_indices")]
-    lower, upper = mean - num_std * std, mean + num_std * std
-    inside = None if truth is None else (truth >= lower) & (truth <= upper)
-    expected = 100.0 * math.erf(num_std / math.sqrt(2.0))
-
-    with _figure(1, len(nodes), figsize=(5.0 * len(nodes), 4.0)) as (fig, axes):
-        timesteps = np.arange(num_timesteps)
-        marker = "o" if num_timesteps < _MARKER_BELOW else None
-        for ax, (node, reason) in zip(axes[0], nodes):
-            ax.fill_between(timesteps, lower[:, node], upper[:, node], alpha=0.3, color="tab:blue",
-                            label=f"mean ± {num_std:g} std")
-            ax.plot(timesteps, mean[:, node], color="tab:blue", marker=marker, markersize=3, label="mean")
-            node_title = f"node {node} ({reason})"
-            if truth is not None:
-                ax.plot(timesteps, truth[:, node], color="black", marker=marker, markersize=3, label="truth")
-                node_title += f"\ntruth inside band at {100.0 * inside[:, node].mean():.0f} % of timesteps"
-            ax.set_title(node_title, fontsize=10)
-            ax.set_xlabel("timestep")
-            ax.grid(True, alpha=0.3)
-        axes[0][0].set_ylabel("value")
-        axes[0][0].legend(fontsize=8)
-        coverage = "" if inside is None else (f"\ntruth inside the band at {100.0 * inside.mean():.1f} % of "
-                                              f"all points ({expected:.1f} % if calibrated Gaussian)")
-        fig.suptitle(title + coverage)
-        return _emit(fig, path)
-
-
 # ----------------------------------------------------------------------------- drawing helpers
 
 

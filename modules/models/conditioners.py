@@ -7,7 +7,6 @@ this file builds the one the config asks for.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from modules.config.conditioner_rules import resolve_architecture

@@ -1,7 +1,6 @@
 """Diagonal Gaussian used by every latent of the hierarchical VAE."""
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -27,12 +26,6 @@ class DiagonalNormal:
         self.mu = mu
         self.logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    @classmethod
-    def standard(cls, like: torch.Tensor) -> "DiagonalNormal":
-        """N(0, I) with the shape, dtype and device of `like`."""
-        zeros = torch.zeros_like(like)
-        return cls(zeros, zeros)
-
     @property
     def std(self) -> torch.Tensor:
         return torch.exp(0.5 * self.logvar)
@@ -41,16 +34,6 @@ class DiagonalNormal:
         """Reparameterised sample mu + std * eps, differentiable in mu and logvar."""
         eps = torch.randn(self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
         return self.mu + self.std * eps
-
-    def sample(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """A sample with no gradient."""
-        with torch.no_grad():
-            return self.rsample(generator)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """log density summed over the last dim -> [...]."""
-        squared = (value - self.mu) ** 2 * torch.exp(-self.logvar)
-        return -0.5 * (squared + self.logvar + math.log(2.0 * math.pi)).sum(dim=-1)
 
     # KL terms are computed in fp32: under bf16 autocast the "- 1 - logvar" cancellation
     # and the sum over dims would lose most of the digits of a small KL.

@@ -204,12 +204,8 @@ class HierarchicalVAE(nn.Module):
         for correction in decoder.posterior_heads:
             correction[-1].bias[self.cfg.latent_dim_hier:] = INITIAL_POSTERIOR_LOGVAR
 
-    def decode(self, z_main: torch.Tensor, z_hier: Optional[Sequence[torch.Tensor]] = None,
-               sample_prior: bool = False, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """z_main [B, Lm] (+ K x [B, Lh]) -> [B, N, T].
-
-        With z_hier None each level uses its prior mean (deterministic), or a prior
-        sample drawn with `generator` when `sample_prior`."""
+    def decode(self, z_main: torch.Tensor, z_hier: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """z_main [B, Lm] (+ K x [B, Lh]) -> [B, N, T]; with z_hier None each level uses its prior mean."""
         if z_main.dim() != 2 or z_main.shape[1] != self.cfg.latent_dim_main:
             raise ValueError(f"z_main has shape {tuple(z_main.shape)}, expected [batch, {self.cfg.latent_dim_main}]")
         if z_hier is not None:
@@ -218,17 +214,9 @@ class HierarchicalVAE(nn.Module):
             if len(z_hier) != self.num_hier_levels or any(tuple(z.shape) != expected for z in z_hier):
                 raise ValueError(f"z_hier has shapes {[tuple(z.shape) for z in z_hier]}, expected "
                                  f"{self.num_hier_levels} tensors of shape {list(expected)} (deep-to-shallow)")
-        return self.decoder(z_main, z_hier=z_hier, stochastic=sample_prior, generator=generator).recon
+        return self.decoder(z_main, z_hier=z_hier).recon
 
     def decode_flat(self, flat: torch.Tensor) -> torch.Tensor:
         """[B, Lm + K*Lh] laid out as `LatentCode.flat()` -> [B, N, T]."""
         z_main, z_hier = self.layout.split(flat)
         return self.decode(z_main, z_hier)
-
-    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """[S, N, T] drawn from the prior: z_main ~ N(0, I), each z_k ~ p(z_k | above).
-        `generator` must live on the model's device."""
-        reference = next(self.parameters())
-        z_main = torch.randn(num_samples, self.cfg.latent_dim_main, generator=generator,
-                             device=reference.device, dtype=reference.dtype)
-        return self.decode(z_main, sample_prior=True, generator=generator)

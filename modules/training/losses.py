@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from modules.config.schema import LOSS_TYPE_NAMES, TrainConfig
-from modules.models.distributions import DiagonalNormal
 from modules.models.vae import VAEOutput
 
 
@@ -51,18 +50,6 @@ def physical_node_weights(half_range: torch.Tensor) -> torch.Tensor:
     (half_range**2), normalised to mean 1 so alpha keeps its meaning."""
     squared = half_range.double() ** 2
     return (squared / squared.mean().clamp_min(1e-300)).float()
-
-
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: Optional[torch.Tensor] = None,
-                logvar_p: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) summed over the last dim -> [B].
-    Without mu_p/logvar_p the prior is N(0, I)."""
-    q = DiagonalNormal(mu_q, logvar_q)
-    if mu_p is None and logvar_p is None:
-        return q.kl_standard()
-    if mu_p is None or logvar_p is None:
-        raise ValueError("gaussian_kl: give both mu_p and logvar_p, or neither for a standard-normal prior")
-    return q.kl(DiagonalNormal(mu_p, logvar_p))
 
 
 def kl_weight(epoch: int, cfg: TrainConfig) -> float:
