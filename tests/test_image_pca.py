@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from modules.storage.state_files import load_state, save_state
-from modules.data.design_files import InputScaler
+from modules.data.input_scaler import InputScaler
 from modules.models.conditioner_mlp import ParametricConditioner
 from modules.surrogate.conditioner_bundle import load_conditioner_bundle
 from modules.config.validation import validate

@@ -7,7 +7,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from modules.data.design_files import IMAGE_EXTENSIONS, load_images_from_paths, load_parameter_table, natural_sort_key
+from modules.data.design_files import natural_sort_key
+from modules.data.design_images import IMAGE_EXTENSIONS, load_images_from_paths
+from modules.data.design_tables import load_parameter_table
 from modules.errors import DataError, SimulGenError
 from modules.runtime.devices import choose_device
 from modules.storage.array_files import refuse_existing, save_array

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from modules.data.design_files import InputScaler, load_images, load_parameter_table
+from modules.data.design_images import load_images
+from modules.data.design_tables import load_parameter_table
+from modules.data.input_scaler import InputScaler
 from modules.config.schema import ConditionerConfig
 from modules.errors import DataError
 from modules.data.datasets import FieldDataset

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from modules.config.schema import ConditionerConfig, RunConfig
-from modules.data.design_files import InputScaler
+from modules.data.input_scaler import InputScaler
 from modules.data.designs import scaled_inputs
 from modules.data.image_pca import ImagePCA
 from modules.errors import CheckpointError

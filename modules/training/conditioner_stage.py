@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from modules.config.schema import RunConfig
-from modules.data.design_files import InputScaler
+from modules.data.input_scaler import InputScaler
 from modules.data.designs import DesignDataset, load_design_array, scaled_inputs
 from modules.data.image_pca import ImagePCA
 from modules.data.prepared_sweep import PreparedSweep
