@@ -165,3 +165,11 @@ def test_both_stages_take_their_settings_from_the_config_the_same_way():
     for stage in (vae, lc):
         assert (stage.lr_schedule, stage.min_lr_fraction, stage.grad_clip, stage.checkpoint_every, stage.seed) == \
             ("constant", 0.2, 2.0, 3, 5)
+
+
+def test_progress_bars_switch_themselves_off_when_output_is_not_a_terminal(tmp_path, capsys):
+    trainer = build(tmp_path, NoisyObjective(), epochs=2)
+    trainer.log = RunLog(tmp_path / "log.txt", None, show_progress=True, stream=io.StringIO())
+    trainer.fit(*make_data())
+    captured = capsys.readouterr()  # pytest's capture is not a terminal, as a pipe or a log file is not
+    assert "it/s" not in captured.err and "%|" not in captured.err

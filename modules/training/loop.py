@@ -260,7 +260,8 @@ class Trainer:
         seen = 0
         bar = tqdm(self._loader(dataset, remaining, num_workers), total=len(batches), initial=self.batches_done,
                    desc=f"{settings.name} epoch {self.epoch + 1}/{settings.epochs}", leave=False,
-                   disable=not runtime.is_main or not self.log.show_progress, dynamic_ncols=True)
+                   # None: tqdm switches itself off when stderr is not a terminal (a piped or logged run).
+                   disable=None if runtime.is_main and self.log.show_progress else True, dynamic_ncols=True)
         batches_iter = iter(bar)
         while True:
             with self.timer.phase("data"):
@@ -358,7 +359,7 @@ class Trainer:
         parts += [f"{key} {value:.4g}" for key, value in train_metrics.items()]
         parts += [f"val_{key} {value:.4g}" for key, value in val_metrics.items() if key in ("loss", "recon")]
         parts += [f"lr {lr:.2e}", f"eta {_format_seconds(eta)}"]
-        self.log.epoch_line("  ".join(parts))
+        self.log.info("  ".join(parts))
         scalars = {f"train/{k}": v for k, v in train_metrics.items()}
         scalars.update({f"val/{k}": v for k, v in val_metrics.items()})
         scalars["lr"] = lr

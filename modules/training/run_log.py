@@ -1,14 +1,25 @@
 """What a run tells the user: console lines, a plain-text log and TensorBoard scalars.
 
-Only rank 0 writes anything; other ranks get a silent log. TensorBoard is
-imported lazily so commands that never train do not pay for it.
+Messages go through a `logging.Logger` of this run: one handler prints them as they are, a FileHandler
+(opened at the first message, then kept open) adds a time stamp to each line of the log file. Only rank 0 writes anything;
+other ranks get a silent log. TensorBoard is imported lazily so commands that never train do not pay for it.
 """
 from __future__ import annotations
 
+import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional, TextIO
+
+STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class StampedLines(logging.Formatter):
+    """Each line of a message after the record's time: a multi-line table stays aligned in the file."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, STAMP_FORMAT)
+        return "\n".join(f"{stamp}  {line}" for line in (record.getMessage().splitlines() or [""]))
 
 
 class RunLog:
@@ -18,30 +29,25 @@ class RunLog:
                  show_progress: bool = True, stream: TextIO = sys.stdout):
         self.enabled = enabled
         self.show_progress = show_progress and enabled
-        self.stream = stream
-        self.log_file = log_file if enabled else None
         self.tensorboard_dir = tensorboard_dir if enabled else None
         self._writers: Dict[str, Any] = {}
-        if self.log_file is not None:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        # A logger of its own, outside logging's tree: nothing the user's or a library's logging setup does
+        # reaches this run's console lines or file, and two runs in one process stay apart.
+        self.logger = logging.Logger("simulgenvae.run", logging.INFO)
+        if not enabled:
+            return
+        console = logging.StreamHandler(stream)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        self.logger.addHandler(console)
+        if log_file is not None:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            # delay: the file appears with the first line, so a run refused before it logs leaves no file.
+            file = logging.FileHandler(log_file, mode="a", encoding="utf-8", delay=True)
+            file.setFormatter(StampedLines())
+            self.logger.addHandler(file)
 
     def info(self, message: str) -> None:
-        if not self.enabled:
-            return
-        print(message, file=self.stream, flush=True)
-        self._append(message)
-
-    def epoch_line(self, message: str) -> None:
-        """Per-epoch summary: always in the log file, on the console too."""
-        self.info(message)
-
-    def _append(self, message: str) -> None:
-        if self.log_file is None:
-            return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.log_file, "a", encoding="utf-8") as handle:
-            for line in message.splitlines() or [""]:
-                handle.write(f"{stamp}  {line}\n")
+        self.logger.info(message)
 
     def scalars(self, stage: str, values: Dict[str, float], step: int) -> None:
         if self.tensorboard_dir is None:
@@ -56,6 +62,9 @@ class RunLog:
         writer.flush()
 
     def close(self) -> None:
+        for handler in list(self.logger.handlers):
+            handler.close()
+            self.logger.removeHandler(handler)
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
