@@ -77,27 +77,43 @@ def test_configure_backend_for_showing_on_a_file_only_backend_raises():
 # ----------------------------------------------------------------------------- loss curves
 
 
-def test_loss_curves_log_scale_losses_and_separate_beta_and_lr_axes(tmp_path, drawn):
-    history = {"train_loss": [1.0, 0.5, 0.3, 0.2], "val_loss": [1.2, 0.6, 0.25, 0.4],
-               "recon": [0.9, 0.4, 0.2, 0.1], "kl": [3.0, 2.0, 1.5, 1.2],
-               "beta": [1e-7, 1e-5, 1e-3, 1e-3], "lr": [1e-3, 8e-4, 5e-4, 1e-4], "epoch": [1, 2, 3, 4]}
+def test_loss_curves_draw_one_panel_per_quantity_with_train_and_validation_together(tmp_path, drawn):
+    history = {"train_loss": [1.0, 0.5, 0.3, 0.2], "train_recon": [0.9, 0.4, 0.2, 0.1],
+               "train_kl": [3.0, 2.0, 1.5, 1.2], "train_beta": [1e-7, 1e-5, 1e-3, 1e-3],
+               "val_loss": [1.2, 0.6, 0.25, 0.4], "val_recon": [1.0, 0.5, 0.3, 0.35], "val_kl": [3.1, 2.2, 1.6, 1.3],
+               "val_beta": [1e-7, 1e-5, 1e-3, 1e-3], "val_selection": [0.05, 0.04, 0.03, 0.035],
+               "lr": [1e-3, 8e-4, 5e-4, 1e-4], "epoch": [1, 2, 3, 4]}
     path = tmp_path / "loss.png"
-    assert_png(plots.plot_loss_curves(history, path, "VAE"), path)
-    axes = drawn[0].axes
-    assert [ax.get_ylabel() for ax in axes] == ["loss", "beta", "lr"]
-    assert [ax.get_yscale() for ax in axes] == ["log", "log", "log"]
-    loss_labels = [text.get_text() for text in axes[0].get_legend().get_texts()]
-    assert "best val_loss 0.25 at epoch 3" in loss_labels
-    assert len(axes[0].get_lines()) == 5  # 4 losses + the best-epoch marker; beta/lr/epoch are not losses
+    assert_png(plots.plot_loss_curves(history, path, "VAE", kept_epoch=3, kept_value=0.03), path)
+    fig = drawn[0]
+    assert fig.get_suptitle() == "VAE; kept epoch 3"
+    assert titles(fig) == ["reconstruction loss", "KL divergence (all levels)", "selection metric (the lowest is kept)",
+                           "loss (what training minimises)", "KL weight (beta)", "learning rate"]
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    legend = {name: [text.get_text() for text in ax.get_legend().get_texts()] for name, ax in panels.items()}
+    assert legend["reconstruction loss"] == ["train (last 0.1)", "val (last 0.35)", "kept: epoch 3"]
+    assert legend["KL weight (beta)"] == ["train (last 0.001)", "kept: epoch 3"]  # val is the same curve: once
+    assert legend["learning rate"] == ["lr (last 0.0001)", "kept: epoch 3"]
+    # the value that chose the kept epoch is marked where it was chosen, on the selection metric
+    assert legend["selection metric (the lowest is kept)"] == ["val (last 0.035)", "kept: epoch 3", "kept value 0.03"]
+    # every panel marks the kept epoch; values spanning decades get a log axis, the others a linear one
+    assert all([3, 3] in [np.asarray(line.get_xdata()).tolist() for line in ax.get_lines()] for ax in fig.axes)
+    assert {name: ax.get_yscale() for name, ax in panels.items()} == {
+        "reconstruction loss": "linear", "KL divergence (all levels)": "linear",
+        "selection metric (the lowest is kept)": "linear", "loss (what training minimises)": "linear", "KL weight (beta)": "log",
+        "learning rate": "linear"}
 
 
-def test_loss_curves_single_epoch_and_non_positive_values_use_linear_scale(tmp_path, drawn):
+def test_loss_curves_single_epoch_non_positive_values_and_a_kept_start(tmp_path, drawn):
     path = tmp_path / "loss.png"
-    assert_png(plots.plot_loss_curves({"train_loss": [0.5], "kl": [0.0]}, path, "one epoch"), path)
-    (ax,) = drawn[0].axes
-    assert ax.get_yscale() == "linear"
-    assert ax.get_ylabel() == "loss (linear scale: has values <= 0)"
-    assert [line.get_xdata().tolist() for line in ax.get_lines()] == [[1], [1]]
+    assert_png(plots.plot_loss_curves({"train_loss": [0.5], "train_kl": [0.0]}, path, "one epoch", kept_epoch=0),
+               path)
+    fig = drawn[0]
+    assert titles(fig) == ["KL divergence (all levels)", "loss (what training minimises)"]
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear", "linear"]
+    assert [np.asarray(line.get_xdata()).tolist() for line in fig.axes[0].get_lines()] == [[1], [0, 0]]
+    assert fig.get_suptitle() == "one epoch; kept the weights before training (no epoch beat them)"
+    assert [text.get_text() for text in fig.axes[0].get_legend().get_texts()] == ["train (last 0)", "kept: the start"]
 
 
 def test_loss_curves_without_values_raises(tmp_path):

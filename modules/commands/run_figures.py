@@ -33,7 +33,8 @@ class RunFigures:
     def vae(self, evaluation: VAEEvaluation, result: Optional[TrainingResult]) -> None:
         plots = self.plots
         if result is not None:
-            plots.plot_loss_curves(result.history, self.target("vae_loss_curves.png"), "VAE training")
+            plots.plot_loss_curves(result.history, self.target("vae_loss_curves.png"), "VAE training",
+                                   kept_epoch=result.best_epoch + 1, kept_value=result.best_val_loss)
         plots.plot_error_histogram({"VAE": evaluation.vae_val, "PCA": evaluation.pca_val},
                                    self.target("vae_vs_pca_errors.png"), "Validation reconstruction error")
         self._dual_views(evaluation.vae_val, evaluation.val_reconstructions, "vae_{label}_case.png",
@@ -46,7 +47,8 @@ class RunFigures:
         plots = self.plots
         if result is not None:
             plots.plot_loss_curves(result.history, self.target("conditioner_loss_curves.png"),
-                                   "Latent conditioner training")
+                                   "Latent conditioner training", kept_epoch=result.best_epoch + 1,
+                                   kept_value=result.best_val_loss)
         plots.plot_parity(evaluation.val_latents_true, evaluation.val_latents_predicted,
                           self.target("latent_parity.png"), "Predicted vs VAE latent codes, validation designs",
                           num_main=num_main_latents)

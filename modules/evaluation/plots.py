@@ -15,7 +15,7 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -31,11 +31,20 @@ DPI = 100
 
 # Backends that can only write files; matplotlib falls back to "agg" by itself when there is no display.
 _FILE_ONLY_BACKENDS = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
-_SIDE_PANEL_KEYS = ("beta", "lr", "learning_rate")
+# Panels of the loss-curve figure: the quantities in this order (others after them), with these titles.
+_QUANTITY_ORDER = ("recon", "kl", "selection", "loss", "field", "latent", "beta", "lr")
+_QUANTITY_TITLES = {"recon": "reconstruction loss", "kl": "KL divergence (all levels)",
+                    "selection": "selection metric (the lowest is kept)", "loss": "loss (what training minimises)",
+                    "field": "field loss (end-to-end)", "latent": "latent distance (end-to-end)",
+                    "beta": "KL weight (beta)", "lr": "learning rate"}
+# A panel gets a log axis when its values are positive and span more than this factor.
+_LOG_SPAN = 10.0
 _IGNORED_HISTORY_KEYS = ("epoch",)
 # Fractions of the time window shown as early/middle/late; t=0 is skipped because it is
 # usually the uniform initial condition and says nothing about the surrogate.
 _TIME_FRACTIONS = ((0.1, "early"), (0.5, "middle"), (1.0, "late"))
+_LABEL_OFFSETS = ((4, 4), (4, -10), (-4, 4), (-4, -10))  # points from a marked node to its label
+_HISTOGRAM_STYLES = ("solid", (0, (6, 3)), (0, (1, 2)))
 _MARKER_BELOW = 30  # draw point markers when a series is this short, so 1-point series are visible
 
 NodeChoice = Tuple[int, str]  # (index, why it was chosen)
@@ -58,11 +67,17 @@ def configure_backend(show: bool) -> None:
 
 
 def plot_loss_curves(history: Mapping[str, Sequence[float]], path: Optional[PathLike],
-                     title: str = "Training history") -> Optional[Path]:
-    """Loss curves over epochs, log-scale y, with beta and learning rate on their own axes.
+                     title: str = "Training history", kept_epoch: Optional[int] = None,
+                     kept_value: Optional[float] = None) -> Optional[Path]:
+    """One panel per quantity over epochs, so every axis holds one unit: the training and validation
+    values of a quantity share its panel ('train_recon' and 'val_recon' -> 'reconstruction loss'); the
+    learning rate and the KL weight have their own.
 
-    history: one list per quantity with one value per epoch, e.g. train_loss, val_loss,
-    recon, kl, beta, lr. Empty lists are skipped; 'epoch' is ignored.
+    history: one list per key with one value per epoch, e.g. train_loss, val_loss, train_kl, lr. Empty
+    lists are skipped; 'epoch' is ignored. kept_epoch: the epoch whose weights were kept (1-based; 0 = the
+    weights before training), drawn as a dashed line in every panel. kept_value: its validation value of
+    the metric that chose it ('selection', else 'loss'), marked in that panel (the weights before training
+    have no other point there).
     """
     _check_output_path(path)
     series = {key: np.asarray(values, dtype=float).ravel() for key, values in history.items()
@@ -70,30 +85,53 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: Optional[Path
     if not series:
         raise ValueError("plot_loss_curves: history holds no values; expected one list per quantity with "
                          "one value per epoch, e.g. {'train_loss': [0.5, 0.3], 'val_loss': [0.6, 0.4]}")
-    losses = {key: values for key, values in series.items() if key not in _SIDE_PANEL_KEYS}
-    panels = [("loss", losses)] if losses else []
-    panels += [(key, {key: series[key]}) for key in _SIDE_PANEL_KEYS if key in series]
-
-    with _figure(1, len(panels), figsize=(5.5 * len(panels), 4.5)) as (fig, axes):
-        for ax, (panel_name, panel_series) in zip(axes[0], panels):
-            for key, values in panel_series.items():
+    panels = _quantity_panels(series)
+    chosen_by = "selection" if "selection" in panels else "loss"
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    with _figure(rows, columns, figsize=(5.0 * columns, 3.4 * rows)) as (fig, axes):
+        for ax, (quantity, curves) in zip(axes.flat, panels.items()):
+            for label, values in curves.items():
                 epochs = np.arange(1, values.size + 1)
-                marker = "o" if values.size < _MARKER_BELOW else None
-                lines = ax.plot(epochs, values, marker=marker, markersize=3,
-                                label=f"{key} (last {values[-1]:.3g})")
-                if key.startswith("val") and np.isfinite(values).any():
-                    best = int(np.nanargmin(values))
-                    ax.plot(epochs[best], values[best], marker="*", markersize=11, linestyle="none",
-                            color=lines[0].get_color(),
-                            label=f"best {key} {values[best]:.3g} at epoch {best + 1}")
-            log_scale = _all_positive(np.concatenate(list(panel_series.values())))
+                ax.plot(epochs, values, marker="o" if values.size < _MARKER_BELOW else None, markersize=3,
+                        label=f"{label} (last {values[-1]:.3g})")
+            if kept_epoch is not None:
+                ax.axvline(kept_epoch, color="black", linestyle="--", linewidth=1,
+                           label=f"kept: epoch {kept_epoch}" if kept_epoch > 0 else "kept: the start")
+                if kept_value is not None and quantity == chosen_by:
+                    ax.plot([kept_epoch], [kept_value], marker="*", markersize=12, color="black", linestyle="none",
+                            label=f"kept value {kept_value:.3g}")
+            pooled = np.concatenate(list(curves.values())
+                                    + ([[kept_value]] if kept_value is not None and quantity == chosen_by else []))
+            log_scale = _all_positive(pooled) and np.nanmax(pooled) > _LOG_SPAN * np.nanmin(pooled)
             ax.set_yscale("log" if log_scale else "linear")
+            ax.set_title(_QUANTITY_TITLES.get(quantity, quantity.replace("_", " ")), fontsize=10)
             ax.set_xlabel("epoch")
-            ax.set_ylabel(panel_name + ("" if log_scale else " (linear scale: has values <= 0)"))
             ax.grid(True, which="major", alpha=0.3)
             ax.legend(fontsize=8)
-        fig.suptitle(title)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.remove()
+        kept = "" if kept_epoch is None else (f"; kept epoch {kept_epoch}" if kept_epoch > 0 else
+                                               "; kept the weights before training (no epoch beat them)")
+        fig.suptitle(title + kept)
         return _emit(fig, path)
+
+
+def _quantity_panels(series: Mapping[str, np.ndarray]) -> Dict[str, Dict[str, np.ndarray]]:
+    """{quantity: {"train" / "val" / key: values}} in _QUANTITY_ORDER, then the others as they come; a
+    validation curve equal to the training one (e.g. the KL weight) is drawn once."""
+    panels: Dict[str, Dict[str, np.ndarray]] = {}
+    for key, values in series.items():
+        split, _, quantity = key.partition("_")
+        if split not in ("train", "val") or not quantity:
+            split, quantity = key, key
+        train = panels.get(quantity, {}).get("train")
+        if split == "val" and train is not None and train.shape == values.shape and np.allclose(train, values,
+                                                                                                rtol=1e-9, atol=0):
+            continue
+        panels.setdefault(quantity, {})[split] = values
+    rank = {quantity: index for index, quantity in enumerate(_QUANTITY_ORDER)}
+    return dict(sorted(panels.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 def plot_dual_view(truth: np.ndarray, prediction: np.ndarray, path: Optional[PathLike], title: str,
@@ -245,7 +283,10 @@ def plot_error_histogram(errors_by_model: Mapping[str, np.ndarray], path: Option
                 continue
             median, p95 = np.percentile(finite, [50, 95])
             ax.hist(finite, bins=edges, histtype="stepfilled", alpha=0.25, color=color)
+            # Each model its own line style: models with the same errors (VAE = PCA) stay visible on top of
+            # each other.
             ax.hist(finite, bins=edges, histtype="step", linewidth=1.5, color=color,
+                    linestyle=_HISTOGRAM_STYLES[model_index % len(_HISTOGRAM_STYLES)],
                     label=f"{name}: {finite.size} cases, median {median:.2f} %, 95th pct {p95:.2f} %{skipped}")
             ax.axvline(median, color=color, linestyle="--", linewidth=1)
         ax.set_xlabel("relative L2 error [%]")
@@ -312,12 +353,14 @@ def _draw_maps(fig, map_rows, triangulation, axis_names, truth, prediction, abs_
                                          vmin=0.0, vmax=max(_finite_range(abs_error[time])[1], 0.0))
         ax_error.set_title(f"|error|, timestep {time}", fontsize=10)
         fig.colorbar(error_image, ax=ax_error, shrink=0.8, label="|error|")
-        # Mark the nodes of rows 1-2 so the two views can be read together.
-        for node, _ in nodes:
+        # Mark the nodes of rows 1-2 so the two views can be read together; each label on its own side, as
+        # the chosen nodes are often neighbours (largest variation and largest error).
+        for index, (node, _) in enumerate(nodes):
+            offset = _LABEL_OFFSETS[index % len(_LABEL_OFFSETS)]
             ax_truth.plot(triangulation.x[node], triangulation.y[node], marker="o", markersize=6,
                           markerfacecolor="none", markeredgecolor="red")
             ax_truth.annotate(str(node), (triangulation.x[node], triangulation.y[node]), fontsize=7, color="red",
-                              xytext=(3, 3), textcoords="offset points")
+                              xytext=offset, textcoords="offset points", ha="right" if offset[0] < 0 else "left")
         for ax in (ax_truth, ax_prediction, ax_error):
             ax.set_aspect("equal")
             ax.set_xlabel(x_name)
