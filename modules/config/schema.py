@@ -1,7 +1,7 @@
 """The one typed configuration of a run.
 
 `RunConfig` is built once (defaults < preset.txt/condition.txt < command line) by
-`config_files.load_run_config` and passed down whole or by section. Nothing after
+`legacy_files.load_run_config` and passed down whole or by section. Nothing after
 that reads argv, environment variables or config files.
 
 Each section's `problems()` returns every rule it breaks as a ConfigIssue keyed by

@@ -74,7 +74,7 @@ def accumulate_case_gram(array: np.ndarray, data: DataConfig, train_indices: Seq
 
 
 def relative_errors(gram: CaseGram, indices: Sequence[int], squared_errors: np.ndarray) -> np.ndarray:
-    """sqrt(error^2) / ||x|| per case (the absolute error where ||x|| = 0), as evaluate.relative_l2_per_case."""
+    """sqrt(error^2) / ||x|| per case (the absolute error where ||x|| = 0), as metrics.relative_l2_per_case."""
     indices = np.asarray(indices, dtype=np.int64)
     # error^2 is a difference of Gram sums: a true 0 (a training case inside its own PCA span) can come
     # out as -1e-16 * ||x||^2 from round-off, and its square root must be 0, not NaN.

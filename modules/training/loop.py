@@ -8,7 +8,7 @@ the 'last' and 'best' checkpoints and a clean stop on Ctrl-C or SIGTERM that can
 be resumed exactly. What a checkpoint holds and how it is written and read is
 checkpointing.py's.
 
-Under DDP (see runtime.py) every rank runs this same loop on its shard: the
+Under DDP (see runtime/distributed.py) every rank runs this same loop on its shard: the
 global batch stays settings.batch_size, the logged metrics are means over all
 ranks' samples, only rank 0 writes, and each rank's random stream is saved so
 a restarted group continues exactly.

@@ -117,8 +117,8 @@ def build_physics_loss(config: RunConfig, sweep: PreparedSweep, log: RunLog) -> 
         return None
     edges = None
     if physics.spatial_weight > 0:
-        # Relative paths in condition.txt start in the working directory: the base train_run gives
-        # sweep_data.load_coordinates for coordinates_path.
+        # Relative paths in condition.txt start in the working directory, as for coordinates_path
+        # (prepared_sweep.load_coordinates).
         graph = build_mesh_graph(physics, config.data, sweep.coordinates, Path.cwd())
         edges = torch.as_tensor(graph.edges)
         log.info(f"VAE: physics spatial term on {graph.describe()}")
