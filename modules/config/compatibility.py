@@ -13,6 +13,8 @@ VAE_DATA_FIELDS = ("num_cases", "num_timesteps", "num_nodes", "num_timesteps_use
 # Training settings that change where or how often a run writes, not what it learns.
 VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "keep_checkpoints",
                                     "early_stopping_patience")
+# Training settings the conditioner takes from TrainConfig and learns differently with.
+CONDITIONER_TRAIN_FIELDS = ("lr_schedule", "min_lr_fraction", "grad_clip", "seed")
 
 
 def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
@@ -25,6 +27,8 @@ def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
                     if key not in VAE_TRAIN_FIELDS_THAT_MAY_CHANGE}
         return {"model": model, "data": window, "train": training}
     if stage == "conditioner":
+        # The schedule it shares with the VAE: a cosine schedule's state cannot continue as a constant one.
+        schedule = {name: getattr(config.train, name) for name in CONDITIONER_TRAIN_FIELDS}
         return {"conditioner": dataclasses.asdict(config.conditioner),
-                "end_to_end": dataclasses.asdict(config.end_to_end), "model": model}
+                "end_to_end": dataclasses.asdict(config.end_to_end), "model": model, "train": schedule}
     raise ValueError(f"must_match: unknown stage {stage!r}; stages are 'vae' and 'conditioner'")

@@ -1,0 +1,32 @@
+"""The settings a saved stage must share with the run that resumes or reuses it."""
+from __future__ import annotations
+
+import dataclasses
+
+from modules.config.compatibility import must_match
+from modules.config.schema import RunConfig, TrainConfig
+from modules.storage.state_files import differing_keys
+
+
+def with_train(**changes) -> RunConfig:
+    return RunConfig(train=dataclasses.replace(TrainConfig(), **changes))
+
+
+def test_the_schedule_binds_both_stages_and_where_or_how_often_a_run_writes_binds_neither():
+    base = RunConfig()
+    for stage in ("vae", "conditioner"):
+        assert differing_keys(must_match(base, stage), must_match(with_train(lr_schedule="constant"), stage)) == \
+            ["train.lr_schedule: saved 'cosine', now 'constant'"]
+        for free in (dict(device="cpu"), dict(checkpoint_every=5), dict(keep_checkpoints=3), dict(amp=False)):
+            assert differing_keys(must_match(base, stage), must_match(with_train(**free), stage)) == [], (stage, free)
+
+
+def test_the_vae_is_bound_by_its_window_and_split_the_conditioner_by_its_own_settings():
+    base = RunConfig()
+    other_split = dataclasses.replace(base, data=dataclasses.replace(base.data, split_seed=3))
+    assert differing_keys(must_match(base, "vae"), must_match(other_split, "vae")) == \
+        ["data.split_seed: saved 0, now 3"]
+    other_lc = dataclasses.replace(base, conditioner=dataclasses.replace(base.conditioner, epochs=7))
+    assert differing_keys(must_match(base, "conditioner"), must_match(other_lc, "conditioner")) == \
+        ["conditioner.epochs: saved 200, now 7"]
+    assert must_match(base, "vae")["model"] == must_match(base, "conditioner")["model"]
