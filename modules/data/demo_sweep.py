@@ -34,6 +34,7 @@ from typing import Dict, List, Tuple, Union
 
 import numpy as np
 from PIL import Image
+from scipy.stats import qmc
 
 from modules.storage.atomic_files import replace_atomically
 from modules.errors import ConfigError, ConfigIssue, DataError
@@ -176,9 +177,9 @@ class DemoSweep:
 
 
 def latin_hypercube(num_samples: int, num_dims: int, rng: np.random.Generator) -> np.ndarray:
-    """[num_samples, num_dims] in [0, 1): exactly one sample in each of num_samples strata per dimension."""
-    strata = np.stack([rng.permutation(num_samples) for _ in range(num_dims)], axis=1)
-    return (strata + rng.random((num_samples, num_dims))) / num_samples
+    """[num_samples, num_dims] in [0, 1): exactly one sample in each of num_samples strata per dimension
+    (scipy's Latin hypercube, each sample placed at random within its stratum)."""
+    return qmc.LatinHypercube(d=num_dims, seed=rng).random(num_samples)
 
 
 def _unit_to_range(unit: np.ndarray, bounds: Tuple[float, float]) -> np.ndarray:
