@@ -105,17 +105,20 @@ DECODER_HEADS_UNUSED_BY_DECODE_FLAT = ("prior_summaries", "prior_heads", "poster
 
 
 class ConditionedDecoder(torch.nn.Module):
-    """design -> conditioner -> VAE decoder -> scaled field [B, N, T]; the end-to-end model."""
+    """design -> conditioner -> VAE decoder -> scaled field [B, N, T]; the end-to-end model.
+
+    It only ever turns requires_grad off: what the VAE's own design froze (the PCA bases of the linear
+    path) stays frozen under e2e_finetune_decoder 1, whatever the model freezes, and the trainer's
+    optimiser only receives parameters that require a gradient."""
 
     def __init__(self, conditioner: torch.nn.Module, vae: torch.nn.Module, finetune_decoder: bool):
         super().__init__()
         self.conditioner = conditioner
         self.vae = vae
+        trainable = {id(parameter) for name, parameter in vae.decoder.named_parameters()
+                     if finetune_decoder and name.split(".")[0] not in DECODER_HEADS_UNUSED_BY_DECODE_FLAT}
         for parameter in vae.parameters():
-            parameter.requires_grad_(False)
-        for name, parameter in vae.decoder.named_parameters():
-            used = name.split(".")[0] not in DECODER_HEADS_UNUSED_BY_DECODE_FLAT
-            parameter.requires_grad_(finetune_decoder and used)
+            parameter.requires_grad_(parameter.requires_grad and id(parameter) in trainable)
 
     def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         flat = self.conditioner(inputs).flat()
