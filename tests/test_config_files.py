@@ -1,31 +1,15 @@
 """preset.txt / condition.txt parsing: the legacy fixtures, and every broken variant's message."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from modules.config.legacy_files import load_run_config
 from modules.errors import ConfigError
+from legacy_fixture import as_the_legacy_tool_ships_it, edit, legacy_copy
 
-# A copy of ../shared/fixtures/legacy: the exact files existing users keep (kept in the repo so CI never skips).
-LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def legacy_copy(tmp_path: Path) -> tuple:
-    """The legacy fixture pair, copied so a test can edit it."""
-    preset, condition = tmp_path / "preset.txt", tmp_path / "condition.txt"
-    shutil.copy(LEGACY / "preset.txt", preset)
-    shutil.copy(LEGACY / "condition.txt", condition)
-    return preset, condition
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"fixture no longer contains {old!r}"
-    path.write_text(text.replace(old, new, 1))
 
 
 def line_of(path: Path, fragment: str) -> int:
@@ -58,6 +42,21 @@ def test_legacy_fixture_parses_to_the_values_written(tmp_path):
     assert config.end_to_end.loss_function == "SmoothL1" and config.end_to_end.recon_weight == 500
     assert config.end_to_end.vae_model_path == "model_save/SimulGen-VAE"
     assert notices == []
+
+
+def test_the_legacy_image_condition_file_with_num_param_0_is_accepted(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    as_the_legacy_tool_ships_it(condition)
+    config, _ = load_run_config(preset, condition)
+    assert config.conditioner.input_type == "image" and config.conditioner.num_params == 0
+    assert config.end_to_end.enabled and config.conditioner.use_spatial_attention
+
+
+def test_csv_designs_still_need_a_positive_num_param(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "num_param\t5", "num_param\t0")
+    assert (f"{condition}:{line_of(condition, 'num_param')}, key 'num_param': must be positive for CSV designs "
+            f"(input_type csvs), got 0\n    fix: set num_param to the CSV column count") in problems(preset, condition)
 
 
 def test_repo_demo_files_parse(tmp_path):

@@ -14,6 +14,7 @@ import torch
 
 from modules.storage.state_files import load_state
 from modules.training.objectives import VAEObjective
+from legacy_fixture import as_the_legacy_tool_ships_it, edit, legacy_copy
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 @pytest.fixture(scope="module")
@@ -208,3 +209,25 @@ def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tm
     assert entry.main(["predict", "--model", str(out), "--images", str(single), "--out", str(tmp_path / "one.npy"),
                        "--device", "cpu"]) == 0
     assert np.allclose(np.load(tmp_path / "one.npy")[0], prediction[0], atol=1e-5)
+
+
+def test_the_legacy_tools_own_image_files_run_end_to_end(entry, tmp_path, monkeypatch):
+    """The legacy preset.txt and condition.txt as the old tool ships them (image designs, num_param 0, end to
+    end), only the Dims edited to a tiny sweep; data and images where the legacy lookup finds them."""
+    from modules.data.demo_sweep import DemoSweepSpec, ensure_demo_sweep
+
+    preset, condition = legacy_copy(tmp_path)
+    as_the_legacy_tool_ships_it(condition)
+    for old, new in (("Dim1\t\t360", "Dim1\t\t16"), ("Dim2\t\t120", "Dim2\t\t8"), ("Dim3\t\t48210", "Dim3\t\t64"),
+                     ("Dim2_red\t\t100", "Dim2_red\t\t8"), ("Dim3_end\t\t48000", "Dim3_end\t\t60")):
+        edit(condition, old, new)
+    demo = ensure_demo_sweep(tmp_path / "generated", DemoSweepSpec(num_cases=16, grid_size=8, num_timesteps=8))
+    (tmp_path / "input_data").mkdir()
+    demo["dataset"].rename(tmp_path / "input_data" / "dataset3.npy")  # data_No 3 in the legacy preset.txt
+    demo["images_dir"].rename(tmp_path / "params")  # param_dir /params: a folder beside the run
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert entry.main(["--preset-file", str(preset), "--condition", str(condition), "--device", "cpu", "--quiet",
+                       "--epochs", "1", "--lc-epochs", "1", "--plot=2", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())["conditioner"]
+    assert report["input_type"] == "image" and report["end_to_end"] and report["architecture"] == "cnn"

@@ -344,7 +344,7 @@ class ConditionerConfig:
     """The latent conditioner: design inputs -> latent codes."""
 
     num_params: int = 1
-    """num_param: parameters per design (CSV columns)."""
+    """num_param: parameters per design (CSV columns); not used with image designs."""
     param_dir: str = ""
     """CSV file, folder of CSVs, or folder of images."""
     input_type: str = "csv"
@@ -380,8 +380,10 @@ class ConditionerConfig:
         if self.image_pca_components < 0:
             out.append(issue("image_pca_components", f"must be >= 0, got {self.image_pca_components}",
                         "use 0 to feed pixels, or e.g. 32"))
-        if self.num_params <= 0:
-            out.append(issue("num_params", f"must be positive, got {self.num_params}", "set num_param to the CSV column count"))
+        # Image designs are read as pictures: num_param means nothing there (the legacy tool ships 0 with images).
+        if self.num_params <= 0 and self.input_type == "csv":
+            out.append(issue("num_params", f"must be positive for CSV designs (input_type csvs), got {self.num_params}",
+                        "set num_param to the CSV column count"))
         if self.input_type not in CONDITIONER_INPUT_TYPES:
             out.append(issue("input_type", f"must be csv (or csvs) or image, got '{self.input_type}'", "use csvs or image"))
         if self.architecture not in CONDITIONER_ARCHITECTURES:
