@@ -187,7 +187,28 @@ def load_run_config(preset_path: Path, condition_path: Path, preset_index: int =
     found = configuration_issues(config)
     if found:
         raise ConfigError([_located(problem, origins) for problem in found])
-    return config, notices
+    return config, notices + _window_notices(config, origins)
+
+
+def _window_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:
+    """A window (Dim2_red, Dim3_start/Dim3_end) that leaves part of the sweep untrained is said, not kept quiet:
+    a file copied from another sweep may carry one that was never meant for this sweep."""
+    data = config.data
+
+    def where(*field_paths: str) -> str:
+        found = [origins[path] for path in field_paths if path in origins]
+        return ", ".join(f"{o.file}:{o.line}" if o.line else f"{o.file} {o.key}" for o in found)
+
+    notices = []
+    if data.timesteps < data.num_timesteps:
+        notices.append(f"{where('data.num_timesteps_used')}: Dim2_red {data.timesteps} trains on the first "
+                       f"{data.timesteps} of the {data.num_timesteps} timesteps (Dim2); the last "
+                       f"{data.num_timesteps - data.timesteps} are not used (delete the line to use them all)")
+    if data.nodes < data.num_nodes:
+        notices.append(f"{where('data.node_start', 'data.node_end')}: Dim3_start/Dim3_end keep nodes "
+                       f"{data.node_start}..{data.node_stop - 1} of the {data.num_nodes} (Dim3); "
+                       f"{data.num_nodes - data.nodes} nodes are not used (delete the lines to use them all)")
+    return notices
 
 
 def _inert_key_notices(lines: Sequence[str], path: Path) -> List[str]:
