@@ -25,7 +25,8 @@ from modules.training.losses import physical_node_weights  # noqa: E402
 from modules.training.objectives import VAEObjective  # noqa: E402
 from modules.training.run_log import RunLog  # noqa: E402
 from modules.runtime.distributed import Runtime  # noqa: E402
-from modules.data.prepared_sweep import ensure_demo_data, prepare_sweep  # noqa: E402
+from modules.data.demo_request import ensure_demo_data  # noqa: E402
+from modules.data.prepared_sweep import prepare_sweep  # noqa: E402
 from modules.training.checkpointing import Checkpointer, CheckpointPaths  # noqa: E402
 from modules.training.loop import Trainer  # noqa: E402
 from modules.training import vae_stage  # noqa: E402

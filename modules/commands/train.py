@@ -11,7 +11,8 @@ import numpy as np
 from modules.commands.run_figures import RunFigures
 from modules.config.compatibility import must_match
 from modules.config.schema import RunConfig
-from modules.data.prepared_sweep import PreparedSweep, ensure_demo_data, prepare_sweep
+from modules.data.demo_request import ensure_demo_data
+from modules.data.prepared_sweep import PreparedSweep, prepare_sweep
 from modules.errors import CheckpointError, SimulGenError
 from modules.evaluation.conditioner_evaluation import conditioner_report_section, evaluate_conditioner
 from modules.evaluation.report import format_run_report, write_report

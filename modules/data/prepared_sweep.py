@@ -1,11 +1,11 @@
-"""From condition.txt to ready-to-train datasets: find (or create) the sweep, check it, split it, scale it.
+"""From condition.txt to ready-to-train datasets: find the sweep (demo_request writes the demo), check it, split
+it, scale it.
 
 Relative paths in condition.txt are read from the working directory, where
 existing users keep their data.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from modules.config.schema import DataConfig, RunConfig
-from modules.data.sweep_file import check_sweep, default_dataset_path, open_sweep, resolve_dataset_path
+from modules.data.sweep_file import check_sweep, open_sweep, resolve_dataset_path
 from modules.data.datasets import FieldDataset, make_split, require_memory_for
-from modules.data.demo_sweep import DATASET_FILE, DemoSweepSpec, ensure_demo_sweep
+from modules.data.demo_request import own_sweep_fix
 from modules.errors import DataError
 from modules.runtime import memory
 from modules.runtime.distributed import Runtime
@@ -36,24 +36,6 @@ class PreparedSweep:
     train_set: FieldDataset
     val_set: FieldDataset
     coordinates: Optional[np.ndarray]
-
-
-def ensure_demo_data(data: DataConfig, base_dir: Path) -> Optional[Path]:
-    """With `demo_data 1`, write the built-in sweep where the dataset should be, if it is not there yet."""
-    if not data.generate_demo:
-        return None
-    target = base_dir / data.data_path if data.data_path else default_dataset_path(data, base_dir)
-    if target.exists():
-        return target
-    if target.name != DATASET_FILE:
-        raise DataError(f"demo_data 1 writes the demo sweep as {DATASET_FILE}, but data_path names {target.name}; "
-                        f"set data_path to a folder/{DATASET_FILE} or set demo_data 0")
-    grid = math.isqrt(data.num_nodes)
-    if grid * grid != data.num_nodes:
-        raise DataError(f"demo_data 1: the demo plate is square, so Dim3 must be a square number of nodes "
-                        f"(e.g. 1024 = 32 x 32), got {data.num_nodes}")
-    spec = DemoSweepSpec(num_cases=data.num_cases, grid_size=grid, num_timesteps=data.num_timesteps)
-    return ensure_demo_sweep(target.parent, spec)["dataset"]
 
 
 def load_coordinates(data: DataConfig, base_dir: Path) -> Optional[np.ndarray]:
@@ -112,7 +94,9 @@ def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] 
     if data.load_all:
         require_room_to_load_all(data, path, runtime)
     array = open_sweep(path)
-    check_sweep(array, data, path, condition_file=config.condition_path)
+    hint = (f"demo_data 1 is set: if {path} is the built-in demo sweep and you meant your own, "
+            f"{own_sweep_fix(data)}") if data.generate_demo else ""
+    check_sweep(array, data, path, condition_file=config.condition_path, hint=hint)
     train_indices, val_indices = make_split(data.num_cases, data.validation_fraction, data.split_seed)
     scaler = fit_shared_scaler(array, train_indices, data, runtime)
     train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array)

@@ -44,6 +44,12 @@ def default_dataset_path(data: DataConfig, base_dir: Path) -> Path:
     return Path(base_dir) / "input_data" / f"dataset{data.data_number}.npy"
 
 
+def legacy_dataset_paths(data: DataConfig, base_dir: Path) -> List[Path]:
+    """Where a sweep is looked for without data_path, in order: input_data/dataset{N}.*, then base_dir/dataset{N}.*."""
+    stem = f"dataset{data.data_number}"
+    return [Path(base_dir) / folder / f"{stem}{ext}" for folder in ("input_data", ".") for ext in DATASET_EXTENSIONS]
+
+
 def resolve_dataset_path(data: DataConfig, base_dir: Path) -> Path:
     """The sweep file: data_path if set, else input_data/dataset{N}.*, else the legacy base_dir/dataset{N}.*."""
     base_dir = Path(base_dir)
@@ -54,14 +60,10 @@ def resolve_dataset_path(data: DataConfig, base_dir: Path) -> Path:
         raise DataError(
             f"data_path '{data.data_path}' (in condition.txt or on the command line) points to {path}, "
             f"which does not exist\n    fix: correct data_path, or remove it to use input_data/dataset{data.data_number}.npy")
-    stem = f"dataset{data.data_number}"
-    tried: List[Path] = []
-    for folder in (base_dir / "input_data", base_dir):
-        for ext in DATASET_EXTENSIONS:
-            path = folder / f"{stem}{ext}"
-            tried.append(path)
-            if path.is_file():
-                return path
+    tried = legacy_dataset_paths(data, base_dir)
+    for path in tried:
+        if path.is_file():
+            return path
     listing = "\n".join(f"      {p}" for p in tried)
     raise DataError(
         f"no dataset file found for data_No {data.data_number}; tried:\n{listing}\n"
@@ -220,13 +222,15 @@ def cases_per_chunk(array: np.ndarray) -> int:
                                   memory.SCAN_BYTES)
 
 
-def check_sweep(array: np.ndarray, data: DataConfig, path: Path, condition_file: str = "condition.txt") -> None:
-    """Refuse an array whose shape disagrees with condition.txt or whose used window holds NaN/Inf."""
-    _check_shape(array, data, Path(path), condition_file)
+def check_sweep(array: np.ndarray, data: DataConfig, path: Path, condition_file: str = "condition.txt",
+                hint: str = "") -> None:
+    """Refuse an array whose shape disagrees with condition.txt (`hint`, when given, ends that message) or
+    whose used window holds NaN/Inf."""
+    _check_shape(array, data, Path(path), condition_file, hint)
     _check_finite(array, data, Path(path))
 
 
-def _check_shape(array: np.ndarray, data: DataConfig, path: Path, condition_file: str) -> None:
+def _check_shape(array: np.ndarray, data: DataConfig, path: Path, condition_file: str, hint: str) -> None:
     expected = [data.num_cases, data.num_timesteps, data.num_nodes]
     if array.ndim not in (3, 4):
         raise DataError(
@@ -246,7 +250,8 @@ def _check_shape(array: np.ndarray, data: DataConfig, path: Path, condition_file
             f"{path.name} has no variable axis (3 axes)\n"
             f"    fix: set num_var to 1 in {condition_file}, or export the sweep with a trailing variable axis")
     if problems:
-        raise DataError(f"{path} (shape {tuple(array.shape)}) does not match {condition_file}:\n" + "\n".join(problems))
+        raise DataError(f"{path} (shape {tuple(array.shape)}) does not match {condition_file}:\n" + "\n".join(problems)
+                        + (f"\n  {hint}" if hint else ""))
 
 
 def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
