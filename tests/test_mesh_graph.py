@@ -72,23 +72,29 @@ def test_csv_errors_name_the_line(tmp_path):
                                 "(0-based, Dim3 = 4); fix: number the nodes like the dataset's columns (subtract 1 "
                                 "if the file counts from 1)")
     path.write_text("0,1\n1;2\n")
-    with pytest.raises(DataError, match=r"line 2: expected two 0-based node numbers 'i,j', found '1;2'"):
+    with pytest.raises(DataError, match=r"line 2: expected two \('i,j'\), like the lines before it, "
+                                        r"0-based node numbers, found '1;2'"):
         read_connectivity(path, 4)
+    path.write_text("i,j,k\n0,1,2\n1,2,3\n")  # triangles: their sides
+    assert read_connectivity(path, 4).shape == (6, 2)
 
 
 def test_npy_round_trip_and_errors(tmp_path):
     path = tmp_path / "edges.npy"
     np.save(path, np.array([[1, 0], [2, 1], [0, 2], [3, 1], [2, 3]], dtype=np.int32))
     assert graph_from(path).edges.tolist() == TWO_TRIANGLE_EDGES
-    np.save(path, np.array([[0, 1, 2]]))
-    with pytest.raises(DataError, match=r"expected an array of shape \[E, 2\] \(one node pair per row\), found \[1, 3\]"):
+    np.save(path, TWO_TRIANGLES)  # triangles [M, 3]: their sides
+    assert graph_from(path).edges.tolist() == TWO_TRIANGLE_EDGES
+    np.save(path, np.array([[0, 1, 2, 3]]))
+    with pytest.raises(DataError, match=r"expected an array of shape \[E, 2\] \(one node pair per row\) or \[M, 3\] "
+                                        r"\(one triangle per row\), found \[1, 4\]"):
         read_connectivity(path, 4)
     np.save(path, np.array([[0.0, 1.0]]))
     with pytest.raises(DataError, match=r"expected integer node numbers, found dtype float64; fix: save it with "
-                                        r"np.save\(path, edges.astype\(np.int64\)\)"):
+                                        r"np.save\(path, cells.astype\(np.int64\)\)"):
         read_connectivity(path, 4)
     np.save(path, np.array([[0, 1], [1, 2], [-1, 2]]))
-    with pytest.raises(DataError, match=r"edge 2 \(row 2\) joins nodes -1 and 2, but node numbers must be 0..3"):
+    with pytest.raises(DataError, match=r"row 2 uses nodes \[-1, 2\], but node numbers must be 0..3"):
         read_connectivity(path, 4)
 
 
@@ -103,7 +109,7 @@ def test_vtu_cells_become_edges(tmp_path):
 def test_unreadable_and_missing_files(tmp_path):
     path = tmp_path / "edges.xyz"
     path.write_text("not a mesh")
-    with pytest.raises(DataError, match="not a .npy or .csv edge list, and meshio cannot read it as a mesh"):
+    with pytest.raises(DataError, match="not a .npy or .csv of cells, and meshio cannot read it as a mesh"):
         read_connectivity(path, 4)
     with pytest.raises(DataError, match="missing.csv: file not found; fix the path in condition.txt"):
         read_connectivity(tmp_path / "missing.csv", 4)

@@ -112,6 +112,9 @@ def test_predict_gives_fields_in_physical_units_with_an_uncertainty_band(trained
     assert np.abs(mean - prediction).mean() < 3 * std.mean() + 1e-6
     assert (tmp_path / "vtu" / "design_0003.pvd").is_file()
     assert len(list((tmp_path / "vtu").glob("design_0001_t*.vtu"))) == 8
+    import meshio
+    cells = meshio.read(tmp_path / "vtu" / "design_0001_t0000.vtu").cells_dict
+    assert set(cells) == {"triangle"} and len(cells["triangle"]) == 2 * 7 * 7  # the 8 x 8 plate, saved with the VAE
 
 
 def test_predict_refuses_images_for_a_csv_model(trained_run, entry, tmp_path, capsys):

@@ -171,6 +171,19 @@ def test_dual_view_draws_a_planar_mesh_stored_in_3d_on_its_two_spread_axes(tmp_p
     assert (truth_ax.get_xlabel(), truth_ax.get_ylabel()) == ("x", "z")
 
 
+def test_dual_view_maps_leave_a_hole_in_the_part_empty(tmp_path, drawn):
+    # a ring-shaped part: 8 rings of 32 nodes between radius 0.3 (the hole) and 1
+    radius, angle = np.meshgrid(np.linspace(0.3, 1.0, 8), np.linspace(0.0, 2 * np.pi, 32, endpoint=False))
+    nodes = np.stack([radius.ravel() * np.cos(angle.ravel()), radius.ravel() * np.sin(angle.ravel())], axis=1)
+    truth = np.tile(nodes[:, 0], (3, 1))
+    path = tmp_path / "holed.png"
+    assert_png(plots.plot_dual_view(truth, truth + 0.01, path, "case", coordinates=nodes, time_indices=[1]), path)
+    truth_ax = next(ax for ax in drawn[0].axes if ax.get_title().startswith("truth"))
+    centroids = np.array([triangle.vertices[:3].mean(axis=0) for triangle in truth_ax.collections[0].get_paths()])
+    assert len(centroids) == 2 * 7 * 32  # two triangles per cell of the ring, none more
+    assert np.linalg.norm(centroids, axis=1).min() > 0.3
+
+
 def test_dual_view_rejects_mismatched_shapes_with_a_clear_message(tmp_path):
     truth = np.zeros((4, 6))
     with pytest.raises(ValueError, match=re.escape(

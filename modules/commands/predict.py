@@ -67,11 +67,12 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
     if args.vtu is not None:
-        _write_vtu(args.vtu, surrogate.coordinates, result)
+        _write_vtu(args.vtu, surrogate.coordinates, surrogate.triangles, result)
     return result
 
 
-def _write_vtu(directory: Path, coordinates: Optional[np.ndarray], result: Prediction) -> None:
+def _write_vtu(directory: Path, coordinates: Optional[np.ndarray], triangles: Optional[np.ndarray],
+               result: Prediction) -> None:
     from modules.storage.vtu_export import write_time_series
 
     if coordinates is None:
@@ -81,5 +82,5 @@ def _write_vtu(directory: Path, coordinates: Optional[np.ndarray], result: Predi
         extra = {}
         if result.std is not None:
             extra = {"sample_mean": result.mean[index], "sample_std": result.std[index]}
-        write_time_series(directory, f"design_{index + 1:04d}", coordinates, field, extra=extra)
+        write_time_series(directory, f"design_{index + 1:04d}", coordinates, field, extra=extra, triangles=triangles)
     print(f"wrote {len(result.fields)} ParaView time series (.pvd + .vtu) to {directory}")

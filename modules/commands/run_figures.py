@@ -63,6 +63,7 @@ class RunFigures:
         for label, position in plotted_positions(errors).items():
             case = int(self.sweep.val_indices[position])
             truth = read_cases(self.sweep.array, [case], self.config.data)[0]
+            triangles = None if self.sweep.triangles is None else self.sweep.triangles.triangles
             self.plots.plot_dual_view(truth, fields[case], self.target(name.format(label=label)),
                                       title.format(label=label, case=case), coordinates=self.sweep.coordinates,
-                                      relative_error=float(errors[position]))
+                                      relative_error=float(errors[position]), triangles=triangles)

@@ -75,9 +75,12 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         log.info(f"data: {sweep.path} ({config.data.num_cases} cases; window {config.data.timesteps} timesteps x "
                  f"{config.data.nodes} nodes; "
                  f"{'in memory' + copies if config.data.load_all else 'streamed from disk'})")
+        if sweep.triangles is not None:
+            log.info(f"mesh maps and VTU files: {sweep.triangles.describe()}")
         report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root)}
         model, result = _vae(config, sweep, runtime, run_dir, log)
-        surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates)
+        surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates,
+                              None if sweep.triangles is None else sweep.triangles.triangles)
         latents = surrogate.encode_cases(sweep.array)
         figures = RunFigures(config, run_dir, sweep, log) if runtime.is_main and config.plot_mode in (0, 1) else None
         if runtime.is_main:

@@ -1,8 +1,8 @@
 """The mesh's neighbour graph for the physics loss's spatial term: unique undirected edges [E, 2].
 
-Edges come from `mesh_connectivity_path` (a .npy [E, 2] of integers, a .csv of `i,j` lines, or any
-mesh file meshio reads, whose cells become edges) or, without one, from the k nearest neighbours
-of the node coordinates. Indices in a connectivity file are 0-based node numbers of the whole
+Edges come from `mesh_connectivity_path` (the sides of its cells: node pairs [E, 2] or triangles
+[M, 3] in a .npy or .csv, or any mesh file meshio reads; see mesh_cells.py) or, without one, from
+the k nearest neighbours of the node coordinates. Indices in a connectivity file are 0-based node numbers of the whole
 sweep (columns of the dataset, 0..Dim3-1); the graph is then cut to the node window
 Dim3_start..Dim3_end and re-numbered from 0, the numbering the VAE sees.
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from modules.config.schema import DataConfig, PhysicsLossConfig
+from modules.data.mesh_cells import read_mesh_cells
 from modules.errors import DataError
 
 # Edges of each linear cell type (meshio/VTK node order): the element's sides, not its diagonals.
@@ -43,10 +44,6 @@ _QUADRATIC_CELL_SIDES: Dict[str, Sequence[Tuple[int, int, int]]] = {
     "hexahedron20": ((0, 8, 1), (1, 9, 2), (2, 10, 3), (3, 11, 0), (4, 12, 5), (5, 13, 6), (6, 14, 7),
                      (7, 15, 4), (0, 16, 4), (1, 17, 5), (2, 18, 6), (3, 19, 7)),
 }
-
-MESH_EDGE_FIX = ("save the edges as a .npy of shape [E, 2] with 0-based node numbers (0..Dim3-1), a .csv "
-                 "with one 'i,j' per line, or a mesh file meshio reads whose points are the sweep's nodes")
-
 
 @dataclass(frozen=True)
 class MeshGraph:
@@ -126,86 +123,11 @@ def restrict_to_window(edges: np.ndarray, node_start: int, node_stop: int) -> Tu
     return edges[inside] - node_start, int((~inside).sum())
 
 
-def _read_csv_edges(path: Path, num_nodes: int) -> np.ndarray:
-    edges: List[Tuple[int, int]] = []
-    first_content_line = True
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = [part.strip() for part in (line.split(",") if "," in line else line.split())]
-        try:
-            i, j = (int(part) for part in fields)
-        except ValueError:
-            # A header line such as "i,j" or "source,target" is allowed once, on the first line with content.
-            if first_content_line and len(fields) == 2 and not any(part.lstrip("-").isdigit() for part in fields):
-                first_content_line = False
-                continue
-            raise DataError(f"mesh_connectivity_path {path}, line {number}: expected two 0-based node numbers "
-                            f"'i,j', found '{line}'; fix: write one edge per line as two integers separated by "
-                            f"a comma") from None
-        first_content_line = False
-        for node in (i, j):
-            if not 0 <= node < num_nodes:
-                raise DataError(f"mesh_connectivity_path {path}, line {number}: node {node} is out of range; "
-                                f"expected 0..{num_nodes - 1} (0-based, Dim3 = {num_nodes}); fix: number the nodes "
-                                f"like the dataset's columns (subtract 1 if the file counts from 1)")
-        edges.append((i, j))
-    return np.array(edges, dtype=np.int64).reshape(-1, 2)
-
-
-def _read_npy_edges(path: Path, num_nodes: int) -> np.ndarray:
-    edges = np.load(path, allow_pickle=False)
-    if edges.ndim != 2 or edges.shape[1] != 2:
-        raise DataError(f"mesh_connectivity_path {path}: expected an array of shape [E, 2] (one node pair per "
-                        f"row), found {list(edges.shape)}; fix: {MESH_EDGE_FIX}")
-    if edges.dtype.kind not in "iu":
-        raise DataError(f"mesh_connectivity_path {path}: expected integer node numbers, found dtype {edges.dtype}; "
-                        f"fix: save it with np.save(path, edges.astype(np.int64))")
-    edges = edges.astype(np.int64)
-    bad = np.flatnonzero(((edges < 0) | (edges >= num_nodes)).any(axis=1))
-    if len(bad):
-        row = int(bad[0])
-        raise DataError(f"mesh_connectivity_path {path}: edge {row} (row {row}) joins nodes {edges[row, 0]} and "
-                        f"{edges[row, 1]}, but node numbers must be 0..{num_nodes - 1} (0-based, Dim3 = "
-                        f"{num_nodes}); {len(bad)} edges are out of range; fix: number the nodes like the "
-                        f"dataset's columns (subtract 1 if the file counts from 1)")
-    return edges
-
-
-def _read_mesh_file_edges(path: Path, num_nodes: int) -> np.ndarray:
-    import meshio
-
-    try:
-        mesh = meshio.read(path)
-    except (meshio.ReadError, ValueError, KeyError) as error:
-        raise DataError(f"mesh_connectivity_path {path}: not a .npy or .csv edge list, and meshio cannot read "
-                        f"it as a mesh ({error}); fix: {MESH_EDGE_FIX}") from None
-    if len(mesh.points) != num_nodes:
-        raise DataError(f"mesh_connectivity_path {path}: expected a mesh of {num_nodes} points (Dim3, one per "
-                        f"node of the sweep, in the dataset's order), found {len(mesh.points)}; fix: export the "
-                        f"mesh the sweep was sampled on")
-    blocks = [cell_edges(block.type, block.data) for block in mesh.cells]
-    edges = np.concatenate(blocks) if blocks else np.zeros((0, 2), dtype=np.int64)
-    bad = np.flatnonzero(((edges < 0) | (edges >= num_nodes)).any(axis=1))
-    if len(bad):
-        raise DataError(f"mesh_connectivity_path {path}: a cell uses node {int(edges[bad[0]].max())}, but the "
-                        f"mesh has points 0..{num_nodes - 1}; fix: repair or re-export the mesh")
-    return edges
-
-
 def read_connectivity(path: Path, num_nodes: int) -> np.ndarray:
-    """Raw edges [E, 2] (0-based numbers of the whole sweep, unchecked for duplicates) from a
-    .npy, a .csv or a mesh file meshio reads."""
-    if not path.is_file():
-        raise DataError(f"mesh_connectivity_path {path}: file not found; fix the path in condition.txt "
-                        f"(relative paths start in the working directory) or remove the line")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return _read_npy_edges(path, num_nodes)
-    if suffix in (".csv", ".txt"):
-        return _read_csv_edges(path, num_nodes)
-    return _read_mesh_file_edges(path, num_nodes)
+    """Raw edges [E, 2] (0-based numbers of the whole sweep, unchecked for duplicates): the sides of the cells
+    of a .npy, a .csv or a mesh file meshio reads (mesh_cells.read_mesh_cells)."""
+    blocks = [cell_edges(cell_type, cells) for cell_type, cells in read_mesh_cells(path, num_nodes)]
+    return np.concatenate(blocks) if blocks else np.zeros((0, 2), dtype=np.int64)
 
 
 def build_mesh_graph(physics: PhysicsLossConfig, data: DataConfig, coordinates: Optional[np.ndarray],

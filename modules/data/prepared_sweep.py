@@ -17,6 +17,7 @@ from modules.config.schema import DataConfig, RunConfig
 from modules.data.sweep_file import check_sweep, open_sweep, resolve_dataset_path
 from modules.data.datasets import FieldDataset, make_split, require_memory_for
 from modules.data.demo_request import own_sweep_fix
+from modules.data.mesh_triangles import MeshTriangles, mesh_triangles
 from modules.errors import DataError
 from modules.runtime import memory
 from modules.runtime.distributed import Runtime
@@ -36,6 +37,8 @@ class PreparedSweep:
     train_set: FieldDataset
     val_set: FieldDataset
     coordinates: Optional[np.ndarray]
+    triangles: Optional[MeshTriangles]
+    """The node window's triangles for mesh maps and VTU files (mesh_triangles.mesh_triangles)."""
 
 
 def load_coordinates(data: DataConfig, base_dir: Path) -> Optional[np.ndarray]:
@@ -104,5 +107,6 @@ def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] 
     if data.load_all and runtime is not None and runtime.device.type == "cuda":
         train_set.place_on(runtime.device)
         val_set.place_on(runtime.device)
-    return PreparedSweep(path, array, train_indices, val_indices, scaler, train_set, val_set,
-                         load_coordinates(data, base_dir))
+    coordinates = load_coordinates(data, base_dir)
+    return PreparedSweep(path, array, train_indices, val_indices, scaler, train_set, val_set, coordinates,
+                         mesh_triangles(data, config.physics, coordinates, base_dir))

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import matplotlib.tri as mtri
 import numpy as np
 
+from modules.data.mesh_triangles import masked_delaunay, planar_axes
 from modules.storage.atomic_files import replace_atomically
 from modules.errors import SimulGenError
 
@@ -147,7 +148,8 @@ def plot_dual_view(truth: np.ndarray, prediction: np.ndarray, path: Optional[Pat
         the two axes of largest extent are drawn). Given, row 2 draws maps on the mesh; otherwise
         lines over node index.
     triangles: [num_triangles, 3] mesh connectivity; without it the coordinates are
-        Delaunay-triangulated, which also fills holes and concave notches of the part.
+        Delaunay-triangulated with the triangles larger than the mesh around them masked, so holes and
+        notches of the part stay empty (modules.data.mesh_triangles).
     node_indices: nodes of row 1 (default: largest variation, largest error, median variation).
     time_indices: timesteps of row 2 (default: early, middle and last).
     relative_error: the case's relative L2 error as a fraction (0.03 = 3 %), shown in the title.
@@ -379,11 +381,7 @@ def _triangulation(coordinates, triangles, num_nodes: int) -> Tuple[mtri.Triangu
             "(or 3 columns for a planar mesh stored in 3-D). "
             "Fix: pass the coordinates of the same nodes as the field (same node window).")
     names = ("x", "y", "z")
-    if coordinates.shape[1] == 3:
-        # A planar part stored in 3-D has one (near-)constant axis; draw the other two.
-        kept = sorted(np.argsort(-np.ptp(coordinates, axis=0), kind="stable")[:2])
-    else:
-        kept = [0, 1]
+    kept = planar_axes(coordinates)
     if triangles is not None:
         triangles = np.asarray(triangles)
         if (triangles.ndim != 2 or triangles.shape[1] != 3 or not np.issubdtype(triangles.dtype, np.integer)
@@ -392,7 +390,8 @@ def _triangulation(coordinates, triangles, num_nodes: int) -> Tuple[mtri.Triangu
                              f"0..{num_nodes - 1}, got shape {triangles.shape} dtype {triangles.dtype}. "
                              "Fix: pass the mesh's triangle connectivity for the same node window, or None.")
     try:
-        # Without triangles this runs qhull's Delaunay right here, so its failure is reported here.
+        if triangles is None:
+            triangles, _ = masked_delaunay(coordinates)
         triangulation = mtri.Triangulation(coordinates[:, kept[0]], coordinates[:, kept[1]], triangles)
     except (RuntimeError, ValueError) as error:
         raise ValueError(

@@ -8,26 +8,26 @@ from xml.sax.saxutils import quoteattr
 
 import meshio
 import numpy as np
-from scipy.spatial import Delaunay
 
 from modules.storage.state_files import write_atomically
 
 
-def mesh_cells(coordinates: np.ndarray) -> List[meshio.CellBlock]:
-    """Triangles of a Delaunay triangulation for planar nodes; plain vertices for 3-D point clouds."""
-    if coordinates.shape[1] == 2:
-        return [meshio.CellBlock("triangle", Delaunay(coordinates).simplices.astype(np.int64))]
-    return [meshio.CellBlock("vertex", np.arange(len(coordinates), dtype=np.int64)[:, None])]
+def mesh_cells(num_points: int, triangles: Optional[np.ndarray]) -> List[meshio.CellBlock]:
+    """The mesh's triangles [M, 3] when known (data/mesh_triangles.py), else one vertex cell per node."""
+    if triangles is not None:
+        return [meshio.CellBlock("triangle", np.asarray(triangles, dtype=np.int64))]
+    return [meshio.CellBlock("vertex", np.arange(num_points, dtype=np.int64)[:, None])]
 
 
 def write_time_series(directory: Path, name: str, coordinates: np.ndarray, field: np.ndarray,
                       field_name: str = "prediction", extra: Optional[dict] = None,
-                      times: Optional[Sequence[float]] = None) -> Path:
-    """field [T, N] (and extra arrays [T, N]) -> directory/name_tXXXX.vtu + directory/name.pvd; returns the .pvd."""
+                      times: Optional[Sequence[float]] = None, triangles: Optional[np.ndarray] = None) -> Path:
+    """field [T, N] (and extra arrays [T, N]) on the nodes `coordinates` [N, 2 or 3], drawn on `triangles`
+    [M, 3] (vertices only without) -> directory/name_tXXXX.vtu + directory/name.pvd; returns the .pvd."""
     directory.mkdir(parents=True, exist_ok=True)
     points = np.zeros((len(coordinates), 3))
     points[:, : coordinates.shape[1]] = coordinates
-    cells = mesh_cells(coordinates)
+    cells = mesh_cells(len(coordinates), triangles)
     times = list(times) if times is not None else list(range(field.shape[0]))
     entries = []
     for step in range(field.shape[0]):

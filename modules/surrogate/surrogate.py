@@ -48,11 +48,13 @@ class Surrogate:
     """The data window the VAE was trained on (timesteps and nodes kept)."""
     coordinates: Optional[np.ndarray] = None
     """[nodes, 2 or 3] of the window, when the run knew them (for VTU output)."""
+    triangles: Optional[np.ndarray] = None
+    """[M, 3] mesh triangles of the window, when known (for VTU output)."""
     conditioner: Optional[TrainedConditioner] = None
 
     @classmethod
     def from_bundle(cls, bundle: VAEBundle, device: torch.device) -> "Surrogate":
-        return cls(bundle.model, bundle.scaler, device, bundle.config.data, bundle.coordinates)
+        return cls(bundle.model, bundle.scaler, device, bundle.config.data, bundle.coordinates, bundle.triangles)
 
     @classmethod
     def load(cls, vae_path: Path, device: torch.device, conditioner_path: Optional[Path] = None) -> "Surrogate":

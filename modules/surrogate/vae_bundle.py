@@ -18,6 +18,7 @@ import torch
 from modules.storage.state_files import load_state, load_weights, save_state
 from modules.config.schema import ModelConfig, RunConfig, config_from_dict
 from modules.errors import CheckpointError
+from modules.data.mesh_triangles import masked_delaunay
 from modules.data.scaling import NodeScaler
 from modules.models.vae import HierarchicalVAE
 
@@ -33,11 +34,13 @@ class VAEBundle:
     val_indices: np.ndarray
     coordinates: Optional[np.ndarray]
     """[nodes, 2 or 3] of the trained window, when the run knew them (for VTU output)."""
+    triangles: Optional[np.ndarray] = None
+    """[M, 3] the window's mesh triangles (data/mesh_triangles.py), when the run had them."""
 
 
 def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scaler: NodeScaler,
                     train_indices: np.ndarray, val_indices: np.ndarray,
-                    coordinates: Optional[np.ndarray] = None) -> Path:
+                    coordinates: Optional[np.ndarray] = None, triangles: Optional[np.ndarray] = None) -> Path:
     return save_state(path, {
         "format": VAE_BUNDLE_FORMAT,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -49,6 +52,7 @@ def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scale
         "val_indices": torch.as_tensor(val_indices, dtype=torch.int64),
         "config": config.to_dict(),
         "coordinates": None if coordinates is None else torch.as_tensor(coordinates, dtype=torch.float64),
+        "triangles": None if triangles is None else torch.as_tensor(triangles, dtype=torch.int64),
     })
 
 
@@ -62,10 +66,23 @@ def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
     model = HierarchicalVAE(model_config, state["num_nodes"], state["num_timesteps"])
     load_weights(model, state["model"], path)
     model.to(device).eval()
+    coordinates = None if state.get("coordinates") is None else state["coordinates"].numpy()
     return VAEBundle(model=model, scaler=NodeScaler.from_state_dict(state["scaler"]),
                      config=config_from_dict(state["config"]),
                      train_indices=state["train_indices"].numpy(), val_indices=state["val_indices"].numpy(),
-                     coordinates=None if state.get("coordinates") is None else state["coordinates"].numpy())
+                     coordinates=coordinates, triangles=_saved_triangles(state, coordinates))
+
+
+def _saved_triangles(state, coordinates: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """The bundle's triangles; a bundle written before they were saved gets masked Delaunay of its 2-D nodes."""
+    if state.get("triangles") is not None:
+        return state["triangles"].numpy()
+    if coordinates is None or coordinates.shape[1] != 2:
+        return None
+    try:
+        return masked_delaunay(coordinates)[0]
+    except ValueError:
+        return None  # nodes on one line: VTU files get vertices
 
 
 def resolve_vae_bundle_path(path: Path) -> Path:

@@ -164,7 +164,7 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     result = trainer.fit(train_set, val_set, num_workers=num_workers)
     if runtime.is_main:
         save_vae_bundle(run_dir.vae_bundle, model, config, sweep.scaler, sweep.train_indices, sweep.val_indices,
-                        sweep.coordinates)
+                        sweep.coordinates, None if sweep.triangles is None else sweep.triangles.triangles)
     runtime.barrier()
     best = f"epoch {result.best_epoch + 1}" if result.best_epoch >= 0 else "the PCA start (no epoch improved on it)"
     log.info(f"VAE: best validation relative L2 error {result.best_val_loss:.4%} at {best}; "
