@@ -55,11 +55,11 @@ def test_gram_equals_direct_products_over_a_window_read_in_uneven_blocks(tmp_pat
     data = DataConfig(num_cases=NUM_CASES, num_timesteps=NUM_TIMESTEPS, num_nodes=NUM_NODES,
                       num_variables=2 if with_variable_axis else 1, num_timesteps_used=5, node_start=2, node_end=8)
     gram = gram_of(tmp_path, stored, data, block_bytes=2 * NUM_CASES * 6 * 4, column_bytes=5 * NUM_CASES * 8)
-    window = fields[:, :5, 2:8].reshape(NUM_CASES, -1).astype(np.float64)
+    window = stored[:, :5, 2:8].reshape(NUM_CASES, -1).astype(np.float64)  # every variable counts
     centred = window - window[TRAIN].mean(axis=0)
     np.testing.assert_allclose(gram.centred, centred @ centred.T, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(gram.squared_norms, (window ** 2).sum(axis=1), rtol=1e-12)
-    assert gram.num_features == 5 * 6 and np.array_equal(gram.train_indices, TRAIN)
+    assert gram.num_features == 5 * 6 * data.num_variables and np.array_equal(gram.train_indices, TRAIN)
     # One block per timestep or one for all: the same numbers up to round-off.
     whole = gram_of(tmp_path, stored, data)
     np.testing.assert_allclose(whole.centred, gram.centred, rtol=1e-10, atol=1e-9)

@@ -58,6 +58,13 @@ def test_the_legacy_image_condition_file_with_num_param_0_is_accepted(tmp_path):
     assert config.end_to_end.enabled and config.conditioner.use_spatial_attention
 
 
+def test_plot_variable_must_name_one_of_the_variables(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "num_var 1", "num_var 2\nplot_variable 2")
+    assert (f"{condition}:{line_of(condition, 'plot_variable')}, key 'plot_variable': must be in 0..1 (num_var 2), "
+            f"got 2\n    fix: choose a variable by its 0-based position on the variable axis") in problems(preset, condition)
+
+
 def test_csv_designs_still_need_a_positive_num_param(tmp_path):
     preset, condition = legacy_copy(tmp_path)
     edit(condition, "num_param\t5", "num_param\t0")

@@ -67,6 +67,24 @@ def test_streamed_items_equal_in_memory_items(sweep_file):
     assert training.min() >= -0.7 and training.max() <= 0.7
 
 
+def test_every_variable_is_a_channel_scaled_on_its_own_streamed_or_in_memory(tmp_path):
+    rng = np.random.default_rng(1)
+    stored = np.stack([rng.normal(size=(6, 5, 8)), 1e3 + 50 * rng.normal(size=(6, 5, 8))], axis=-1)
+    path = tmp_path / "two.npy"
+    np.save(path, stored.astype(np.float32))
+    data = DataConfig(num_cases=6, num_timesteps=5, num_nodes=8, num_variables=2, num_timesteps_used=4,
+                      node_start=1, node_end=7)
+    scaler = NodeScaler().fit(open_sweep(path), [0, 2, 4], data)
+    assert scaler.num_nodes == 12  # 6 nodes x 2 variables, each with its own bounds
+    np.testing.assert_allclose(scaler.data_max[1::2], stored[[0, 2, 4], :4, 1:7, 1].max(axis=(0, 1)), rtol=1e-6)
+    in_memory = FieldDataset(path, range(6), data, scaler, load_all=True)
+    streamed = FieldDataset(path, range(6), data, scaler, load_all=False)
+    for i in range(6):
+        assert in_memory[i][0].shape == (12, 4) and torch.equal(in_memory[i][0], streamed[i][0])
+    training = torch.stack([in_memory[i][0] for i in (0, 2, 4)])
+    assert training[:, 1::2].min() == pytest.approx(-0.7) and training[:, 1::2].max() == pytest.approx(0.7)
+
+
 def test_streamed_dataset_pickles_without_the_array_and_works_in_workers(sweep_file):
     scaler = NodeScaler().fit(open_sweep(sweep_file), [0, 1, 2], DATA)
     streamed = FieldDataset(sweep_file, [5, 3], DATA, scaler, load_all=False)

@@ -46,6 +46,12 @@ def test_conservation_term_is_the_mean_squared_error_of_the_nodal_mean():
     assert conservation_loss(*pair()).item() == pytest.approx(6.3125 / 3)
 
 
+def test_with_two_variables_the_conservation_term_takes_each_variables_mean():
+    # channels node-major (node 0 var 0, node 0 var 1, node 1 var 0, node 1 var 1): variable means per timestep
+    # var 0 (rows 0, 2): 2, 2.5, 3.5; var 1 (rows 1, 3): 0, 0.5, 0 -> (4 + 6.25 + 12.25 + 0 + 0.25 + 0) / 6
+    assert conservation_loss(*pair(), num_variables=2).item() == pytest.approx(22.75 / 6)
+
+
 def test_node_weights_scale_the_error_by_their_square_root():
     # sqrt(weights) = 2, 1, 1, 0: node 0's error doubles and node 3's vanishes
     weights = torch.tensor([4.0, 1.0, 1.0, 0.0])

@@ -244,17 +244,26 @@ def test_nan_outside_window_is_ignored(tmp_path):
         check_sweep(array, data, tmp_path / "d.npy")
 
 
+def test_nan_in_a_later_variable_is_found_and_its_variable_named(tmp_path):
+    array = np.stack([sweep(), sweep()], axis=-1)
+    array[2, 1, 3, 1] = np.nan  # variable 1 only: it is trained too, so it is checked too
+    with pytest.raises(DataError, match="the first is nan at case 2, timestep 1, node 3, variable 1"):
+        check_sweep(array, config(num_variables=2), tmp_path / "d.npy")
+
+
 # ----------------------------------------------------------------------------- windows
 
-def test_window_applies_timesteps_nodes_and_variable_zero():
+def test_window_applies_timesteps_nodes_and_keeps_every_variable():
     full = sweep()
     data = config(num_timesteps_used=3, node_start=2, node_end=5)
     case = windowed_case(full, 2, data)
     assert case.shape == (3, 3) and case.dtype == np.float32
     np.testing.assert_array_equal(case, full[2, :3, 2:5])
     with_variables = np.stack([full, -full], axis=-1)
-    np.testing.assert_array_equal(windowed_case(with_variables, 2, config(num_variables=2, num_timesteps_used=3,
-                                                                           node_start=2, node_end=5)), full[2, :3, 2:5])
+    both = windowed_case(with_variables, 2, config(num_variables=2, num_timesteps_used=3, node_start=2, node_end=5))
+    assert both.shape == (3, 6)  # node-major: node 2 variable 0, node 2 variable 1, node 3 variable 0, ...
+    np.testing.assert_array_equal(both[:, 0::2], full[2, :3, 2:5])
+    np.testing.assert_array_equal(both[:, 1::2], -full[2, :3, 2:5])
     cases = read_cases(full, [3, 0], data)
     assert cases.shape == (2, 3, 3)
     np.testing.assert_array_equal(cases, full[[3, 0], :3, 2:5])
@@ -274,10 +283,11 @@ def test_memmap_reads_match_slices_for_every_window_and_layout(tmp_path):
         mapped = open_sweep(tmp_path / name)
         assert isinstance(mapped, np.memmap)
         data = config(num_variables=variables, num_timesteps_used=4, node_start=1, node_end=5)
-        np.testing.assert_array_equal(read_cases(mapped, [3, 1, -1], data), full[[3, 1, -1], :4, 1:5])
+        expected = stored[:, :, 1:5].reshape(stored.shape[:2] + (4 * variables,))
+        np.testing.assert_array_equal(read_cases(mapped, [3, 1, -1], data), expected[[3, 1, -1], :4])
         block = read_timestep_block(mapped, [0, 3], 1, 3, data)
-        np.testing.assert_array_equal(block, full[[0, 3], 1:3, 1:5])
-        assert read_timestep_block(mapped, [2], 2, 2, data).shape == (1, 0, 4)
+        np.testing.assert_array_equal(block, expected[[0, 3], 1:3])
+        assert read_timestep_block(mapped, [2], 2, 2, data).shape == (1, 0, 4 * variables)
     with pytest.raises(IndexError, match="timesteps \\[2, 5\\) are outside the 4 used"):
         read_timestep_block(mapped, [0], 2, 5, data)
     with pytest.raises(IndexError, match="case 9 is outside the sweep's 4 cases"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -10,6 +11,7 @@ import numpy as np
 from modules.data.design_files import natural_sort_key
 from modules.data.design_images import IMAGE_EXTENSIONS, load_images_from_paths
 from modules.data.design_tables import load_parameter_table
+from modules.data.variables import axis_names
 from modules.errors import DataError, SimulGenError
 from modules.runtime.devices import choose_device
 from modules.storage.array_files import refuse_existing, save_array
@@ -56,6 +58,11 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     designs = read_designs(args, conditioner.input_kind, conditioner.config.num_params, conditioner.config.image_size,
                            conditioner.in_channels)
     result = surrogate.predict(designs, args.batch_size, args.samples, seed=0)
+    if result.mean is None:
+        result = replace(result, fields=surrogate.user_layout(result.fields))
+    else:
+        result = replace(result, fields=surrogate.user_layout(result.fields), mean=surrogate.user_layout(result.mean),
+                         std=surrogate.user_layout(result.std))
     save_array(args.out, result.fields)
     if result.mean is not None:
         save_array(outputs["mean"], result.mean)
@@ -63,7 +70,8 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     count = len(designs)
     print(f"predicted {count} design{'s' if count != 1 else ''} in {result.seconds * 1000:.0f} ms "
           f"({result.seconds * 1000 / max(count, 1):.1f} ms per design) on {device}")
-    print(f"wrote {args.out}: float32 {list(result.fields.shape)} (designs, timesteps, nodes), physical units")
+    print(f"wrote {args.out}: float32 {list(result.fields.shape)} ({axis_names(surrogate.window, 'designs')}), "
+          f"physical units")
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
     if args.vtu is not None:

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from modules.data.sweep_file import check_sweep, open_sweep, read_cases
+from modules.data.variables import axis_names
 from modules.errors import DataError
 from modules.runtime import memory
 from modules.runtime.devices import choose_device
@@ -25,9 +26,10 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
     # Any number of cases; timesteps and nodes must be those the model was trained on.
     data = dataclasses.replace(surrogate.window, num_cases=array.shape[0])
     check_sweep(array, data, args.data, condition_file="the trained model's condition.txt")
-    out = np.empty((array.shape[0], data.timesteps, data.nodes), dtype=np.float32)
+    out = np.empty((array.shape[0], data.timesteps, data.channels), dtype=np.float32)
     for cases in memory.chunk_slices(array.shape[0], args.batch_size):
         out[cases] = surrogate.reconstruct(read_cases(array, range(array.shape[0])[cases], data), args.batch_size)
+    out = surrogate.user_layout(out)
     save_array(args.out, out)
-    print(f"wrote {args.out}: reconstruction {list(out.shape)} (cases, timesteps, nodes) in physical units")
+    print(f"wrote {args.out}: reconstruction {list(out.shape)} ({axis_names(data)}) in physical units")
     return out

@@ -9,6 +9,7 @@ import numpy as np
 from modules.config.schema import RunConfig
 from modules.data.prepared_sweep import PreparedSweep
 from modules.data.sweep_file import read_cases
+from modules.data.variables import variable_of
 from modules.evaluation.conditioner_evaluation import ConditionerEvaluation
 from modules.evaluation.vae_evaluation import VAEEvaluation, plotted_positions
 from modules.storage.run_directory import RunDirectory
@@ -59,11 +60,19 @@ class RunFigures:
                          "Prediction from the design alone, {label} validation design {case}")
 
     def _dual_views(self, errors: np.ndarray, fields: Dict[int, np.ndarray], name: str, title: str) -> None:
-        """Truth beside `fields` for the median and the worst validation case (`plotted_positions`)."""
+        """Truth beside `fields` for the median and the worst validation case (`plotted_positions`); with
+        num_var > 1, of the variable plot_variable chooses (the error in the title is the whole case's)."""
+        data = self.config.data
+        shown, variable_text = (lambda field: field), ""
+        if data.num_variables > 1:
+            shown = lambda field: variable_of(field, data.plot_variable, data.num_variables)  # noqa: E731
+            variable_text = (f", variable {data.plot_variable} of {data.num_variables} (plot_variable; the error is over "
+                             f"all variables)")
         for label, position in plotted_positions(errors).items():
             case = int(self.sweep.val_indices[position])
-            truth = read_cases(self.sweep.array, [case], self.config.data)[0]
+            truth = read_cases(self.sweep.array, [case], data)[0]
             triangles = None if self.sweep.triangles is None else self.sweep.triangles.triangles
-            self.plots.plot_dual_view(truth, fields[case], self.target(name.format(label=label)),
-                                      title.format(label=label, case=case), coordinates=self.sweep.coordinates,
-                                      relative_error=float(errors[position]), triangles=triangles)
+            self.plots.plot_dual_view(shown(truth), shown(fields[case]), self.target(name.format(label=label)),
+                                      title.format(label=label, case=case) + variable_text,
+                                      coordinates=self.sweep.coordinates, relative_error=float(errors[position]),
+                                      triangles=triangles)

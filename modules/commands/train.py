@@ -72,8 +72,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         if runtime.is_main and not config.resume:  # a resumed run keeps the settings file of the run it continues
             write_atomically(run_dir.config_json,
                              lambda stream: stream.write(json.dumps(config.to_dict(), indent=2) + "\n"), "w")
-        log.info(f"data: {sweep.path} ({config.data.num_cases} cases; window {config.data.timesteps} timesteps x "
-                 f"{config.data.nodes} nodes; "
+        log.info(f"data: {sweep.path} ({config.data.num_cases} cases; window {config.data.window_text}; "
                  f"{'in memory' + copies if config.data.load_all else 'streamed from disk'})")
         if sweep.triangles is not None:
             log.info(f"mesh maps and VTU files: {sweep.triangles.describe()}")

@@ -84,6 +84,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "validation_fraction": ("data.validation_fraction", _to_float),
     "split_seed": ("data.split_seed", _to_int),
     "num_workers": ("data.num_workers", _to_int),
+    "plot_variable": ("data.plot_variable", _to_int),
     "Latent_dim": ("model.latent_dim_hier", _to_int),
     "Latent_dim_end": ("model.latent_dim_main", _to_int),
     "spectral_norm": ("model.spectral_norm", _to_flag),

@@ -42,7 +42,7 @@ class DataConfig:
     num_nodes: int = 1
     """Dim3: mesh nodes stored per case."""
     num_variables: int = 1
-    """num_var: a trailing variable axis; only 1 is trained today."""
+    """num_var: size of a trailing variable axis; every variable is trained (see `channels`)."""
     num_timesteps_used: Optional[int] = None
     """Dim2_red: keep the first N timesteps (None = all)."""
     node_start: int = 0
@@ -63,6 +63,8 @@ class DataConfig:
     """True keeps the window in memory; False streams cases from the memory-mapped file."""
     num_workers: int = 0
     """DataLoader worker processes when streaming."""
+    plot_variable: int = 0
+    """With num_var > 1: the variable (0-based) the run's mesh and node plots draw."""
 
     @property
     def timesteps(self) -> int:
@@ -74,7 +76,20 @@ class DataConfig:
 
     @property
     def nodes(self) -> int:
+        """Mesh nodes in the window."""
         return self.node_stop - self.node_start
+
+    @property
+    def channels(self) -> int:
+        """Numbers per timestep of one windowed case, what the scaler and the VAE see: every variable of every
+        node, node-major (channel = node x num_var + variable; modules.data.variables)."""
+        return self.nodes * self.num_variables
+
+    @property
+    def window_text(self) -> str:
+        """'40 timesteps x 1024 nodes' (with ' x 3 variables' when num_var > 1), for messages."""
+        variables = f" x {self.num_variables} variables" if self.num_variables > 1 else ""
+        return f"{self.timesteps} timesteps x {self.nodes} nodes{variables}"
 
     @property
     def num_validation_cases(self) -> int:
@@ -115,6 +130,9 @@ class DataConfig:
                         "use a sweep with more cases"))
         if self.num_workers < 0:
             out.append(issue("num_workers", f"must be >= 0, got {self.num_workers}", "use 0 to load in the main process"))
+        if self.num_variables > 0 and not 0 <= self.plot_variable < self.num_variables:
+            out.append(issue("plot_variable", f"must be in 0..{self.num_variables - 1} (num_var {self.num_variables}), "
+                        f"got {self.plot_variable}", "choose a variable by its 0-based position on the variable axis"))
         return out
 
 

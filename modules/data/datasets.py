@@ -37,8 +37,8 @@ def require_memory_for(num_cases: int, data: DataConfig, path: Path, device: tor
                        host_budget_bytes: Optional[int], device_budget_bytes: Optional[int] = None) -> None:
     """Refuse --load_all=1, before anything is allocated, when the window of `num_cases` cases cannot
     be held: in host memory always, and in GPU memory too when it is to be kept there (CUDA)."""
-    needed = num_cases * data.nodes * data.timesteps * 4
-    shape = f"{num_cases} cases x {data.timesteps} timesteps x {data.nodes} nodes of {path}"
+    needed = num_cases * data.channels * data.timesteps * 4
+    shape = f"{num_cases} cases x {data.window_text} of {path}"
     fix = ("    fix: run with --load_all=0 to stream cases from the memory-mapped file "
            "(or narrow the window with Dim2_red / Dim3_start / Dim3_end)")
     if host_budget_bytes is not None and needed > host_budget_bytes:
@@ -61,7 +61,8 @@ def scale_to_node_major(scaler: NodeScaler, case: np.ndarray) -> np.ndarray:
 
 
 class FieldDataset(Dataset):
-    """Scaled cases of the sweep as float32 [num_nodes, num_timesteps] tensors (the VAE's layout).
+    """Scaled cases of the sweep as float32 [channels, num_timesteps] tensors (the VAE's layout; channels are
+    the nodes, or with num_var > 1 each node's variables).
 
     Item i is (field, case_index) for the i-th of `case_indices`. With load_all the
     window of all those cases is scaled once into one tensor (which `place_on` may move
@@ -84,7 +85,7 @@ class FieldDataset(Dataset):
 
     def _load_all(self) -> torch.Tensor:
         num_cases = len(self.case_indices)
-        fields = torch.empty((num_cases, self.data.nodes, self.data.timesteps), dtype=torch.float32)
+        fields = torch.empty((num_cases, self.data.channels, self.data.timesteps), dtype=torch.float32)
         for rows in memory.chunk_slices(num_cases, cases_per_chunk(self._array)):
             cases = read_cases(self._array, self.case_indices[rows], self.data)
             fields[rows] = torch.from_numpy(self.scaler.transform(cases)).transpose(1, 2)

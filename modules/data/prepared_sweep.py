@@ -69,7 +69,7 @@ def fit_shared_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataCo
     bounds to the other ranks as tensors, so every rank scales with bit-identical numbers."""
     if runtime is None or not runtime.distributed:
         return NodeScaler().fit(array, train_indices, data)
-    bounds = torch.zeros(2, data.nodes, dtype=torch.float64)
+    bounds = torch.zeros(2, data.channels, dtype=torch.float64)
     if runtime.is_main:
         fitted = NodeScaler().fit(array, train_indices, data).state_dict()
         bounds = torch.stack([fitted["data_min"], fitted["data_max"]])

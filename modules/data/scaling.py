@@ -1,4 +1,4 @@
-"""Per-node min-max scaling of the field to [-0.7, 0.7].
+"""Per-node min-max scaling of the field to [-0.7, 0.7] (per channel: each variable of a node has its own).
 
 The bounds come from the training cases only (over all their timesteps), read
 in chunks so the sweep never has to fit in memory. The legacy range 0.7 leaves
@@ -52,8 +52,8 @@ class NodeScaler:
         if not train_indices:
             raise ValueError("NodeScaler.fit needs at least one training case")
         chunk = chunk_cases if chunk_cases is not None else cases_per_chunk(array)
-        running_min = np.full(data.nodes, np.inf)
-        running_max = np.full(data.nodes, -np.inf)
+        running_min = np.full(data.channels, np.inf)
+        running_max = np.full(data.channels, -np.inf)
         for chunk_indices in memory.chunks(train_indices, chunk):
             cases = read_cases(array, chunk_indices, data)
             np.minimum(running_min, cases.min(axis=(0, 1)), out=running_min)

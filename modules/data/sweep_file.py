@@ -1,8 +1,8 @@
 """Finding, opening and checking the user's sweep file, and reading windows of it.
 
 The sweep is an array [cases, timesteps, nodes] (optionally with a trailing
-variable axis). `.npy` files are memory-mapped so a sweep larger than RAM can be
-checked and streamed; `.npz` and `.pickle` files are read whole. Pickles go
+variable axis, read as nodes x variables channels: modules.data.variables).
+`.npy` files are memory-mapped so a sweep larger than RAM can be checked and streamed; `.npz` and `.pickle` files are read whole. Pickles go
 through an allow-list unpickler, so a file that would run code is refused before
 anything in it executes.
 
@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from modules.config.schema import DataConfig
+from modules.data.variables import as_channels
 from modules.errors import DataError
 from modules.runtime import memory
 
@@ -270,42 +271,46 @@ def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
         num_nan += nan_here
         num_inf += count - nan_here
         if first is None:
-            case, step, node = np.unravel_index(int(np.argmax(bad)), bad.shape)
-            first = (cases[int(case)], int(step), data.node_start + int(node), float(window[case, step, node]))
+            case, step, channel = np.unravel_index(int(np.argmax(bad)), bad.shape)
+            node, variable = divmod(int(channel), data.num_variables)
+            where = f"node {data.node_start + node}" + (f", variable {variable}" if data.num_variables > 1 else "")
+            first = (cases[int(case)], int(step), where, float(window[case, step, channel]))
     if first is not None:
-        case, step, node, value = first
+        case, step, where, value = first
         total = num_nan + num_inf
         raise DataError(
             f"{path} holds {total} non-finite value{'s' if total != 1 else ''} ({num_nan} NaN, {num_inf} Inf) "
-            f"in the window used for training; the first is {value} at case {case}, timestep {step}, node {node}\n"
+            f"in the window used for training; the first is {value} at case {case}, timestep {step}, {where}\n"
             f"    fix: repair or drop those cases in the export (or narrow Dim2_red / Dim3_start / Dim3_end to exclude them)")
 
 
 # ----------------------------------------------------------------------------- reading windows
 
 def windowed_case(array: np.ndarray, index: int, data: DataConfig) -> np.ndarray:
-    """One case as float32 [timesteps used, nodes used]: first Dim2_red steps, nodes [Dim3_start, Dim3_end)."""
+    """One case as float32 [timesteps used, channels]: first Dim2_red steps, nodes [Dim3_start, Dim3_end), each
+    with all its variables (channels = nodes x num_var, node-major)."""
     return read_cases(array, [index], data)[0]
 
 
 def read_cases(array: np.ndarray, indices: Sequence[int], data: DataConfig, as_float32: bool = True) -> np.ndarray:
-    """Several cases as float32 [k, timesteps used, nodes used] (the stored dtype with as_float32=False),
+    """Several cases as float32 [k, timesteps used, channels] (the stored dtype with as_float32=False),
     read one case at a time to touch only the window. A fresh array: it never aliases the file."""
     return read_timestep_block(array, indices, 0, data.timesteps, data, as_float32)
 
 
 def read_timestep_block(array: np.ndarray, indices: Sequence[int], first_step: int, stop_step: int,
                         data: DataConfig, as_float32: bool = True) -> np.ndarray:
-    """Timesteps [first_step, stop_step) of the node window of several cases: [k, steps, nodes used]."""
+    """Timesteps [first_step, stop_step) of the node window of several cases: [k, steps, channels], every
+    variable of every node kept (node-major, modules.data.variables)."""
     indices = [_case_number(array, i) for i in indices]
     if not 0 <= first_step <= stop_step <= data.timesteps:
         raise IndexError(f"timesteps [{first_step}, {stop_step}) are outside the {data.timesteps} used")
     dtype = np.float32 if as_float32 else array.dtype
-    out = np.empty((len(indices), stop_step - first_step, data.nodes), dtype=dtype)
+    out = np.empty((len(indices), stop_step - first_step, data.channels), dtype=dtype)
     for row, index in enumerate(indices):
         stored = _stored_steps(array, index, first_step, stop_step)
         window = stored[:, data.node_start:data.node_stop]
-        out[row] = window[..., 0] if window.ndim == 3 else window
+        out[row] = as_channels(window) if window.ndim == 3 else window
     return out
 
 

@@ -28,7 +28,7 @@ from modules.runtime import memory
 
 def baselines_fit_in_memory(data: DataConfig) -> bool:
     """Whether the baselines may hold the windowed fields of every case (float32) in memory."""
-    return data.num_cases * data.timesteps * data.nodes * 4 <= memory.IN_MEMORY_BASELINE_BYTES
+    return data.num_cases * data.timesteps * data.channels * 4 <= memory.IN_MEMORY_BASELINE_BYTES
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class CaseGram:
     train_indices: np.ndarray
     """The cases whose mean is mu (and whose PCA the baselines use)."""
     num_features: int
-    """timesteps x nodes of one windowed case."""
+    """timesteps x channels (nodes x variables) of one windowed case."""
 
 
 def accumulate_case_gram(array: np.ndarray, data: DataConfig, train_indices: Sequence[int],
@@ -59,7 +59,7 @@ def accumulate_case_gram(array: np.ndarray, data: DataConfig, train_indices: Seq
         raise DataError("case Gram matrix: no training cases to centre on; expected at least one "
                         "(lower validation_fraction)")
     cases = np.arange(num_cases)
-    steps_per_block = memory.items_per_chunk(num_cases * data.nodes * 4, block_bytes or memory.GRAM_BLOCK_BYTES)
+    steps_per_block = memory.items_per_chunk(num_cases * data.channels * 4, block_bytes or memory.GRAM_BLOCK_BYTES)
     columns_per_slice = memory.items_per_chunk(num_cases * 8, column_bytes or memory.GRAM_COLUMN_BYTES)
     centred = np.zeros((num_cases, num_cases), dtype=np.float64)
     squared_norms = np.zeros(num_cases, dtype=np.float64)
@@ -70,7 +70,7 @@ def accumulate_case_gram(array: np.ndarray, data: DataConfig, train_indices: Seq
             squared_norms += np.einsum("ij,ij->i", values, values)
             values -= values[train].mean(axis=0)
             centred += values @ values.T
-    return CaseGram(centred, squared_norms, train, data.timesteps * data.nodes)
+    return CaseGram(centred, squared_norms, train, data.timesteps * data.channels)
 
 
 def relative_errors(gram: CaseGram, indices: Sequence[int], squared_errors: np.ndarray) -> np.ndarray:

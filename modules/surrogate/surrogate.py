@@ -3,7 +3,8 @@
 As EZyRB's `ReducedOrderModel(database, reduction, approximation)`: the node scaler normalises the fields,
 the VAE is the reduction (fields <-> latent codes) and the conditioner the approximation (design -> latent
 code). `predict`, `reconstruct` and the report's evaluation all call it, and none of them imports training
-code. Fields are numpy [cases, timesteps, nodes] float32 in physical units, run through the networks a
+code. Fields are numpy [cases, timesteps, channels] float32 in physical units (channels: the nodes, or each
+node's variables with num_var > 1; `user_layout` gives [..., nodes, variables]), run through the networks a
 batch at a time.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from modules.config.schema import DataConfig
 from modules.data.scaling import NodeScaler
 from modules.data.sweep_file import read_cases
+from modules.data.variables import as_node_variables
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
@@ -52,6 +54,10 @@ class Surrogate:
     """[M, 3] mesh triangles of the window, when known (for VTU output)."""
     conditioner: Optional[TrainedConditioner] = None
 
+    def user_layout(self, fields: np.ndarray) -> np.ndarray:
+        """[..., channels] -> what users get: [..., nodes], or [..., nodes, variables] with num_var > 1."""
+        return as_node_variables(fields, self.window.num_variables)
+
     @classmethod
     def from_bundle(cls, bundle: VAEBundle, device: torch.device) -> "Surrogate":
         return cls(bundle.model, bundle.scaler, device, bundle.config.data, bundle.coordinates, bundle.triangles)
@@ -75,7 +81,7 @@ class Surrogate:
         """Posterior means (and log-variances) of every case of a sweep array, the conditioner's targets:
         {"main" [cases, Lm], "hier" [cases, K, Lh], "flat", "flat_logvar" [cases, Lm + K*Lh]}."""
         mains, hiers, flats, logvars = [], [], [], []
-        case_bytes = self.window.timesteps * self.window.nodes * 4
+        case_bytes = self.window.timesteps * self.window.channels * 4
         batch_size = min(batch_size, memory.items_per_chunk(case_bytes, memory.FIELD_BATCH_BYTES))
         with evaluation_mode(self.vae):
             for chunk in memory.chunks(np.arange(self.window.num_cases), batch_size):

@@ -63,12 +63,17 @@ def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
                               f"point --model / e2e_vae_model_path at the folder or file of a trained VAE")
     model_config = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in state["model_config"].items()})
+    config = config_from_dict(state["config"])
+    if state["num_nodes"] != config.data.channels:
+        raise CheckpointError(f"{path}: the VAE reads {state['num_nodes']} channels, but its data window "
+                              f"({config.data.window_text}) has {config.data.channels}: it was written by an earlier "
+                              f"version that trained only variable 0 of num_var {config.data.num_variables}\n"
+                              f"    fix: train it again; every variable is trained now")
     model = HierarchicalVAE(model_config, state["num_nodes"], state["num_timesteps"])
     load_weights(model, state["model"], path)
     model.to(device).eval()
     coordinates = None if state.get("coordinates") is None else state["coordinates"].numpy()
-    return VAEBundle(model=model, scaler=NodeScaler.from_state_dict(state["scaler"]),
-                     config=config_from_dict(state["config"]),
+    return VAEBundle(model=model, scaler=NodeScaler.from_state_dict(state["scaler"]), config=config,
                      train_indices=state["train_indices"].numpy(), val_indices=state["val_indices"].numpy(),
                      coordinates=coordinates, triangles=_saved_triangles(state, coordinates))
 

@@ -6,7 +6,12 @@ the error e = recon - target:
 * temporal     - the time derivative: e[..., t+1] - e[..., t], mean over batch, nodes and T-1 steps;
 * spatial      - differences across mesh edges: e[:, i, :] - e[:, j, :], mean over batch, edges, time;
 * conservation - the per-timestep sum over nodes, taken as the MEAN over nodes so the term does
-                 not grow with the mesh: mean over batch and time of (mean_n e[:, n, t])**2.
+                 not grow with the mesh: mean over batch and time of (mean_n e[:, n, t])**2; with
+                 num_var > 1, of each variable's mean (a sum across variables adds unlike quantities).
+
+With num_var > 1 the N channels are nodes x variables, node-major (modules.data.variables): the
+temporal term is per channel anyway, and the spatial term's edges join the same variable of two
+nodes (variables.channel_edges).
 
 Node weights. `reconstruction_loss` weights each node's squared error by w_n (the physical range
 squared, mean 1), which turns scaled units into physical ones. These terms use the same w through
@@ -62,11 +67,12 @@ def spatial_loss(recon: torch.Tensor, target: torch.Tensor, edges: torch.Tensor,
     return difference.pow(2).mean()
 
 
-def conservation_loss(recon: torch.Tensor, target: torch.Tensor,
-                      node_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean over batch and time of the squared error of the mean over nodes (the nodal sum / N)."""
+def conservation_loss(recon: torch.Tensor, target: torch.Tensor, node_weights: Optional[torch.Tensor] = None,
+                      num_variables: int = 1) -> torch.Tensor:
+    """Mean over batch, time (and variables) of the squared error of the mean over nodes (the nodal sum / N)."""
     error = _physical_error(recon, target, node_weights)
-    return error.mean(dim=1).pow(2).mean()
+    batch, channels, steps = error.shape
+    return error.reshape(batch, channels // num_variables, num_variables, steps).mean(dim=1).pow(2).mean()
 
 
 @dataclass
@@ -85,7 +91,8 @@ class PhysicsTerms:
 class PhysicsLoss:
     """The configured physics terms of a reconstruction [B, N, T] against its target.
 
-    edges [E, 2] (node numbers of the VAE's node window) are needed when spatial_weight > 0.
+    edges [E, 2] (channel numbers of the VAE's fields) are needed when spatial_weight > 0; num_variables: the
+    variables per node among those channels (for the conservation term).
 
     Adaptive weighting (adaptive_weighting 1) is a stateless per-batch loss-ratio balance: a term's
     effective weight is weight x recon / term (both detached), so its value in the total is exactly
@@ -96,8 +103,9 @@ class PhysicsLoss:
     share; this one has a stated target and nothing to save, so resume stays exact.
     """
 
-    def __init__(self, config: PhysicsLossConfig, edges: Optional[torch.Tensor] = None):
+    def __init__(self, config: PhysicsLossConfig, edges: Optional[torch.Tensor] = None, num_variables: int = 1):
         self.config = config
+        self.num_variables = num_variables
         self.weights = {"temporal": config.temporal_weight, "spatial": config.spatial_weight,
                         "conservation": config.conservation_weight}
         self.edges: Optional[torch.Tensor] = None
@@ -132,7 +140,7 @@ class PhysicsLoss:
                 self._edges_on[recon.device] = self.edges.to(recon.device)
             return spatial_loss(recon, target, self._edges_on[recon.device], node_weights)
         if name == "conservation":
-            return conservation_loss(recon, target, node_weights)
+            return conservation_loss(recon, target, node_weights, self.num_variables)
         raise ValueError(f"PhysicsLoss: unknown term {name!r}; terms are {', '.join(TERM_NAMES)}")
 
     def __call__(self, recon: torch.Tensor, target: torch.Tensor, node_weights: Optional[torch.Tensor] = None,

@@ -23,6 +23,7 @@ from modules.training.projected_training import (ProjectedCases, ProjectedSweep,
                                         physical_per_weighted, project_fields)
 from modules.storage.run_directory import RunDirectory
 from modules.data.scaling import SCALED_LIMIT
+from modules.data.variables import channel_edges, variable_shares
 from modules.training.run_log import RunLog
 from modules.runtime import memory
 from modules.runtime.distributed import Runtime
@@ -41,7 +42,7 @@ def loop_settings(config: RunConfig) -> LoopSettings:
 
 def build_vae(config: RunConfig) -> HierarchicalVAE:
     torch.manual_seed(config.train.seed)
-    return HierarchicalVAE(config.model, config.data.nodes, config.data.timesteps)
+    return HierarchicalVAE(config.model, config.data.channels, config.data.timesteps)
 
 
 def physical_conversion(sweep: PreparedSweep) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -58,10 +59,24 @@ def node_half_range(sweep: PreparedSweep) -> torch.Tensor:
 
 def scaled_cases(sweep: PreparedSweep, indices: np.ndarray, data: DataConfig) -> torch.Tensor:
     """Scaled cases [k, N, T] float32, scaled one case at a time with bounded temporaries."""
-    out = torch.empty((len(indices), data.nodes, data.timesteps), dtype=torch.float32)
+    out = torch.empty((len(indices), data.channels, data.timesteps), dtype=torch.float32)
     for row, index in enumerate(indices):
         out[row] = torch.from_numpy(scale_to_node_major(sweep.scaler, read_cases(sweep.array, [index], data)[0]))
     return out
+
+
+def variables_note(sweep: PreparedSweep, config: RunConfig) -> str:
+    """How the num_var > 1 variables share the loss and the report's error, which both weigh errors in physical
+    units: a variable of small values counts little, and users should know before they read the report."""
+    shares = variable_shares(node_half_range(sweep).numpy(), config.data.num_variables)
+    listed = ", ".join(f"variable {index} {share:.1%}" for index, share in enumerate(shares))
+    text = f"VAE: trains all {len(shares)} variables; their shares of the error in physical units: {listed}"
+    if not config.train.physical_weighting:
+        text += " (the loss weighs every scaled value alike: physical_weighting 0; the report uses these shares)"
+    if shares.min() < 0.01:
+        text += ("; a variable under 1 % is reconstructed with little care and hardly moves the report: export "
+                 "the variables in comparable units to balance them")
+    return text
 
 
 def initialise_from_pca(model: HierarchicalVAE, sweep: PreparedSweep, config: RunConfig) -> int:
@@ -70,7 +85,7 @@ def initialise_from_pca(model: HierarchicalVAE, sweep: PreparedSweep, config: Ru
     from ALL training cases, read a chunk at a time (a 1 GiB subset is only ~14 cases of a 95k-node,
     200-step sweep: too few for dozens of components). Returns how many cases fixed the spatial modes."""
     data = config.data
-    per_case = data.timesteps * data.nodes * 4
+    per_case = data.timesteps * data.channels * 4
     count = min(len(sweep.train_indices), max(2, memory.items_per_chunk(per_case, memory.LINEAR_PATH_INIT_BYTES)))
     chosen = sweep.train_indices[np.linspace(0, len(sweep.train_indices) - 1, count).round().astype(int)]
     weights = node_half_range(sweep) if config.train.physical_weighting else None
@@ -97,7 +112,7 @@ def project_all_cases(model: HierarchicalVAE, sweep: PreparedSweep, config: RunC
     to_physical = physical_conversion(sweep)
     if runtime.is_main:
         model.to(runtime.device)  # the trainer moves it there next anyway
-        chunk = memory.items_per_chunk(data.timesteps * data.nodes * 4, memory.FIELD_BATCH_BYTES)
+        chunk = memory.items_per_chunk(data.timesteps * data.channels * 4, memory.FIELD_BATCH_BYTES)
         for indices in memory.chunks(np.arange(data.num_cases), chunk):
             fields = scaled_cases(sweep, indices, data).to(runtime.device)
             parts = project_fields(model, fields, node_weights, to_physical)
@@ -107,7 +122,7 @@ def project_all_cases(model: HierarchicalVAE, sweep: PreparedSweep, config: RunC
     for tensor in (coefficients, residual, norm_sq, gram):
         runtime.broadcast_(tensor)
     return ProjectedSweep(coefficients, residual, norm_sq, gram, physical_per_weighted(node_weights, to_physical),
-                          data.nodes)
+                          data.channels)
 
 
 def build_physics_loss(config: RunConfig, sweep: PreparedSweep, log: RunLog) -> Optional[PhysicsLoss]:
@@ -120,12 +135,14 @@ def build_physics_loss(config: RunConfig, sweep: PreparedSweep, log: RunLog) -> 
         # Relative paths in condition.txt start in the working directory, as for coordinates_path
         # (prepared_sweep.load_coordinates).
         graph = build_mesh_graph(physics, config.data, sweep.coordinates, Path.cwd())
-        edges = torch.as_tensor(graph.edges)
-        log.info(f"VAE: physics spatial term on {graph.describe()}")
+        variables = config.data.num_variables
+        edges = torch.as_tensor(channel_edges(graph.edges, variables))
+        log.info(f"VAE: physics spatial term on {graph.describe()}"
+                 + (f", within each of the {variables} variables" if variables > 1 else ""))
     log.info(f"VAE: physics terms temporal {physics.temporal_weight:g}, spatial {physics.spatial_weight:g}, "
              f"conservation {physics.conservation_weight:g}"
              + (" (adaptive: each term adds weight x recon to the loss)" if physics.adaptive_weighting else ""))
-    return PhysicsLoss(physics, edges)
+    return PhysicsLoss(physics, edges, config.data.num_variables)
 
 
 def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory,
@@ -133,9 +150,10 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     """Train (or resume) the VAE; returns it on its best validation epoch and saves the bundle."""
     model = build_vae(config)
     log.info(f"VAE: {model.parameter_count():,} parameters; {len(sweep.train_indices)} training and "
-             f"{len(sweep.val_indices)} validation cases of {config.data.timesteps} timesteps x "
-             f"{config.data.nodes} nodes; device {runtime.device}"
+             f"{len(sweep.val_indices)} validation cases of {config.data.window_text}; device {runtime.device}"
              + (f", {runtime.world_size} processes" if runtime.distributed else ""))
+    if config.data.num_variables > 1:
+        log.info(variables_note(sweep, config))
     if config.model.linear_path:
         used = initialise_from_pca(model, sweep, config)
         log.info(f"VAE: linear path starts at the PCA of {used} training cases "
@@ -153,7 +171,7 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         log.info(f"VAE: pod_projected_training: {config.data.num_cases} cases projected onto "
                  f"{config.model.encoder_filters[0]} POD modes in {time.perf_counter() - started:.1f} s; training "
                  f"on [{config.model.encoder_filters[0]} x {config.data.timesteps}] instead of "
-                 f"[{config.data.nodes} x {config.data.timesteps}] per case")
+                 f"[{config.data.channels} x {config.data.timesteps}] per case")
     else:
         objective = VAEObjective(config.train, weights, physical_conversion(sweep),
                                  FieldAugmenter(config.augmentation), build_physics_loss(config, sweep, log))

@@ -1,0 +1,38 @@
+"""The saved VAE bundle: a bundle that trained only variable 0 of several is refused with the fix."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from modules.config.schema import DataConfig, ModelConfig, RunConfig
+from modules.data.scaling import NodeScaler
+from modules.errors import CheckpointError
+from modules.models.vae import HierarchicalVAE
+from modules.surrogate.vae_bundle import load_vae_bundle, save_vae_bundle
+
+MODEL = ModelConfig(encoder_filters=(4, 2), latent_dim_main=2, latent_dim_hier=1)
+
+
+def bundle(tmp_path, num_variables: int, channels: int):
+    config = RunConfig(data=DataConfig(num_cases=4, num_timesteps=3, num_nodes=5, num_variables=num_variables),
+                       model=MODEL)
+    scaler = NodeScaler().fit_arrays(np.random.default_rng(0).normal(size=(4, 3, channels)))
+    path = tmp_path / "SimulGen-VAE"
+    save_vae_bundle(path, HierarchicalVAE(MODEL, channels, 3), config, scaler, np.arange(3), np.array([3]))
+    return path
+
+
+def test_a_bundle_of_every_variable_loads(tmp_path):
+    loaded = load_vae_bundle(bundle(tmp_path, num_variables=2, channels=10), torch.device("cpu"))
+    assert loaded.model.num_nodes == loaded.config.data.channels == 10
+
+
+def test_a_bundle_that_kept_only_variable_0_is_refused(tmp_path):
+    path = bundle(tmp_path, num_variables=2, channels=5)  # as the earlier version saved it
+    with pytest.raises(CheckpointError) as caught:
+        load_vae_bundle(path, torch.device("cpu"))
+    assert str(caught.value) == (
+        f"{path}: the VAE reads 5 channels, but its data window (3 timesteps x 5 nodes x 2 variables) has 10: it "
+        f"was written by an earlier version that trained only variable 0 of num_var 2\n"
+        f"    fix: train it again; every variable is trained now")
