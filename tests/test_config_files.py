@@ -58,6 +58,14 @@ def test_the_legacy_image_condition_file_with_num_param_0_is_accepted(tmp_path):
     assert config.end_to_end.enabled and config.conditioner.use_spatial_attention
 
 
+def test_fine_tuning_the_decoder_without_end_to_end_training_is_announced(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1")
+    _, notices = load_run_config(preset, condition)
+    assert (f"{condition}:{line_of(condition, 'e2e_finetune_decoder')}: e2e_finetune_decoder 1 has no effect without "
+            f"use_e2e_training 1 (the decoder is fine-tuned only by end-to-end training)") in notices
+
+
 def test_plot_variable_must_name_one_of_the_variables(tmp_path):
     preset, condition = legacy_copy(tmp_path)
     edit(condition, "num_var 1", "num_var 2\nplot_variable 2")

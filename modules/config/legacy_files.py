@@ -187,25 +187,33 @@ def load_run_config(preset_path: Path, condition_path: Path, preset_index: int =
     found = configuration_issues(config)
     if found:
         raise ConfigError([_located(problem, origins) for problem in found])
-    return config, notices + _window_notices(config, origins)
+    return config, notices + _window_notices(config, origins) + _unused_setting_notices(config, origins)
+
+
+def _where(origins: Dict[str, Origin], *field_paths: str) -> str:
+    found = [origins[path] for path in field_paths if path in origins]
+    return ", ".join(f"{o.file}:{o.line}" if o.line else f"{o.file} {o.key}" for o in found)
+
+
+def _unused_setting_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:
+    """A setting asked for that the rest of the configuration leaves without effect."""
+    if config.end_to_end.finetune_decoder and not config.end_to_end.enabled:
+        return [f"{_where(origins, 'end_to_end.finetune_decoder')}: e2e_finetune_decoder 1 has no effect without "
+                f"use_e2e_training 1 (the decoder is fine-tuned only by end-to-end training)"]
+    return []
 
 
 def _window_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:
     """A window (Dim2_red, Dim3_start/Dim3_end) that leaves part of the sweep untrained is said, not kept quiet:
     a file copied from another sweep may carry one that was never meant for this sweep."""
     data = config.data
-
-    def where(*field_paths: str) -> str:
-        found = [origins[path] for path in field_paths if path in origins]
-        return ", ".join(f"{o.file}:{o.line}" if o.line else f"{o.file} {o.key}" for o in found)
-
     notices = []
     if data.timesteps < data.num_timesteps:
-        notices.append(f"{where('data.num_timesteps_used')}: Dim2_red {data.timesteps} trains on the first "
+        notices.append(f"{_where(origins, 'data.num_timesteps_used')}: Dim2_red {data.timesteps} trains on the first "
                        f"{data.timesteps} of the {data.num_timesteps} timesteps (Dim2); the last "
                        f"{data.num_timesteps - data.timesteps} are not used (delete the line to use them all)")
     if data.nodes < data.num_nodes:
-        notices.append(f"{where('data.node_start', 'data.node_end')}: Dim3_start/Dim3_end keep nodes "
+        notices.append(f"{_where(origins, 'data.node_start', 'data.node_end')}: Dim3_start/Dim3_end keep nodes "
                        f"{data.node_start}..{data.node_stop - 1} of the {data.num_nodes} (Dim3); "
                        f"{data.num_nodes - data.nodes} nodes are not used (delete the lines to use them all)")
     return notices
