@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from modules.config.schema import DataConfig
 from modules.data.sweep_file import open_sweep
-from modules.data.datasets import FieldDataset, make_split
+from modules.data.datasets import FieldDataset
 from modules.errors import DataError
 from modules.data.scaling import NodeScaler
 
@@ -20,26 +20,6 @@ def sweep_file(tmp_path):
     path = tmp_path / "dataset1.npy"
     np.save(path, rng.normal(size=(6, 5, 8)).astype(np.float32))
     return path
-
-
-@pytest.mark.parametrize("num_cases, fraction", [(2, 0.2), (10, 0.2), (7, 0.5), (5, 0.99)])
-def test_split_properties(num_cases, fraction):
-    train, val = make_split(num_cases, fraction, seed=3)
-    assert len(train) >= 1 and len(val) >= 1
-    assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
-    assert np.intersect1d(train, val).size == 0
-    np.testing.assert_array_equal(np.union1d(train, val), np.arange(num_cases))
-    again_train, again_val = make_split(num_cases, fraction, seed=3)
-    np.testing.assert_array_equal(train, again_train)
-    np.testing.assert_array_equal(val, again_val)
-
-
-def test_split_size_and_seed_dependence():
-    train, val = make_split(100, 0.2, seed=0)
-    assert len(val) == 20 and len(train) == 80
-    assert any(not np.array_equal(val, make_split(100, 0.2, seed=s)[1]) for s in (1, 2, 3))
-    with pytest.raises(DataError, match="at least 2 cases"):
-        make_split(1, 0.5, seed=0)
 
 
 def test_item_is_scaled_transposed_window(sweep_file):

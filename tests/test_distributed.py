@@ -38,7 +38,7 @@ WEIGHT_TOLERANCE = 1e-5
 
 CONDITION_OVERRIDES = {
     "Dim1": "15", "Dim2": "8", "Dim3": "64", "Dim2_red": "8", "Dim3_end": "64",
-    "Batch_size": "4", "latent_conditioner_batch": "4",
+    "Batch_size": "4", "latent_conditioner_batch": "4", "checkpoint_every": "1",
 }
 TINY_PRESET = "data_No, init_beta_divisior, num_filter_enc, latent_conditioner_filter\n1\n4\n16 8\n16 16\n"
 
@@ -161,9 +161,9 @@ def test_end_to_end_mode_with_decoder_finetuning_under_ddp(vae_run, tmp_path, wo
     # The decoder was fine-tuned; the heads decode_flat() never reaches were frozen (DDP would stop on them).
     before = load_state(vae_run / "SimulGen-VAE")["model"]
     after = load_state(out / "latent_conditioner.pt")["vae_weights"]
-    assert not torch.equal(after["decoder.start.weight"], before["decoder.start.weight"])
+    assert not torch.equal(after["decoder.readout.0.weight"], before["decoder.readout.0.weight"])
     for frozen in ("decoder.prior_heads.0.weight", "decoder.posterior_heads.0.0.weight",
-                   "encoder.input_projection.weight"):
+                   "encoder.main_head.weight", "design_prior.0.weight", "basis.modes"):
         assert torch.equal(after[frozen], before[frozen]), frozen
 
 
@@ -279,7 +279,9 @@ def _worker(out: Path) -> None:
         cases = torch.arange(11)
         train_set, val_set = TensorDataset(fields[:8], cases[:8]), TensorDataset(fields[8:], cases[8:])
         torch.manual_seed(1)
-        model = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=4, latent_dim_hier=2), 16, 6)
+        model = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=4, latent_dim_hier=2,
+                                            decoder_width=32), 16, 6, 5)
+        model.basis.set_modes(torch.linalg.qr(torch.randn(16, 5))[0], None, 1.0)
         objective = RecordingObjective(out, runtime.rank)
         settings = LoopSettings(name="toy", epochs=WORKER_EPOCHS, batch_size=4, learning_rate=1e-3,
                                 weight_decay=1e-4, grad_clip=1.0, lr_schedule="cosine", min_lr_fraction=0.1,

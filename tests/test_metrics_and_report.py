@@ -74,14 +74,14 @@ def test_summarize_errors_rejects_empty_and_nan():
 
 def test_format_report_table_contains_names_and_percentages():
     table = format_report_table([
-        ("SimulGenVAE", "validation", {"mean": 0.0321, "median": 0.029, "max": 0.10016}),
+        ("SimulGenVAE", "validation", {"pooled": 0.03, "mean": 0.0321, "median": 0.029, "max": 0.10016}),
         ("PCA", "train", {"mean": 0.5, "median": 0.25, "max": 1.0}),
     ])
     lines = table.splitlines()
-    assert lines[0].split() == ["model", "split", "mean", "median", "max"]
+    assert lines[0].split() == ["model", "split", "pooled", "mean", "median", "max"]
     assert set(lines[1]) <= {"-", " "}
-    assert lines[2].split() == ["SimulGenVAE", "validation", "3.21", "%", "2.90", "%", "10.02", "%"]
-    assert lines[3].split() == ["PCA", "train", "50.00", "%", "25.00", "%", "100.00", "%"]
+    assert lines[2].split() == ["SimulGenVAE", "validation", "3.00", "%", "3.21", "%", "2.90", "%", "10.02", "%"]
+    assert lines[3].split() == ["PCA", "train", "-", "50.00", "%", "25.00", "%", "100.00", "%"]
     # Fixed width: the percent signs of every row line up.
     assert len({len(line) for line in lines[2:]}) == 1
     assert table.endswith("\n")
@@ -143,3 +143,17 @@ def test_write_report_rejects_nan_before_touching_disk(tmp_path):
         write_report(path_json, tmp_path / "report.txt", {"mean": float("nan")}, "table")
     assert path_json.read_text() == "old json"
     assert not (tmp_path / "report.txt").exists()
+
+
+def test_pooled_error_weighs_cases_by_their_norm_and_per_case_errors_come_back():
+    truth = np.stack([np.full((2, 3), 10.0), np.full((2, 3), 1.0)])
+    prediction = truth.copy()
+    prediction[0] += 1.0  # 10 % off on the large case
+    prediction[1] += 0.5  # 50 % off on the small one
+    norms = metrics.squared_norms(truth, prediction)
+    np.testing.assert_allclose(norms, [[6.0, 600.0], [1.5, 6.0]])
+    np.testing.assert_allclose(metrics.relative_from_norms(norms), relative_l2_per_case(truth, prediction))
+    # ||X - X_hat||_F / ||X||_F: sqrt(7.5 / 606), far nearer the large case's 10 % than the mean (30 %)
+    assert metrics.pooled_relative_l2(norms) == pytest.approx(math.sqrt(7.5 / 606))
+    assert summarize_errors(np.array([0.1, 0.5]), pooled=0.11)["pooled"] == 0.11
+    np.testing.assert_allclose(metrics.relative_from_norms(np.array([[4.0, 0.0]])), [2.0])  # zero truth: absolute

@@ -20,19 +20,6 @@ from modules.data.scaling import NodeScaler
 
 
 
-def make_split(num_cases: int, validation_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Seeded split of case indices into sorted, disjoint (train, validation), each holding at least one case."""
-    if num_cases < 2:
-        raise DataError(f"a train/validation split needs at least 2 cases, the sweep has {num_cases}\n"
-                        f"    fix: use a sweep with more cases (Dim1 in condition.txt)")
-    if not 0.0 < validation_fraction < 1.0:
-        raise DataError(f"validation_fraction must be between 0 and 1, got {validation_fraction}\n"
-                        f"    fix: use e.g. 0.2 to hold out a fifth of the cases")
-    num_val = DataConfig(num_cases=num_cases, validation_fraction=validation_fraction).num_validation_cases
-    order = np.random.default_rng(seed).permutation(num_cases)
-    return np.sort(order[num_val:]), np.sort(order[:num_val])
-
-
 def require_memory_for(num_cases: int, data: DataConfig, path: Path, device: torch.device,
                        host_budget_bytes: Optional[int], device_budget_bytes: Optional[int] = None) -> None:
     """Refuse --load_all=1, before anything is allocated, when the window of `num_cases` cases cannot

@@ -14,8 +14,8 @@ from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.evaluation.baselines import NearestNeighbourBaseline, PODGaussianProcessBaseline
 from modules.evaluation.case_gram import (CaseGram, GramPCA, accumulate_case_gram, baselines_fit_in_memory,
                                           nearest_relative_errors, pod_gp_relative_errors, pooled_from_relative)
-from modules.evaluation.metrics import pooled_relative_l2, squared_norms, summarize_errors
-from modules.evaluation.vae_evaluation import evaluated_splits, relative_from_norms, plotted_positions
+from modules.evaluation.metrics import pooled_relative_l2, relative_from_norms, squared_norms, summarize_errors
+from modules.evaluation.vae_evaluation import evaluated_splits, plotted_positions
 from modules.config.conditioner_rules import resolve_architecture
 from modules.models.conditioners import count_parameters
 from modules.runtime import memory

@@ -67,6 +67,13 @@ def pooled_relative_l2(norms: np.ndarray) -> float:
     return float(np.sqrt(norms[:, 0].sum() / max(norms[:, 1].sum(), 1e-300)))
 
 
+def relative_from_norms(norms: np.ndarray) -> np.ndarray:
+    """Per-case relative L2 from squared_norms rows (a case of zero truth reports its absolute error)."""
+    truth = np.sqrt(norms[:, 1])
+    error = np.sqrt(norms[:, 0])
+    return np.where(truth > 0, error / np.where(truth > 0, truth, 1.0), error)
+
+
 def summarize_errors(errors: np.ndarray, pooled: Optional[float] = None) -> Dict[str, Any]:
     """Mean, median, max and min of per-case errors, plus where the worst and the typical case are (and the
     pooled error of the whole set when given, see pooled_relative_l2).

@@ -11,7 +11,7 @@ from modules.data.prepared_sweep import PreparedSweep
 from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.evaluation.baselines import PCABaseline
 from modules.evaluation.case_gram import CaseGram, GramPCA, accumulate_case_gram, baselines_fit_in_memory
-from modules.evaluation.metrics import pooled_relative_l2, squared_norms, summarize_errors
+from modules.evaluation.metrics import pooled_relative_l2, relative_from_norms, squared_norms, summarize_errors
 from modules.runtime import memory
 from modules.surrogate.surrogate import Surrogate
 
@@ -86,13 +86,6 @@ def evaluate_vae(surrogate: Surrogate, sweep: PreparedSweep, data: DataConfig) -
     plotted = [int(sweep.val_indices[position]) for position in plotted_positions(errors["vae"]["val"]).values()]
     recon = surrogate.reconstruct(read_cases(sweep.array, plotted, data))
     return VAEEvaluation(errors["vae"], errors["pca"], pooled, pca.num_components, dict(zip(plotted, recon)), gram)
-
-
-def relative_from_norms(norms: np.ndarray) -> np.ndarray:
-    """Per-case relative L2 from squared_norms rows (a case of zero truth reports its absolute error)."""
-    truth = np.sqrt(norms[:, 1])
-    error = np.sqrt(norms[:, 0])
-    return np.where(truth > 0, error / np.where(truth > 0, truth, 1.0), error)
 
 
 def vae_report_section(evaluation: VAEEvaluation, training: Optional[Dict[str, Any]], surrogate: Surrogate,

@@ -2,7 +2,7 @@
 through the decoder, and saved with what prediction needs."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import torch

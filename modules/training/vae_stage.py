@@ -76,6 +76,8 @@ def fit_modes(sweep: PreparedSweep, config: RunConfig) -> Tuple[SpatialModes, in
     limit = model.spatial_modes or MAX_AUTO_SPATIAL_MODES
     modes = fit_spatial_modes(scaled_cases(sweep, chosen, data), limit, weights)
     kept = model.spatial_modes or min(limit, modes.count_for(model.spatial_energy))
+    # Never beyond the snapshots' rank: a zero mode would still cost coefficient error that no field shows.
+    kept = max(1, min(kept, int((modes.energy > 0).sum())))
     return modes.leading(kept), count
 
 

@@ -1,0 +1,63 @@
+"""Latent refinement: gradient steps on the field from the encoder's guess, never ending worse than it."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modules.config.schema import ModelConfig
+from modules.data.design_features import design_features
+from modules.models.vae import HierarchicalVAE
+from modules.surrogate.refinement import refine_latents
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def vae_and_targets():
+    torch.manual_seed(0)
+    vae = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=3, latent_dim_hier=2, decoder_width=32,
+                                      decoder_depth=2), 12, 6, 4).eval()
+    true_codes = torch.randn(5, vae.flat_latent_dim)
+    with torch.no_grad():
+        targets = vae.decode_flat(true_codes, projected=True)
+    return vae, true_codes, targets
+
+
+def per_case_error(vae, codes, targets):
+    with torch.no_grad():
+        return (vae.decode_flat(codes, projected=True) - targets).pow(2).flatten(1).sum(dim=1)
+
+
+def test_refinement_finds_codes_that_decode_closer_to_the_field():
+    vae, true_codes, targets = vae_and_targets()
+    start = torch.zeros_like(true_codes)
+    refined = refine_latents(vae, targets, start, steps=200)
+    before, after = per_case_error(vae, start, targets), per_case_error(vae, refined, targets)
+    assert torch.all(after < 0.2 * before)
+
+
+def test_refinement_never_returns_a_worse_code_and_zero_steps_keep_the_guess():
+    vae, true_codes, targets = vae_and_targets()
+    # The true codes decode exactly: every step away is worse, so the best stays the guess itself.
+    assert torch.equal(refine_latents(vae, targets, true_codes, steps=20), true_codes)
+    guess = true_codes + 0.3 * torch.randn_like(true_codes)
+    assert torch.equal(refine_latents(vae, targets, guess, steps=0), guess)
+    refined = refine_latents(vae, targets, guess, steps=5)
+    assert torch.all(per_case_error(vae, refined, targets) <= per_case_error(vae, guess, targets))
+    assert not any(parameter.grad is not None for parameter in vae.parameters())  # the decoder stays untouched
+
+
+def test_design_features_are_standardised_on_the_training_cases_only():
+    designs = torch.arange(20, dtype=torch.float64).reshape(10, 2).numpy() ** 2
+    train = [0, 1, 2, 3, 4, 5]
+    features = design_features(designs, train)
+    assert features.shape == (10, 2) and features.dtype == torch.float32
+    assert torch.allclose(features[train].mean(dim=0), torch.zeros(2), atol=1e-5)
+    assert features[9, 0] > features[5, 0] > 0  # unseen designs keep their place along each parameter
+
+
+def test_image_designs_become_a_few_whitened_scores():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(12, 1, 8, 8, generator=generator).numpy()
+    features = design_features(images, list(range(9)))
+    assert features.shape == (12, 8)  # at most training cases - 1 directions
+    assert torch.allclose(features[:9].std(dim=0), torch.ones(8), rtol=0.2)
