@@ -76,7 +76,9 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
                  f"{'in memory' + copies if config.data.load_all else 'streamed from disk'})")
         if sweep.triangles is not None:
             log.info(f"mesh maps and VTU files: {sweep.triangles.describe()}")
-        report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root)}
+        # What each trained timestep stands for: its stored timestep in the sweep (Dim2_red / Dim2_red_mode).
+        report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root),
+                                  "time_indices": list(config.data.timestep_indices)}
         model, result = _vae(config, sweep, runtime, run_dir, log)
         surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates,
                               None if sweep.triangles is None else sweep.triangles.triangles)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from modules.config.legacy_keys import (ACCEPTED_WITHOUT_EFFECT, CONDITION_KEYS, MULTI_VALUE_KEYS, PRESET_FIELDS,
                                         REQUIRED_CONDITION_KEYS, BadValue, legacy_key)
+from modules.config import time_window
 from modules.config.schema import RunConfig
 from modules.config.validation import configuration_issues
 from modules.errors import ConfigError, ConfigIssue
@@ -208,10 +209,16 @@ def _window_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:
     a file copied from another sweep may carry one that was never meant for this sweep."""
     data = config.data
     notices = []
-    if data.timesteps < data.num_timesteps:
+    if data.timesteps < data.num_timesteps and data.timestep_mode == "spread":
+        notices.append(f"{_where(origins, 'data.num_timesteps_used', 'data.timestep_mode')}: Dim2_red {data.timesteps} "
+                       f"with Dim2_red_mode spread trains on {data.timesteps} of the {data.num_timesteps} timesteps "
+                       f"(Dim2), spread over the whole transient: stored steps {time_window.listed(data.timestep_indices)} "
+                       f"(0-based)")
+    elif data.timesteps < data.num_timesteps:
         notices.append(f"{_where(origins, 'data.num_timesteps_used')}: Dim2_red {data.timesteps} trains on the first "
                        f"{data.timesteps} of the {data.num_timesteps} timesteps (Dim2); the last "
-                       f"{data.num_timesteps - data.timesteps} are not used (delete the line to use them all)")
+                       f"{data.num_timesteps - data.timesteps} are not used (delete the line to use them all, or add "
+                       f"Dim2_red_mode spread to keep {data.timesteps} spread over the whole transient)")
     if data.nodes < data.num_nodes:
         notices.append(f"{_where(origins, 'data.node_start', 'data.node_end')}: Dim3_start/Dim3_end keep nodes "
                        f"{data.node_start}..{data.node_stop - 1} of the {data.num_nodes} (Dim3); "
