@@ -260,6 +260,8 @@ class RecordingObjective:
 
 def _worker(out: Path) -> None:
     """One rank (or the single process) of test_trainer_under_ddp_...; writes what it saw to `out`."""
+    from dataclasses import replace
+
     import numpy as np
     from torch.utils.data import TensorDataset
 
@@ -289,6 +291,16 @@ def _worker(out: Path) -> None:
         trainer = Trainer(model, objective, settings, runtime, log, checkpoints)
         noise = torch.rand(3).tolist()  # each rank's own stream after the trainer seeded it
         trainer.fit(train_set, val_set)
+
+        # Gradient accumulation: global batch 2 (1 per rank) x 2 micro-batches is the step of batch 4 above.
+        accumulated = out / "accumulated"
+        accumulated.mkdir(exist_ok=True)
+        torch.manual_seed(1)
+        model = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=4, latent_dim_hier=2), 16, 6)
+        checkpoints = Checkpointer(CheckpointPaths(accumulated / "toy_last.pt", accumulated / "toy_best.pt"), runtime,
+                                   "toy", {}, {})
+        Trainer(model, RecordingObjective(accumulated, runtime.rank), replace(settings, batch_size=2,
+                grad_accumulation_steps=2), runtime, log, checkpoints).fit(train_set, val_set)
 
         # The scaler: rank 1 is handed a different array, yet ends with rank 0's fit.
         data = DataConfig(num_cases=4, num_timesteps=2, num_nodes=3)
@@ -353,6 +365,12 @@ def test_trainer_under_ddp_reduces_metrics_exactly_and_matches_one_process(tmp_p
         assert torch.equal(value, final[1][name]), name
         assert torch.allclose(value, single_final[name], rtol=0, atol=WEIGHT_TOLERANCE), name
     assert f"toy: all 2 processes hold identical weights after epoch {WORKER_EPOCHS}" in log
+    # 2 ranks x 1 case x 2 accumulated micro-batches (DDP syncing only the last) = one process's batch of 4
+    accumulated = [torch.load(tmp_path / "two" / "accumulated" / f"final_rank{rank}.pt", weights_only=True)
+                   for rank in range(2)]
+    for name, value in accumulated[0].items():
+        assert torch.equal(value, accumulated[1][name]), name
+        assert torch.allclose(value, single_final[name], rtol=0, atol=WEIGHT_TOLERANCE), name
     assert two[0]["noise"] != two[1]["noise"]
     assert two[0]["scaler_min"] == two[1]["scaler_min"] == [0.0, 1.0, 2.0]
     for rank in two:

@@ -102,6 +102,65 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert resumed.result.history["val_loss"] == expected_history["val_loss"]
 
 
+class MeanSquaredError:
+    """A loss that is a mean over the batch's cases and draws nothing random."""
+
+    def __call__(self, model, batch, epoch):
+        inputs, targets = batch
+        loss = torch.mean((model(inputs) - targets) ** 2)
+        return loss, {"loss": loss.item()}
+
+
+@pytest.mark.parametrize("cases", [32, 36])  # 36: the epoch's last group is one short batch of 4
+def test_accumulated_micro_batches_take_the_step_of_one_batch_of_all_their_cases(tmp_path, cases):
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(cases, 3, generator=generator)
+    data = TensorDataset(inputs, inputs @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3)
+    whole = build(tmp_path / "whole", MeanSquaredError(), batch_size=16, epochs=2, grad_clip=0.5)
+    accumulated = build(tmp_path / "micro", MeanSquaredError(), batch_size=4, grad_accumulation_steps=4, epochs=2,
+                        grad_clip=0.5)
+    for trainer in (whole, accumulated):
+        trainer.fit(data, data)
+    for key, value in whole.state()["model"].items():
+        torch.testing.assert_close(accumulated.state()["model"][key], value, rtol=1e-5, atol=1e-6)
+    # a different result without the accumulation: the test can tell them apart
+    single = build(tmp_path / "single", MeanSquaredError(), batch_size=4, epochs=2, grad_clip=0.5)
+    single.fit(data, data)
+    assert not torch.allclose(single.state()["model"]["weight"], whole.state()["model"]["weight"], atol=1e-3)
+
+
+def test_an_interrupt_inside_an_accumulation_group_resumes_exactly(tmp_path):
+    train, val = make_data()  # 32 cases, batch 4: 8 batches, 3 groups of 3 (the last of 2) per epoch
+    reference = build(tmp_path / "a", NoisyObjective(), batch_size=4, grad_accumulation_steps=3)
+    reference.fit(train, val)
+    interrupted = build(tmp_path / "b", NoisyObjective(interrupt_at_call=8 + 4), batch_size=4,
+                        grad_accumulation_steps=3)
+    with pytest.raises(TrainingInterrupted, match="stopped at epoch 2, batch 7"):
+        interrupted.fit(train, val)  # asked during batch 4 of epoch 2: stops after its group, at batch 6
+    assert load_state(tmp_path / "b" / "toy_last.pt")["batches_done"] == 6
+    resumed = build(tmp_path / "b", NoisyObjective(), batch_size=4, grad_accumulation_steps=3)
+    torch.manual_seed(99)
+    resumed.resume(tmp_path / "b" / "toy_last.pt")
+    resumed.fit(train, val)
+    for key, value in reference.state()["model"].items():
+        assert torch.equal(resumed.state()["model"][key], value), key
+    assert resumed.result.history["val_loss"] == reference.result.history["val_loss"]
+
+
+def test_ddp_syncs_gradients_only_on_the_last_micro_batch_of_a_group(tmp_path):
+    calls = []
+
+    class RecordingRuntime(Runtime):
+        def gradient_sync(self, model, sync):
+            calls.append(sync)
+            return super().gradient_sync(model, sync)
+
+    trainer = build(tmp_path, MeanSquaredError(), batch_size=8, grad_accumulation_steps=3, epochs=1)
+    trainer.runtime = RecordingRuntime(device=torch.device("cpu"))
+    trainer.fit(*make_data())
+    assert calls == [False, False, True, True]  # 4 batches: a group of 3, then one of 1
+
+
 def test_nan_loss_stops_with_guidance_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = build(tmp_path, NoisyObjective(nan_at_call=10), divergence_hint="lower LearningR")
     train, val = make_data()

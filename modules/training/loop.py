@@ -40,7 +40,7 @@ from modules.runtime.distributed import Runtime, unwrap
 STAGE_SECTIONS = {"vae": "train", "conditioner": "conditioner"}
 PER_STAGE_FIELDS = ("epochs", "batch_size", "learning_rate", "weight_decay", "early_stopping_patience")
 # ... and the settings both stages take from TrainConfig.
-SHARED_FIELDS = ("grad_clip", "lr_schedule", "min_lr_fraction", "checkpoint_every", "seed")
+SHARED_FIELDS = ("grad_clip", "lr_schedule", "min_lr_fraction", "checkpoint_every", "seed", "grad_accumulation_steps")
 
 # objective(model, batch_on_device, epoch) -> (loss to minimise, metrics as floats)
 Objective = Callable[[torch.nn.Module, Any, int], Tuple[torch.Tensor, Dict[str, float]]]
@@ -61,6 +61,9 @@ class LoopSettings:
     early_stopping_patience: int
     checkpoint_every: int
     seed: int
+    grad_accumulation_steps: int = 1
+    """Batches whose gradients are summed (each weighted by its share of the group's cases) before one
+    optimizer step: the step is that of one batch of all their cases."""
     divergence_hint: str = "lower the learning rate"
     evaluate_start: bool = False
     """Validate the weights before the first epoch too, and keep them if no epoch beats them
@@ -252,6 +255,9 @@ class Trainer:
         return self.result
 
     def _train_epoch(self, dataset: Dataset, num_workers: int, stop: StopRequest) -> Tuple[Dict[str, float], int]:
+        """One epoch of optimizer steps, each over a group of grad_accumulation_steps consecutive batches
+        (counted from the epoch's start; the last group takes what is left). A stop request is honoured only
+        between groups, so a checkpoint never holds half a gradient and resuming from it is exact."""
         settings, runtime = self.settings, self.runtime
         self.model.train()
         batches = self._epoch_batches(dataset, self.epoch)
@@ -263,31 +269,41 @@ class Trainer:
                    # None: tqdm switches itself off when stderr is not a terminal (a piped or logged run).
                    disable=None if runtime.is_main and self.log.show_progress else True, dynamic_ncols=True)
         batches_iter = iter(bar)
-        while True:
-            with self.timer.phase("data"):
-                batch = next(batches_iter, None)
-            if batch is None:
-                break
+        while self.batches_done < len(batches):
             if runtime.any_rank(stop.requested):
                 self.checkpoints.save_last(self.state())
                 raise TrainingInterrupted(
                     f"{settings.name}: stopped at epoch {self.epoch + 1}, batch {self.batches_done + 1}; a checkpoint "
                     f"was written to {self.checkpoints.paths.last}. Continue with the same command plus --resume")
-            batch = move_to_device(batch, runtime.device)
-            batch_size = _batch_length(batch)
-            loss, metrics = self._step(batch)
-            seen += batch_size
-            for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + value * batch_size
-            self.batches_done += 1
-            bar.set_postfix(self._postfix(metrics), refresh=False)
+            group = batches[self.batches_done:self._group_end(len(batches))]
+            group_cases = sum(len(indices) for indices in group)
+            self.optimizer.zero_grad(set_to_none=True)
+            for position in range(len(group)):
+                with self.timer.phase("data"):
+                    batch = next(batches_iter)
+                batch = move_to_device(batch, runtime.device)
+                batch_size = _batch_length(batch)
+                metrics = self._accumulate(batch, share=batch_size / group_cases, last=position == len(group) - 1)
+                seen += batch_size
+                for key, value in metrics.items():
+                    totals[key] = totals.get(key, 0.0) + value * batch_size
+                self.batches_done += 1
+                bar.set_postfix(self._postfix(metrics), refresh=False)
+            self._optimizer_step()
         bar.close()
         local = {key: value / max(seen, 1) for key, value in totals.items()}
         return runtime.all_reduce_mean(local, weight=float(seen)), seen
 
-    def _step(self, batch: Any) -> Tuple[torch.Tensor, Dict[str, float]]:
+    def _group_end(self, num_batches: int) -> int:
+        """One past the last batch of the accumulation group that starts at batches_done."""
+        steps = self.settings.grad_accumulation_steps
+        return min(num_batches, (self.batches_done // steps + 1) * steps)
+
+    def _accumulate(self, batch: Any, share: float, last: bool) -> Dict[str, float]:
+        """Forward and backward of one batch, its loss weighted by its share of the group's cases: the objective's
+        loss is a mean over its batch, so the summed gradient is that of the mean over the whole group. Under DDP
+        the gradient is all-reduced only with the group's last backward."""
         settings, runtime = self.settings, self.runtime
-        self.optimizer.zero_grad(set_to_none=True)
         with self.timer.phase("forward"), runtime.autocast():
             loss, metrics = self.objective(self.model, batch, self.epoch)
         if runtime.any_rank(not bool(torch.isfinite(loss.detach()).item())):
@@ -296,16 +312,18 @@ class Trainer:
                 f"{self.batches_done + 1}; training stopped. The last good checkpoints stay in "
                 f"{self.checkpoints.paths.last.parent}. To fix: {settings.divergence_hint}; then run again "
                 f"(add --resume to continue from the last checkpoint).")
-        with self.timer.phase("backward"):
-            self.grad_scaler.scale(loss).backward()
+        with self.timer.phase("backward"), runtime.gradient_sync(self.model, sync=last):
+            self.grad_scaler.scale(loss * share if share != 1.0 else loss).backward()
+        return metrics
+
+    def _optimizer_step(self) -> None:
         with self.timer.phase("optimizer"):
-            if settings.grad_clip > 0:
+            if self.settings.grad_clip > 0:
                 self.grad_scaler.unscale_(self.optimizer)
                 parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-                torch.nn.utils.clip_grad_norm_(parameters, settings.grad_clip)
+                torch.nn.utils.clip_grad_norm_(parameters, self.settings.grad_clip)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
-        return loss, metrics
 
     def _validate(self, dataset: Dataset, num_workers: int) -> Dict[str, float]:
         """Mean metrics over the whole validation set: each rank takes a disjoint, unpadded shard, so
