@@ -161,6 +161,33 @@ def test_ddp_syncs_gradients_only_on_the_last_micro_batch_of_a_group(tmp_path):
     assert calls == [False, False, True, True]  # 4 batches: a group of 3, then one of 1
 
 
+def test_memory_is_shown_logged_to_tensorboard_and_warned_about_once_per_epoch_when_low(tmp_path, monkeypatch):
+    from modules.runtime import memory_monitor
+
+    class Machine:  # 1 GiB of 32 GiB left: under the default fraction 0.1
+        available, total = 2 ** 30, 32 * 2 ** 30
+
+    monkeypatch.setattr(memory_monitor.psutil, "virtual_memory", lambda: Machine())
+    scalars = []
+
+    class Recording(RunLog):
+        def scalars(self, stage, values, step):
+            scalars.append(values)
+
+    trainer = build(tmp_path, MeanSquaredError(), epochs=2, name="vae")
+    trainer.log = Recording(tmp_path / "log.txt", None, show_progress=False, stream=io.StringIO())
+    trainer.fit(*make_data())
+    log = (tmp_path / "log.txt").read_text()
+    warnings = [line for line in log.splitlines() if "memory is running low" in line]
+    assert len(warnings) == 2 and "vae epoch 1:" in warnings[0] and "vae epoch 2:" in warnings[1]
+    assert ("1.00 GiB of 32.00 GiB memory available (3%), under memory_warning_fraction 0.1" in warnings[0]
+            and "lower Batch_size (now 8) and raise grad_accumulation_steps" in warnings[0]
+            and "run with --load_all=0 to stream cases" in warnings[0])
+    last_epoch = next(line for line in log.splitlines() if "vae epoch 2/2" in line)
+    assert "  mem " in last_epoch and "G/peak " in last_epoch
+    assert scalars[-1]["memory/process_mib"] > 0 and scalars[-1]["memory/available_mib"] == 1024
+
+
 def test_nan_loss_stops_with_guidance_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = build(tmp_path, NoisyObjective(nan_at_call=10), divergence_hint="lower LearningR")
     train, val = make_data()

@@ -6,9 +6,9 @@ when a pass starts (as `memory.NAME`), so a test can shrink them to force severa
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Iterator, Optional, Sequence, TypeVar
+
+import psutil
 
 MIB = 2 ** 20
 GIB = 2 ** 30
@@ -57,12 +57,6 @@ def chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
 
 
 def available_memory_bytes() -> Optional[int]:
-    """Memory the OS reports as available (Linux MemAvailable, else free pages), or None if unknown."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
+    """Memory the OS can still give without swapping (psutil: Linux MemAvailable, and its equivalent on
+    macOS and Windows)."""
+    return int(psutil.virtual_memory().available)

@@ -29,6 +29,7 @@ from modules.config.schema import RunConfig
 from modules.errors import SimulGenError, TrainingDivergedError, TrainingInterrupted
 from modules.storage.state_files import load_weights
 from modules.training.checkpointing import Checkpointer, capture_rng_state, restore_rng_state
+from modules.training.memory_watch import LoadingSetup, MemoryWatch
 from modules.training.profiling import StepTimer, summarize
 from modules.training.stop_request import StopRequest
 from modules.training.run_log import RunLog
@@ -40,7 +41,8 @@ from modules.runtime.distributed import Runtime, unwrap
 STAGE_SECTIONS = {"vae": "train", "conditioner": "conditioner"}
 PER_STAGE_FIELDS = ("epochs", "batch_size", "learning_rate", "weight_decay", "early_stopping_patience")
 # ... and the settings both stages take from TrainConfig.
-SHARED_FIELDS = ("grad_clip", "lr_schedule", "min_lr_fraction", "checkpoint_every", "seed", "grad_accumulation_steps")
+SHARED_FIELDS = ("grad_clip", "lr_schedule", "min_lr_fraction", "checkpoint_every", "seed", "grad_accumulation_steps",
+                 "memory_warning_fraction")
 
 # objective(model, batch_on_device, epoch) -> (loss to minimise, metrics as floats)
 Objective = Callable[[torch.nn.Module, Any, int], Tuple[torch.Tensor, Dict[str, float]]]
@@ -64,6 +66,8 @@ class LoopSettings:
     grad_accumulation_steps: int = 1
     """Batches whose gradients are summed (each weighted by its share of the group's cases) before one
     optimizer step: the step is that of one batch of all their cases."""
+    memory_warning_fraction: float = 0.1
+    """Warn when the memory the OS can still give falls under this share of the total (0 = never)."""
     divergence_hint: str = "lower the learning rate"
     evaluate_start: bool = False
     """Validate the weights before the first epoch too, and keep them if no epoch beats them
@@ -127,6 +131,8 @@ class Trainer:
         self.grad_scaler = runtime.make_grad_scaler()
         self.result = TrainingResult()
         self.timer = StepTimer(runtime.device)
+        self.memory = MemoryWatch(runtime.device, settings.memory_warning_fraction, settings.name,
+                                  STAGE_SECTIONS.get(settings.name, "train"))
         self.epoch = 0
         self.batches_done = 0
         self.epochs_since_best = 0
@@ -288,11 +294,16 @@ class Trainer:
                 for key, value in metrics.items():
                     totals[key] = totals.get(key, 0.0) + value * batch_size
                 self.batches_done += 1
-                bar.set_postfix(self._postfix(metrics), refresh=False)
+                reading = self.memory.poll(self.epoch, self._loading(dataset, num_workers), self.log.info)
+                bar.set_postfix(self._postfix(metrics, reading.short()), refresh=False)
             self._optimizer_step()
         bar.close()
+        self.memory.read(self.epoch, self._loading(dataset, num_workers), self.log.info)
         local = {key: value / max(seen, 1) for key, value in totals.items()}
         return runtime.all_reduce_mean(local, weight=float(seen)), seen
+
+    def _loading(self, dataset: Dataset, num_workers: int) -> LoadingSetup:
+        return LoadingSetup(self.memory.batch_key, self.settings.batch_size, _streams(dataset), num_workers)
 
     def _group_end(self, num_batches: int) -> int:
         """One past the last batch of the accumulation group that starts at batches_done."""
@@ -359,9 +370,10 @@ class Trainer:
             history.setdefault(f"val_{key}", []).append(value)
         history.setdefault("lr", []).append(self.optimizer.param_groups[0]["lr"])
 
-    def _postfix(self, metrics: Dict[str, float]) -> Dict[str, str]:
+    def _postfix(self, metrics: Dict[str, float], memory_text: str) -> Dict[str, str]:
         shown = {key: f"{value:.3g}" for key, value in metrics.items()}
         shown["lr"] = f"{self.optimizer.param_groups[0]['lr']:.2g}"
+        shown["mem"] = memory_text
         done = self.result.history.get("lr", [])
         if done:
             per_epoch = self.result.seconds / len(done)
@@ -377,10 +389,15 @@ class Trainer:
         parts += [f"{key} {value:.4g}" for key, value in train_metrics.items()]
         parts += [f"val_{key} {value:.4g}" for key, value in val_metrics.items() if key in ("loss", "recon")]
         parts += [f"lr {lr:.2e}", f"eta {_format_seconds(eta)}"]
+        reading = self.memory.latest
+        if reading is not None:  # this process's memory (each rank reads its own; rank 0 logs)
+            parts.append(f"mem {reading.short()}")
         self.log.info("  ".join(parts))
         scalars = {f"train/{k}": v for k, v in train_metrics.items()}
         scalars.update({f"val/{k}": v for k, v in val_metrics.items()})
         scalars["lr"] = lr
+        if reading is not None:
+            scalars.update(reading.scalars())
         self.log.scalars(name, scalars, self.epoch)
 
 
