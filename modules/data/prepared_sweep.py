@@ -63,18 +63,28 @@ def load_coordinates(data: DataConfig, base_dir: Path) -> Optional[np.ndarray]:
     return np.asarray(coordinates[data.node_start:data.node_stop], dtype=np.float64)
 
 
+def fit_node_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataConfig) -> NodeScaler:
+    """The scaler `scaler` in condition.txt asks for, fitted on the training cases."""
+    scaler = NodeScaler()
+    if data.scaler == "robust":
+        scaler.fit_robust(array, train_indices, data)
+        return scaler
+    return scaler.fit(array, train_indices, data)
+
+
 def fit_shared_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataConfig,
                       runtime: Optional[Runtime]) -> NodeScaler:
     """Fit the scaler on rank 0 only (one pass over the training cases, not one per rank) and send its
     bounds to the other ranks as tensors, so every rank scales with bit-identical numbers."""
     if runtime is None or not runtime.distributed:
-        return NodeScaler().fit(array, train_indices, data)
+        return fit_node_scaler(array, train_indices, data)
     bounds = torch.zeros(2, data.channels, dtype=torch.float64)
     if runtime.is_main:
-        fitted = NodeScaler().fit(array, train_indices, data).state_dict()
+        fitted = fit_node_scaler(array, train_indices, data).state_dict()
         bounds = torch.stack([fitted["data_min"], fitted["data_max"]])
     runtime.broadcast_(bounds)
-    return NodeScaler.from_state_dict({"data_min": bounds[0], "data_max": bounds[1], "scaled_limit": SCALED_LIMIT})
+    return NodeScaler.from_state_dict({"data_min": bounds[0], "data_max": bounds[1], "scaled_limit": SCALED_LIMIT,
+                                       "clipped": data.scaler == "robust"})
 
 
 def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Runtime]) -> None:

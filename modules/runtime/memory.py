@@ -31,6 +31,8 @@ GRAM_BLOCK_BYTES = 256 * MIB
 """One float32 block (some timesteps of every case) read while the cases' Gram matrix is accumulated."""
 GRAM_COLUMN_BYTES = 64 * MIB
 """The float64 working copy of a slice of such a block's columns."""
+ROBUST_FIT_BYTES = GIB
+"""float32 values per channel kept at once to take the robust scaler's median and MAD (exact below this)."""
 LOAD_ALL_HOST_SHARE = 0.8
 """Share of the free memory --load_all=1 may fill; the rest is left to the model, its activations and the OS."""
 LOAD_ALL_GPU_SHARE = 0.6
