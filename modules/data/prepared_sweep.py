@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
 from modules.config.schema import DataConfig, RunConfig
+from modules.data.case_cache import SharedCaseCache
 from modules.data.sweep_file import check_sweep, open_sweep, resolve_dataset_path
 from modules.data.datasets import FieldDataset, make_split, require_memory_for
 from modules.data.demo_request import own_sweep_fix
@@ -100,6 +101,26 @@ def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Run
     require_memory_for(data.num_cases, data, path, device, host_budget, gpu_budget)
 
 
+def case_caches(data: DataConfig, num_train: int, num_val: int, runtime: Optional[Runtime]
+                ) -> Tuple[Optional[SharedCaseCache], Optional[SharedCaseCache]]:
+    """cache_cases with --load_all=0: slots for the training cases first, then the validation cases, at most
+    cache_cases and at most memory.CASE_CACHE_HOST_SHARE of the free memory (split between the processes of
+    this machine: each keeps its own; its DataLoader workers share it)."""
+    if data.load_all or data.cache_cases <= 0:
+        return None, None
+    case_bytes = data.channels * data.timesteps * 4
+    copies = runtime.local_world_size if runtime is not None else 1
+    available = memory.available_memory_bytes()
+    fitting = data.cache_cases if available is None else \
+        int(available * memory.CASE_CACHE_HOST_SHARE / copies) // case_bytes
+    slots = min(data.cache_cases, fitting)
+    train_slots = min(slots, num_train)
+    val_slots = min(slots - train_slots, num_val)
+    shape = (data.channels, data.timesteps)
+    return (SharedCaseCache(train_slots, shape, num_train) if train_slots else None,
+            SharedCaseCache(val_slots, shape, num_val) if val_slots else None)
+
+
 def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] = None) -> PreparedSweep:
     """Check, split and scale the sweep (with `demo_data 1`, call ensure_demo_data first, on one process)."""
     data = config.data
@@ -112,8 +133,9 @@ def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] 
     check_sweep(array, data, path, condition_file=config.condition_path, hint=hint)
     train_indices, val_indices = make_split(data.num_cases, data.validation_fraction, data.split_seed)
     scaler = fit_shared_scaler(array, train_indices, data, runtime)
-    train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array)
-    val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, array=array)
+    train_cache, val_cache = case_caches(data, len(train_indices), len(val_indices), runtime)
+    train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array, cache=train_cache)
+    val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, array=array, cache=val_cache)
     if data.load_all and runtime is not None and runtime.device.type == "cuda":
         train_set.place_on(runtime.device)
         val_set.place_on(runtime.device)

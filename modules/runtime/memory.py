@@ -37,6 +37,8 @@ LOAD_ALL_HOST_SHARE = 0.8
 """Share of the free memory --load_all=1 may fill; the rest is left to the model, its activations and the OS."""
 LOAD_ALL_GPU_SHARE = 0.6
 """Share of the free GPU memory --load_all=1 may fill on CUDA (the window is then kept on the GPU)."""
+CASE_CACHE_HOST_SHARE = 0.5
+"""Share of the free memory at the start the cache_cases cache may fill (the page cache and the model get the rest)."""
 
 Item = TypeVar("Item")
 

@@ -252,6 +252,10 @@ class Trainer:
         for line in summarize(settings.name, self.timer, self.result.samples_per_second,
                               loading_in_memory=num_workers == 0 and not _streams(train_set)):
             self.log.info(line)
+        for dataset in (train_set, val_set):  # e.g. a streamed dataset's case cache and its hit rate
+            note = getattr(dataset, "loading_note", lambda: None)()
+            if note:
+                self.log.info(f"{settings.name}: {note}")
         if self.runtime.distributed:
             digest = self.runtime.require_identical_replicas(unwrap(self.model), settings.name)
             self.log.info(f"{settings.name}: all {self.runtime.world_size} processes hold identical weights "
