@@ -46,17 +46,10 @@ TINY_PRESET = "data_No, init_beta_divisior, num_filter_enc, latent_conditioner_f
 # ------------------------------------------------------------------ helpers
 def write_condition(path: Path, extra: Optional[Dict[str, str]] = None) -> Path:
     """The shipped condition.txt with its sizes shrunk (15 cases of 8 timesteps x 8x8 nodes)."""
+    from modules.config.legacy_files import with_keys
+
     overrides = dict(CONDITION_OVERRIDES, **(extra or {}))
-    lines, seen = [], set()
-    for line in (REPO_ROOT / "input_data" / "condition.txt").read_text().splitlines():
-        key = line.split()[0] if line.split() else ""
-        if key in overrides:
-            lines.append(f"{key}\t{overrides[key]}")
-            seen.add(key)
-        else:
-            lines.append(line)
-    lines += [f"{key}\t{value}" for key, value in overrides.items() if key not in seen]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(with_keys((REPO_ROOT / "input_data" / "condition.txt").read_text(), overrides))
     return path
 
 

@@ -191,6 +191,20 @@ def load_run_config(preset_path: Path, condition_path: Path, preset_index: int =
     return config, notices + _window_notices(config, origins) + _unused_setting_notices(config, origins)
 
 
+def with_keys(text: str, values: Dict[str, str]) -> str:
+    """condition.txt text with each key of `values` set: its line replaced (comment dropped), or appended."""
+    lines, seen = [], set()
+    for line in text.splitlines():
+        key = line.split()[0] if line.split() else ""
+        if key in values:
+            lines.append(f"{key}\t{values[key]}")
+            seen.add(key)
+        else:
+            lines.append(line)
+    lines += [f"{key}\t{value}" for key, value in values.items() if key not in seen]
+    return "\n".join(lines) + "\n"
+
+
 def _where(origins: Dict[str, Origin], *field_paths: str) -> str:
     found = [origins[path] for path in field_paths if path in origins]
     return ", ".join(f"{o.file}:{o.line}" if o.line else f"{o.file} {o.key}" for o in found)
