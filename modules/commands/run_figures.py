@@ -36,9 +36,9 @@ class RunFigures:
         if result is not None:
             plots.plot_loss_curves(result.history, self.target("vae_loss_curves.png"), "VAE training",
                                    kept_epoch=result.best_epoch + 1, kept_value=result.best_val_loss)
-        plots.plot_error_histogram({"VAE": evaluation.vae_val, "PCA": evaluation.pca_val},
+        plots.plot_error_histogram({"VAE": evaluation.vae["val"], "PCA": evaluation.pca["val"]},
                                    self.target("vae_vs_pca_errors.png"), "Validation reconstruction error")
-        self._dual_views(evaluation.vae_val, evaluation.val_reconstructions, "vae_{label}_case.png",
+        self._dual_views(evaluation.vae["val"], evaluation.val_reconstructions, "vae_{label}_case.png",
                          "VAE reconstruction, {label} validation case {case}")
         if not self.show:
             self.log.info(f"plots: {self.run_dir.plots}")
@@ -53,10 +53,11 @@ class RunFigures:
         plots.plot_parity(evaluation.val_latents_true, evaluation.val_latents_predicted,
                           self.target("latent_parity.png"), "Predicted vs VAE latent codes, validation designs",
                           num_main=num_main_latents)
-        plots.plot_error_histogram({"conditioner + decoder": evaluation.errors_val, "POD + GP": evaluation.pod_gp_val,
-                                    "nearest design": evaluation.nearest_val},
+        plots.plot_error_histogram({"conditioner + decoder": evaluation.errors["conditioner"]["val"],
+                                    "POD + GP": evaluation.errors["pod_gp"]["val"],
+                                    "nearest design": evaluation.errors["nearest_neighbour"]["val"]},
                                    self.target("prediction_errors.png"), "Validation prediction error")
-        self._dual_views(evaluation.errors_val, evaluation.val_predictions, "prediction_{label}_design.png",
+        self._dual_views(evaluation.errors["conditioner"]["val"], evaluation.val_predictions, "prediction_{label}_design.png",
                          "Prediction from the design alone, {label} validation design {case}")
 
     def _dual_views(self, errors: np.ndarray, fields: Dict[int, np.ndarray], name: str, title: str) -> None:

@@ -4,14 +4,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from modules.commands.run_figures import RunFigures
 from modules.config.compatibility import must_match
 from modules.config.schema import RunConfig
 from modules.data.demo_request import ensure_demo_data
+from modules.data.design_features import design_features
+from modules.data.designs import load_design_array
+from modules.models.vae import HierarchicalVAE
+from modules.training.losses import physical_node_weights
+from modules.training.projected_training import ProjectedSweep
 from modules.data.prepared_sweep import PreparedSweep, prepare_sweep
 from modules.errors import CheckpointError, SimulGenError
 from modules.evaluation.conditioner_evaluation import conditioner_report_section, evaluate_conditioner
@@ -79,7 +85,8 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         # What each trained timestep stands for: its stored timestep in the sweep (Dim2_red / Dim2_red_mode).
         report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root),
                                   "time_indices": list(config.data.timestep_indices)}
-        model, result = _vae(config, sweep, runtime, run_dir, log)
+        designs = load_design_array(config.conditioner, base_dir, config.data.num_cases)
+        model, result, projection = _vae(config, sweep, runtime, run_dir, log, designs)
         surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates,
                               None if sweep.triangles is None else sweep.triangles.triangles)
         latents = surrogate.encode_cases(sweep.array)
@@ -91,8 +98,8 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             log.info(f"latent vectors: {run_dir.latents}")
             if figures is not None:
                 figures.vae(evaluation, result)
-        trained, lc_result, designs = conditioner_stage.train_conditioner(
-            config, sweep, model, latents, runtime, run_dir, log, base_dir)
+        trained, lc_result = conditioner_stage.train_conditioner(
+            config, sweep, model, latents, runtime, run_dir, log, designs, projection.coefficients)
         surrogate = surrogate.with_conditioner(trained)
         if runtime.is_main:
             lc_evaluation = evaluate_conditioner(surrogate, designs, latents, sweep, config, evaluation.case_gram)
@@ -109,8 +116,10 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         log.close()
 
 
-def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory, log: RunLog):
-    """Train the VAE, or with --lc_only / a resumed run whose VAE is finished, load it."""
+def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory, log: RunLog,
+         designs: np.ndarray) -> Tuple[HierarchicalVAE, Optional[TrainingResult], ProjectedSweep]:
+    """Train the VAE, or with --lc_only / a resumed run whose VAE is finished, load it; with every case's
+    projection on its spatial modes (what the conditioner trains on end to end)."""
     finished = run_dir.vae_bundle.is_file() and (config.lc_only or (config.resume and _vae_finished(run_dir)))
     if config.lc_only or finished:
         path = run_dir.vae_bundle if finished else Path(config.end_to_end.vae_model_path)
@@ -125,8 +134,11 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
                                   f"(validation_fraction, split_seed or Dim1 differ); restore those settings")
         require_matching(path, must_match(bundle.config, "vae")["model"], must_match(config, "vae")["model"], "VAE")
         log.info(f"VAE: using the trained model {path}")
-        return bundle.model, None
-    return vae_stage.train_vae(config, sweep, runtime, run_dir, log)
+        weights = physical_node_weights(vae_stage.node_half_range(sweep)) if config.train.physical_weighting \
+            else torch.ones(config.data.channels)
+        return bundle.model, None, vae_stage.project_all_cases(bundle.model, sweep, config, runtime, weights)
+    features = design_features(designs, sweep.train_indices) if config.model.design_prior else None
+    return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features)
 
 
 def _vae_finished(run_dir: RunDirectory) -> bool:

@@ -9,7 +9,8 @@ from modules.config.schema import RunConfig
 
 # The data window and split a VAE was trained on.
 VAE_DATA_FIELDS = ("num_cases", "num_timesteps", "num_nodes", "num_variables", "num_timesteps_used", "timestep_mode",
-                   "node_start", "node_end", "validation_fraction", "split_seed", "scaler", "robust_clip")
+                   "node_start", "node_end", "validation_fraction", "split_seed", "test_fraction", "split_file",
+                   "scaler", "robust_clip")
 # Training settings that change where or how often a run writes, not what it learns.
 VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "keep_checkpoints",
                                     "early_stopping_patience", "memory_warning_fraction")

@@ -84,6 +84,8 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "demo_data": ("data.generate_demo", _to_flag),
     "validation_fraction": ("data.validation_fraction", _to_float),
     "split_seed": ("data.split_seed", _to_int),
+    "test_fraction": ("data.test_fraction", _to_float),
+    "split_file": ("data.split_file", _to_optional_path),
     "num_workers": ("data.num_workers", _to_int),
     "plot_variable": ("data.plot_variable", _to_int),
     "cache_cases": ("data.cache_cases", _to_int),
@@ -93,7 +95,12 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "Latent_dim_end": ("model.latent_dim_main", _to_int),
     "spectral_norm": ("model.spectral_norm", _to_flag),
     "grad_checkpoint": ("model.grad_checkpoint", _to_flag),
-    "linear_path": ("model.linear_path", _to_flag),
+    "spatial_modes": ("model.spatial_modes", _to_int),
+    "spatial_energy": ("model.spatial_energy", _to_float),
+    "decoder_width": ("model.decoder_width", _to_int),
+    "decoder_depth": ("model.decoder_depth", _to_int),
+    "design_prior": ("model.design_prior", _to_flag),
+    "refine_steps": ("model.refine_steps", _to_int),
     "Training_epochs": ("train.epochs", _to_int),
     "Batch_size": ("train.batch_size", _to_int),
     "LearningR": ("train.learning_rate", _to_float),
@@ -102,6 +109,8 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "Recon_iter": ("train.recon_iterations", _to_int),
     "physical_weighting": ("train.physical_weighting", _to_flag),
     "pod_projected_training": ("train.pod_projected_training", _to_flag),
+    "timesteps_per_case": ("train.timesteps_per_case", _to_int),
+    "design_alignment_weight": ("train.design_alignment_weight", _to_float),
     "beta_target": ("train.beta_target", _to_float),
     "beta_warmup_epochs": ("train.beta_warmup_epochs", _to_int),
     "weight_decay": ("train.weight_decay", _to_float),
@@ -161,10 +170,12 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
 ACCEPTED_WITHOUT_EFFECT = {
     "RESERVED": "placeholder line of the legacy format",
     "Stretch": "legacy switch with no documented meaning; temporal warping is not implemented yet",
+    "linear_path": "the PCA-started linear path of the first VAE design; the VAE now always works on spatial POD "
+                   "modes (spatial_modes) and learns its decoder from scratch",
 }
 
 # Keys whose value may hold spaces (a path) or several numbers.
-MULTI_VALUE_KEYS = ("param_dir", "aug_noise_std_range", "mesh_connectivity_path")
+MULTI_VALUE_KEYS = ("param_dir", "split_file", "aug_noise_std_range", "mesh_connectivity_path")
 
 # Keys that must appear in condition.txt: the sweep's shape cannot be guessed.
 REQUIRED_CONDITION_KEYS = ("Dim1", "Dim2", "Dim3")

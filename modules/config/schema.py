@@ -64,7 +64,13 @@ class DataConfig:
     validation_fraction: float = 0.2
     """Share of cases held out for validation (fixed, seeded split)."""
     split_seed: int = 0
-    """Seed of the train/validation split."""
+    """Seed of the train/validation/test split."""
+    test_fraction: float = 0.0
+    """Share of cases held out as a test split: never trained on, never used to pick an epoch, only measured in
+    the report (the validation split picks the kept epochs, so its error is optimistic)."""
+    split_file: Optional[str] = None
+    """A JSON file {"train": [...], "test": [...], optionally "validation": [...]} of 0-based case indices that
+    fixes the split instead (validation, when absent, is validation_fraction of "train", seeded)."""
     load_all: bool = True
     """True keeps the window in memory; False streams cases from the memory-mapped file."""
     num_workers: int = 0
@@ -112,13 +118,20 @@ class DataConfig:
         return f"{self.timesteps} timesteps x {self.nodes} nodes{variables}"
 
     @property
+    def num_test_cases(self) -> int:
+        """Cases the seeded split holds out for the test: the share rounded (0 when test_fraction is 0)."""
+        return min(round(self.num_cases * self.test_fraction), max(self.num_cases - 2, 0))
+
+    @property
     def num_validation_cases(self) -> int:
-        """Cases the fixed split holds out: the share rounded, at least one, and at least one left to train."""
-        return min(max(1, round(self.num_cases * self.validation_fraction)), self.num_cases - 1)
+        """Cases the seeded split holds out for validation: the share rounded, at least one, and at least one
+        left to train."""
+        return min(max(1, round(self.num_cases * self.validation_fraction)),
+                   self.num_cases - self.num_test_cases - 1)
 
     @property
     def num_training_cases(self) -> int:
-        return self.num_cases - self.num_validation_cases
+        return self.num_cases - self.num_validation_cases - self.num_test_cases
 
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
@@ -157,6 +170,9 @@ class DataConfig:
             out.append(issue("validation_fraction",
                         f"holds out no case of {self.num_cases} (fraction {self.validation_fraction})",
                         "raise validation_fraction so at least one case is held out"))
+        if not 0.0 <= self.test_fraction < 1.0 or self.validation_fraction + self.test_fraction >= 1.0:
+            out.append(issue("test_fraction", f"must be in [0, 1) and leave cases to train beside validation_fraction "
+                        f"{self.validation_fraction}, got {self.test_fraction}", "use e.g. 0.1, or 0 for no test split"))
         if self.num_cases < 2:
             out.append(issue("num_cases", f"needs at least 2 cases (one to train, one to validate), got {self.num_cases}",
                         "use a sweep with more cases"))
@@ -184,9 +200,21 @@ class ModelConfig:
     """Spectral normalisation on convolutions (stabilises long runs, costs speed)."""
     grad_checkpoint: bool = False
     """Recompute activations in backward to save memory on large meshes."""
-    linear_path: bool = True
-    """A linear encoder/decoder path beside the convolutional one, initialised from PCA of the training
-    cases, so training starts from PCA's reconstruction and the network learns what PCA misses."""
+    spatial_modes: int = 0
+    """Spatial POD modes of the training snapshots that the VAE works on (its frozen first and last layer);
+    0 = the fewest that hold `spatial_energy` of the snapshots' energy, at most MAX_AUTO_SPATIAL_MODES."""
+    spatial_energy: float = 0.99999
+    """With spatial_modes 0: share of the (physically weighted) snapshot energy the modes must hold."""
+    decoder_width: int = 256
+    """Width of the decoder's layers (its case state and its per-timestep MLP)."""
+    decoder_depth: int = 3
+    """Hidden layers of the per-timestep MLP that turns [case state, time] into the mode coefficients."""
+    design_prior: bool = True
+    """Train the VAE with a design-conditioned prior of the main latent (a small MLP of the designs) when the
+    run has designs: the decoder then learns a latent space laid out by the designs (README, ablations)."""
+    refine_steps: int = 100
+    """Encoding a field (reconstruct, latents for the conditioner) refines the encoder's latent code with this
+    many gradient steps on the field's own reconstruction error (0 = the encoder's output as it is)."""
 
     @property
     def num_hier_levels(self) -> int:
@@ -203,6 +231,16 @@ class ModelConfig:
             out.append(issue("latent_dim_main", f"must be positive, got {self.latent_dim_main}", "use e.g. 32"))
         if self.latent_dim_hier <= 0:
             out.append(issue("latent_dim_hier", f"must be positive, got {self.latent_dim_hier}", "use e.g. 8"))
+        if self.spatial_modes < 0:
+            out.append(issue("spatial_modes", f"must be >= 0, got {self.spatial_modes}",
+                             "use 0 to choose the modes by spatial_energy"))
+        if not 0.0 < self.spatial_energy <= 1.0:
+            out.append(issue("spatial_energy", f"must be in (0, 1], got {self.spatial_energy}", "use e.g. 0.99999"))
+        for name in ("decoder_width", "decoder_depth"):
+            if getattr(self, name) <= 0:
+                out.append(issue(name, f"must be positive, got {getattr(self, name)}", "use e.g. 256 and 3"))
+        if self.refine_steps < 0:
+            out.append(issue("refine_steps", f"must be >= 0, got {self.refine_steps}", "use 0 to turn it off"))
         return out
 
 
@@ -256,10 +294,15 @@ class TrainConfig:
     Batch_size x N (latent_conditioner_batch x N for the conditioner) at the memory of one batch."""
     memory_warning_fraction: float = 0.1
     """Warn during training when the memory the OS can still give falls under this share of the total (0 = never)."""
-    pod_projected_training: bool = False
-    """Train on every case's projection onto the linear path's frozen POD modes (computed once) instead of
-    the full fields: the same gradients and selection metric, at a cost independent of the mesh size
-    (modules.training.projected_training). Needs linear_path 1, Loss_type 1, physical_weighting 1."""
+    pod_projected_training: Optional[bool] = None
+    """Train on every case's spatial-mode coefficients (computed once) instead of its full field: the same loss,
+    gradients and selection metric at a cost independent of the mesh size (modules.training.projected_training).
+    None = whenever the settings allow it (Loss_type 1, physical_weighting 1, no augmentation or physics terms)."""
+    timesteps_per_case: int = 32
+    """Each training step decodes this many random timesteps of every case (0 = all): the decoder works per
+    timestep, so a sample of the transient gives an unbiased loss at a cost that does not grow with Dim2."""
+    design_alignment_weight: float = 1.0
+    """Weight of the pull between the encoder's main latent and the design prior's (losses.design_loss)."""
 
     @property
     def warmup_epochs(self) -> int:
@@ -318,6 +361,12 @@ class TrainConfig:
                         "use e.g. 0.1 to warn when under a tenth of the memory is free, or 0 to never warn"))
         if self.recon_iterations <= 0:
             out.append(issue("recon_iterations", f"must be positive, got {self.recon_iterations}", "use 1"))
+        if self.timesteps_per_case < 0:
+            out.append(issue("timesteps_per_case", f"must be >= 0, got {self.timesteps_per_case}",
+                             "use 0 to decode every timestep in each step"))
+        if self.design_alignment_weight < 0:
+            out.append(issue("design_alignment_weight", f"must be >= 0, got {self.design_alignment_weight}",
+                             "use e.g. 1"))
         if self.pod_projected_training and self.loss_type != 1:
             out.append(issue("pod_projected_training", f"needs Loss_type 1 (MSE), got {self.loss_type}: only a squared "
                         "error reduces exactly to the POD coefficients", "set Loss_type 1, or pod_projected_training 0"))
@@ -556,15 +605,11 @@ class RunConfig:
         return out
 
     def _pod_projection_problems(self) -> List[ConfigIssue]:
-        """pod_projected_training applies the first and last VAE layers once, before training: it needs them
-        to be the fixed linear POD layers, and a loss that never looks at the full fields."""
+        """pod_projected_training 1 asks for a loss that never looks at the full fields (None decides alone)."""
         if not self.train.pod_projected_training:
             return []
         out: List[ConfigIssue] = []
         key = "train.pod_projected_training"
-        if not self.model.linear_path:
-            out.append(issue(key, "needs linear_path 1: only the linear path's frozen POD layers can be applied once "
-                        "before training", "set linear_path 1, or pod_projected_training 0"))
         augmentation = {"aug_node_mask_probability": self.augmentation.node_mask_probability,
                         "aug_noise_probability": self.augmentation.noise_probability,
                         "aug_time_warp_probability": self.augmentation.time_warp_probability}
@@ -578,6 +623,16 @@ class RunConfig:
                         "or physics_conservation_weight > 0): they need the full reconstructed fields",
                         "set the physics_*_weight keys to 0, or pod_projected_training 0"))
         return out
+
+    @property
+    def trains_on_coefficients(self) -> bool:
+        """Whether the VAE trains on spatial-mode coefficients (pod_projected_training, None = when it can)."""
+        if self.train.pod_projected_training is not None:
+            return self.train.pod_projected_training
+        augmentation = self.augmentation
+        return (self.train.loss_type == 1 and self.train.physical_weighting and not self.physics.active
+                and max(augmentation.node_mask_probability, augmentation.noise_probability,
+                        augmentation.time_warp_probability) == 0)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

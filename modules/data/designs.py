@@ -13,7 +13,6 @@ from modules.data.design_tables import load_parameter_table
 from modules.data.input_scaler import InputScaler
 from modules.config.schema import ConditionerConfig
 from modules.errors import DataError
-from modules.data.datasets import FieldDataset
 
 
 def resolve_param_dir(conditioner: ConditionerConfig, base_dir: Path) -> Path:
@@ -54,20 +53,21 @@ def features_for_baselines(designs: np.ndarray, max_pixels: int = 256) -> np.nda
 
 
 class DesignDataset(Dataset):
-    """Item i: (scaled design input, flat latent target, scaled field [N, T] or empty) for one case."""
+    """Item i: (scaled design input, flat latent target, the case's mode coefficients [C, T] or empty)."""
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, case_indices: np.ndarray,
-                 fields: Optional[FieldDataset] = None):
+                 coefficients: Optional[torch.Tensor] = None):
+        """coefficients [num_cases, C, T] (all cases; indexed here), for end-to-end training."""
         self.inputs = inputs[case_indices]
         self.targets = targets[case_indices]
         self.case_indices = np.asarray(case_indices)
-        self.fields = fields
+        self.coefficients = None if coefficients is None else coefficients[torch.as_tensor(self.case_indices)]
 
     def __len__(self) -> int:
         return len(self.case_indices)
 
     def __getitem__(self, index: int):
-        field = self.fields[index][0] if self.fields is not None else torch.empty(0)
+        field = self.coefficients[index] if self.coefficients is not None else torch.empty(0)
         return self.inputs[index], self.targets[index], field
 
 

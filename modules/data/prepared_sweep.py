@@ -6,7 +6,7 @@ existing users keep their data.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -16,7 +16,8 @@ import torch
 from modules.config.schema import DataConfig, RunConfig
 from modules.data.case_cache import SharedCaseCache
 from modules.data.sweep_file import check_sweep, open_sweep, resolve_dataset_path
-from modules.data.datasets import FieldDataset, make_split, require_memory_for
+from modules.data.case_split import split_cases
+from modules.data.datasets import FieldDataset, require_memory_for
 from modules.data.demo_request import own_sweep_fix
 from modules.data.mesh_triangles import MeshTriangles, mesh_triangles
 from modules.errors import DataError
@@ -40,6 +41,8 @@ class PreparedSweep:
     coordinates: Optional[np.ndarray]
     triangles: Optional[MeshTriangles]
     """The node window's triangles for mesh maps and VTU files (mesh_triangles.mesh_triangles)."""
+    test_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Cases only the report measures (test_fraction / split_file); may be empty."""
 
 
 def load_coordinates(data: DataConfig, base_dir: Path) -> Optional[np.ndarray]:
@@ -131,7 +134,8 @@ def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] 
     hint = (f"demo_data 1 is set: if {path} is the built-in demo sweep and you meant your own, "
             f"{own_sweep_fix(data)}") if data.generate_demo else ""
     check_sweep(array, data, path, condition_file=config.condition_path, hint=hint)
-    train_indices, val_indices = make_split(data.num_cases, data.validation_fraction, data.split_seed)
+    split = split_cases(data, base_dir)
+    train_indices, val_indices = split.train, split.validation
     scaler = fit_shared_scaler(array, train_indices, data, runtime)
     train_cache, val_cache = case_caches(data, len(train_indices), len(val_indices), runtime)
     train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array, cache=train_cache)
@@ -141,4 +145,4 @@ def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] 
         val_set.place_on(runtime.device)
     coordinates = load_coordinates(data, base_dir)
     return PreparedSweep(path, array, train_indices, val_indices, scaler, train_set, val_set, coordinates,
-                         mesh_triangles(data, config.physics, coordinates, base_dir))
+                         mesh_triangles(data, config.physics, coordinates, base_dir), split.test)

@@ -83,6 +83,12 @@ def relative_errors(gram: CaseGram, indices: Sequence[int], squared_errors: np.n
     return np.where(norms > 0, errors / np.where(norms > 0, norms, 1.0), errors)
 
 
+def pooled_from_relative(gram: CaseGram, indices: Sequence[int], relative: np.ndarray) -> float:
+    """||X - X_hat||_F / ||X||_F over `indices` from their per-case relative errors (metrics.pooled_relative_l2)."""
+    norms_sq = gram.squared_norms[np.asarray(indices, dtype=np.int64)]
+    return float(np.sqrt(np.sum(np.asarray(relative) ** 2 * norms_sq) / max(float(np.sum(norms_sq)), 1e-300)))
+
+
 class GramPCA:
     """PCA of the centred training cases from their Gram matrix: the subspace of PCABaseline.fit.
 
@@ -126,6 +132,9 @@ class GramPCA:
         coefficients = self.coefficients(indices)
         return relative_errors(self.gram, indices,
                                self.centred_squared_norms(indices) - (coefficients ** 2).sum(axis=1))
+
+    def pooled_error(self, indices: Sequence[int]) -> float:
+        return pooled_from_relative(self.gram, indices, self.relative_errors(indices))
 
 
 def pod_gp_relative_errors(pca: GramPCA, design_features: np.ndarray, query_indices: Sequence[int],

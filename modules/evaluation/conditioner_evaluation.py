@@ -13,9 +13,9 @@ from modules.data.prepared_sweep import PreparedSweep
 from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.evaluation.baselines import NearestNeighbourBaseline, PODGaussianProcessBaseline
 from modules.evaluation.case_gram import (CaseGram, GramPCA, accumulate_case_gram, baselines_fit_in_memory,
-                                          nearest_relative_errors, pod_gp_relative_errors)
-from modules.evaluation.metrics import relative_l2_per_case, summarize_errors
-from modules.evaluation.vae_evaluation import plotted_positions
+                                          nearest_relative_errors, pod_gp_relative_errors, pooled_from_relative)
+from modules.evaluation.metrics import pooled_relative_l2, squared_norms, summarize_errors
+from modules.evaluation.vae_evaluation import evaluated_splits, relative_from_norms, plotted_positions
 from modules.config.conditioner_rules import resolve_architecture
 from modules.models.conditioners import count_parameters
 from modules.runtime import memory
@@ -24,15 +24,17 @@ from modules.surrogate.surrogate import Surrogate
 
 @dataclass
 class ConditionerEvaluation:
-    errors_val: np.ndarray
-    errors_train: np.ndarray
-    pod_gp_val: np.ndarray
-    nearest_val: np.ndarray
+    errors: Dict[str, Dict[str, np.ndarray]]
+    """{"conditioner": {"train", "val"[, "test"]}, "pod_gp" and "nearest_neighbour": {"val"[, "test"]}}: relative
+    L2 error per case."""
+    pooled: Dict[str, Dict[str, float]]
+    """The same keys: ||X - X_hat||_F / ||X||_F over each split's cases."""
     val_predictions: Dict[int, np.ndarray]
     """{case index: [T, N] prediction in physical units} of the plotted validation designs (`plotted_positions`)."""
     val_latents_true: np.ndarray
     val_latents_predicted: np.ndarray
     pod_modes: int
+
 
 
 def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dict[str, np.ndarray],
@@ -46,35 +48,45 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
     """
     latent_numbers = surrogate.vae.flat_latent_dim
     chunk_cases = cases_per_chunk(sweep.array)
-    errors, predicted_latents = {}, {}
-    for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
+    splits = evaluated_splits(sweep)
+    errors: Dict[str, Dict[str, np.ndarray]] = {"conditioner": {}, "pod_gp": {}, "nearest_neighbour": {}}
+    pooled: Dict[str, Dict[str, float]] = {name: {} for name in errors}
+    predicted_latents = {}
+    for split, indices in splits.items():
         flat = surrogate.predict_latents(designs[indices])
         parts = []
         for rows in memory.chunk_slices(len(indices), chunk_cases):
-            predicted = surrogate.decode(flat[rows])
             truth = read_cases(sweep.array, indices[rows], config.data)
-            parts.append(relative_l2_per_case(truth, predicted))
-        errors[split], predicted_latents[split] = np.concatenate(parts), flat
-    positions = list(plotted_positions(errors["val"]).values())
+            parts.append(squared_norms(truth, surrogate.decode(flat[rows])))
+        norms = np.concatenate(parts)
+        errors["conditioner"][split], pooled["conditioner"][split] = relative_from_norms(norms), pooled_relative_l2(norms)
+        predicted_latents[split] = flat
+    positions = list(plotted_positions(errors["conditioner"]["val"]).values())
     plotted = surrogate.decode(predicted_latents["val"][positions])
     features = features_for_baselines(designs)
+    held_out = {split: indices for split, indices in splits.items() if split != "train"}
     if case_gram is None and baselines_fit_in_memory(config.data):
         train_fields = read_cases(sweep.array, sweep.train_indices, config.data)
-        val_truth = read_cases(sweep.array, sweep.val_indices, config.data)
         pod_gp = PODGaussianProcessBaseline().fit(features[sweep.train_indices], train_fields, latent_numbers)
         nearest = NearestNeighbourBaseline().fit(features[sweep.train_indices], train_fields)
-        pod_gp_val = relative_l2_per_case(val_truth, pod_gp.predict(features[sweep.val_indices]))
-        nearest_val = relative_l2_per_case(val_truth, nearest.predict(features[sweep.val_indices]))
+        for split, indices in held_out.items():
+            truth = read_cases(sweep.array, indices, config.data)
+            for name, baseline in (("pod_gp", pod_gp), ("nearest_neighbour", nearest)):
+                norms = squared_norms(truth, baseline.predict(features[indices]))
+                errors[name][split], pooled[name][split] = relative_from_norms(norms), pooled_relative_l2(norms)
         pod_modes = pod_gp.num_modes
     else:
         gram = case_gram if case_gram is not None else \
             accumulate_case_gram(sweep.array, config.data, sweep.train_indices)
         pod = GramPCA(gram, latent_numbers)
-        pod_gp_val = pod_gp_relative_errors(pod, features, sweep.val_indices)
-        nearest_val = nearest_relative_errors(gram, features, sweep.val_indices)
+        for split, indices in held_out.items():
+            errors["pod_gp"][split] = pod_gp_relative_errors(pod, features, indices)
+            errors["nearest_neighbour"][split] = nearest_relative_errors(gram, features, indices)
+            for name in ("pod_gp", "nearest_neighbour"):
+                pooled[name][split] = pooled_from_relative(gram, indices, errors[name][split])
         pod_modes = pod.num_components
     return ConditionerEvaluation(
-        errors_val=errors["val"], errors_train=errors["train"], pod_gp_val=pod_gp_val, nearest_val=nearest_val,
+        errors=errors, pooled=pooled,
         val_predictions={int(sweep.val_indices[position]): field for position, field in zip(positions, plotted)},
         val_latents_true=latents["flat"][sweep.val_indices],
         val_latents_predicted=predicted_latents["val"].numpy(), pod_modes=pod_modes)
@@ -91,12 +103,9 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "parameters": count_parameters(trained.model),
         "pod_gp_modes": evaluation.pod_modes,
         "image_pca_components": 0 if trained.image_pca is None else trained.image_pca.num_components,
-        "prediction_relative_l2": {
-            "conditioner": {"train": summarize_errors(evaluation.errors_train),
-                            "val": summarize_errors(evaluation.errors_val)},
-            "pod_gp": {"val": summarize_errors(evaluation.pod_gp_val)},
-            "nearest_neighbour": {"val": summarize_errors(evaluation.nearest_val)},
-        },
+        "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
+                                          for split, errors in per_split.items()}
+                                   for name, per_split in evaluation.errors.items()},
     }
     if trained.image_pca is not None:
         section["image_pca_variance_explained"] = trained.image_pca.variance_explained

@@ -7,7 +7,7 @@ positions of the worst and the typical case (the ones worth plotting).
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -52,8 +52,24 @@ def relative_l2_per_case(truth: np.ndarray, prediction: np.ndarray) -> np.ndarra
     return errors
 
 
-def summarize_errors(errors: np.ndarray) -> Dict[str, Any]:
-    """Mean, median, max and min of per-case errors, plus where the worst and the typical case are.
+def squared_norms(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """[cases, 2] float64: each case's squared error norm and squared truth norm (for the pooled error)."""
+    out = np.empty((len(truth), 2), dtype=np.float64)
+    for case in range(len(truth)):
+        true_field = np.asarray(truth[case], dtype=np.float64)
+        out[case] = (np.sum((true_field - np.asarray(prediction[case], dtype=np.float64)) ** 2), np.sum(true_field ** 2))
+    return out
+
+
+def pooled_relative_l2(norms: np.ndarray) -> float:
+    """||X - X_hat||_F / ||X||_F over all the cases of `squared_norms` rows: the error of the whole set, in
+    which large-amplitude cases weigh more (the figure the classic baselines of a sweep are quoted in)."""
+    return float(np.sqrt(norms[:, 0].sum() / max(norms[:, 1].sum(), 1e-300)))
+
+
+def summarize_errors(errors: np.ndarray, pooled: Optional[float] = None) -> Dict[str, Any]:
+    """Mean, median, max and min of per-case errors, plus where the worst and the typical case are (and the
+    pooled error of the whole set when given, see pooled_relative_l2).
 
     `argmax` is the position (in `errors`) of the worst case; `argmedian` the
     position of a case closest to the median. With an even count the two middle
@@ -69,7 +85,9 @@ def summarize_errors(errors: np.ndarray) -> Dict[str, Any]:
         raise DataError(f"error summary: per-case errors at positions {bad} are NaN or infinite; expected finite "
                         "values. fix: check the predictions of those cases")
     median = float(np.median(values))
+    extra = {} if pooled is None else {"pooled": float(pooled)}
     return {
+        **extra,
         "count": int(values.size),
         "mean": float(np.mean(values)),
         "median": median,

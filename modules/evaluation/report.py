@@ -17,14 +17,15 @@ def _percent(value: float) -> str:
 
 
 def format_report_table(rows: Sequence[Tuple[str, str, Dict[str, Any]]]) -> str:
-    """A fixed-width text table: model, split, mean, median, max (errors shown as percent, 2 decimals).
+    """A fixed-width text table: model, split, pooled, mean, median, max (errors shown as percent, 2 decimals).
 
     Each row is (model name, split name, summary from `summarize_errors`); the
     summary holds fractions (0.0321) which are printed as percent ('3.21 %').
     """
-    header = ("model", "split", "mean", "median", "max")
+    header = ("model", "split", "pooled", "mean", "median", "max")
     body: List[Tuple[str, ...]] = [
-        (str(name), str(split), _percent(summary["mean"]), _percent(summary["median"]), _percent(summary["max"]))
+        (str(name), str(split), _percent(summary["pooled"]) if "pooled" in summary else "-",
+         _percent(summary["mean"]), _percent(summary["median"]), _percent(summary["max"]))
         for name, split, summary in rows
     ]
     widths = [max(len(row[column]) for row in [header] + body) for column in range(len(header))]
@@ -39,24 +40,28 @@ def format_report_table(rows: Sequence[Tuple[str, str, Dict[str, Any]]]) -> str:
 
 
 def format_run_report(report: Dict[str, Any]) -> str:
-    """report.txt: the reconstruction table, then the prediction table when a conditioner was measured."""
+    """report.txt: the reconstruction table, then the prediction table when a conditioner was measured.
+
+    'pooled' is ||X - X_hat||_F / ||X||_F over the split's cases; mean, median and max are of the per-case
+    errors. 'val' picked the kept epochs; 'test' (when the run has one) was used for nothing but this report."""
     vae = report["vae"]
     rows = []
     for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers)"),
                               ("pca", f"PCA ({vae['pca_components']} components)")):
-        for split in ("train", "val"):
-            rows.append((label, split, vae["relative_l2"][model_name][split]))
-    text = ("Reconstruction of known cases: relative L2 error ||x - x_hat|| / ||x|| per case, physical units\n"
+        for split, summary in vae["relative_l2"][model_name].items():
+            rows.append((label, split, summary))
+    text = ("Reconstruction of known cases: relative L2 error ||x - x_hat|| / ||x||, physical units\n"
             + format_report_table(rows))
     if "conditioner" in report:
         lc = report["conditioner"]
         errors = lc["prediction_relative_l2"]
         name = f"{lc['architecture'].upper()} conditioner + decoder" + (" (end-to-end)" if lc["end_to_end"] else "")
-        rows = [(name, "train", errors["conditioner"]["train"]), (name, "val", errors["conditioner"]["val"]),
-                (f"POD ({lc['pod_gp_modes']} modes) + Gaussian process", "val", errors["pod_gp"]["val"]),
-                ("nearest training design", "val", errors["nearest_neighbour"]["val"])]
+        rows = [(name, split, summary) for split, summary in errors["conditioner"].items()]
+        for key, label in (("pod_gp", f"POD ({lc['pod_gp_modes']} modes) + Gaussian process"),
+                           ("nearest_neighbour", "nearest training design")):
+            rows += [(label, split, summary) for split, summary in errors[key].items()]
         text += ("\nPrediction of designs from their " + ("parameters" if lc["input_type"] == "csv" else "images")
-                 + ": relative L2 error per case, physical units\n" + format_report_table(rows))
+                 + ": relative L2 error, physical units\n" + format_report_table(rows))
     return text
 
 

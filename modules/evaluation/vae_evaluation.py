@@ -11,25 +11,35 @@ from modules.data.prepared_sweep import PreparedSweep
 from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.evaluation.baselines import PCABaseline
 from modules.evaluation.case_gram import CaseGram, GramPCA, accumulate_case_gram, baselines_fit_in_memory
-from modules.evaluation.metrics import relative_l2_per_case, summarize_errors
+from modules.evaluation.metrics import pooled_relative_l2, squared_norms, summarize_errors
 from modules.runtime import memory
 from modules.surrogate.surrogate import Surrogate
 
 
 @dataclass
 class VAEEvaluation:
-    """Relative L2 errors per case (physical units) of the VAE and of PCA with as many numbers."""
+    """Relative L2 errors per case (physical units) of the VAE and of PCA with as many numbers, per split."""
 
-    vae_train: np.ndarray
-    vae_val: np.ndarray
-    pca_train: np.ndarray
-    pca_val: np.ndarray
+    vae: Dict[str, np.ndarray]
+    """{"train", "val"[, "test"]: relative L2 error per case}."""
+    pca: Dict[str, np.ndarray]
+    pooled: Dict[str, Dict[str, float]]
+    """{"vae"/"pca": {split: ||X - X_hat||_F / ||X||_F over the split's cases}}."""
     pca_components: int
     val_reconstructions: Dict[int, np.ndarray]
     """{case index: [T, N] reconstruction in physical units} of the plotted validation cases (`plotted_positions`)."""
     case_gram: Optional[CaseGram]
     """The cases' Gram matrix when the baselines were too large for memory (else None); the conditioner's
     baselines reuse it instead of reading the sweep again."""
+
+
+
+def evaluated_splits(sweep: PreparedSweep) -> Dict[str, np.ndarray]:
+    """{"train", "val", and "test" when the run has one: case indices}."""
+    splits = {"train": sweep.train_indices, "val": sweep.val_indices}
+    if len(sweep.test_indices):
+        splits["test"] = sweep.test_indices
+    return splits
 
 
 def plotted_positions(errors: np.ndarray) -> Dict[str, int]:
@@ -54,22 +64,35 @@ def evaluate_vae(surrogate: Surrogate, sweep: PreparedSweep, data: DataConfig) -
     gram = None if baselines_fit_in_memory(data) else accumulate_case_gram(sweep.array, data, sweep.train_indices)
     pca = fit_pca_baseline(sweep, data, latent_numbers) if gram is None else GramPCA(gram, latent_numbers)
     chunk_cases = cases_per_chunk(sweep.array)
-    errors: Dict[str, np.ndarray] = {}
-    for split, indices in (("train", sweep.train_indices), ("val", sweep.val_indices)):
-        vae_parts, pca_parts = [], []
+    errors: Dict[str, Dict[str, np.ndarray]] = {"vae": {}, "pca": {}}
+    pooled: Dict[str, Dict[str, float]] = {"vae": {}, "pca": {}}
+    for split, indices in evaluated_splits(sweep).items():
+        vae_norms, pca_norms = [], []
         for chunk in memory.chunks(indices, chunk_cases):
             truth = read_cases(sweep.array, chunk, data)
-            vae_parts.append(relative_l2_per_case(truth, surrogate.reconstruct(truth)))
+            vae_norms.append(squared_norms(truth, surrogate.reconstruct(truth)))
             if gram is None:
-                pca_parts.append(relative_l2_per_case(truth, pca.reconstruct(truth)))
-        errors[f"vae_{split}"] = np.concatenate(vae_parts)
-        errors[f"pca_{split}"] = np.concatenate(pca_parts) if gram is None else pca.relative_errors(indices)
+                pca_norms.append(squared_norms(truth, pca.reconstruct(truth)))
+        norms = np.concatenate(vae_norms)
+        errors["vae"][split], pooled["vae"][split] = relative_from_norms(norms), pooled_relative_l2(norms)
+        if gram is None:
+            norms = np.concatenate(pca_norms)
+            errors["pca"][split], pooled["pca"][split] = relative_from_norms(norms), pooled_relative_l2(norms)
+        else:
+            errors["pca"][split] = pca.relative_errors(indices)
+            pooled["pca"][split] = pca.pooled_error(indices)
     # Only the plotted cases are kept (all validation reconstructions of a large sweep would not fit);
     # they are decoded again, as their positions are known only once every error is.
-    plotted = [int(sweep.val_indices[position]) for position in plotted_positions(errors["vae_val"]).values()]
+    plotted = [int(sweep.val_indices[position]) for position in plotted_positions(errors["vae"]["val"]).values()]
     recon = surrogate.reconstruct(read_cases(sweep.array, plotted, data))
-    return VAEEvaluation(errors["vae_train"], errors["vae_val"], errors["pca_train"], errors["pca_val"],
-                         pca.num_components, dict(zip(plotted, recon)), gram)
+    return VAEEvaluation(errors["vae"], errors["pca"], pooled, pca.num_components, dict(zip(plotted, recon)), gram)
+
+
+def relative_from_norms(norms: np.ndarray) -> np.ndarray:
+    """Per-case relative L2 from squared_norms rows (a case of zero truth reports its absolute error)."""
+    truth = np.sqrt(norms[:, 1])
+    error = np.sqrt(norms[:, 0])
+    return np.where(truth > 0, error / np.where(truth > 0, truth, 1.0), error)
 
 
 def vae_report_section(evaluation: VAEEvaluation, training: Optional[Dict[str, Any]], surrogate: Surrogate,
@@ -79,11 +102,12 @@ def vae_report_section(evaluation: VAEEvaluation, training: Optional[Dict[str, A
         "latent_numbers": surrogate.vae.flat_latent_dim,
         "pca_components": evaluation.pca_components,
         "parameters": surrogate.vae.parameter_count(),
-        "relative_l2": {
-            "vae": {"train": summarize_errors(evaluation.vae_train), "val": summarize_errors(evaluation.vae_val)},
-            "pca": {"train": summarize_errors(evaluation.pca_train), "val": summarize_errors(evaluation.pca_val)},
-        },
+        "relative_l2": {model: {split: summarize_errors(errors, evaluation.pooled[model][split])
+                                for split, errors in getattr(evaluation, model).items()}
+                        for model in ("vae", "pca")},
         "val_case_indices": [int(i) for i in sweep.val_indices],
+        "test_case_indices": [int(i) for i in sweep.test_indices],
+        "refine_steps": surrogate.vae.cfg.refine_steps,
     }
     if training is not None:
         section["training"] = training

@@ -1,6 +1,15 @@
-"""Top-down half of the hierarchical VAE: latents -> fields, with a learned prior per level."""
+"""Top-down half of the hierarchical VAE: latents -> spatial-mode coefficients, decoded one timestep at a time.
+
+The case is summarised top-down in a state vector: h = MLP(z_main); at each hierarchical level k the prior
+p(z_k | z_main, z_<k) is a linear head on h, the posterior adds a correction from the encoder's level
+feature (NVAE's residual posterior), and z_k is merged back into h. Then one MLP decodes every timestep
+from [h, time features(t)] to the C mode coefficients. The same weights serve all timesteps, so the decoder
+learns from cases x timesteps samples instead of one sample per case: with 160 training cases the
+case-level decoder of earlier versions never beat its PCA start on held-out cases (README, ablations).
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -9,8 +18,7 @@ from torch import nn
 
 from modules.config.schema import ModelConfig
 from modules.models.distributions import DiagonalNormal
-from modules.models.latent_layout import LatentLayout
-from modules.models.layers import ConvBlock, FlatSummary, ResidualBlock, conv1d, group_count, run_block, summary_width
+from modules.models.layers import mlp, summary_width
 
 
 @dataclass
@@ -18,8 +26,8 @@ class DecoderOutput:
     """What one top-down pass produced; level lists run deep-to-shallow (k = 0 first)."""
 
     recon: Optional[torch.Tensor]
-    """[B, num_nodes, T] in (-1, 1); [B, filters[0], T] (before the output layer) for a projected pass;
-    None when the pass stopped after the last latent."""
+    """[B, C, T] coefficients (or [B, C, n] for n chosen timesteps); None when the pass stopped after the
+    last latent."""
     priors: List[DiagonalNormal]
     """p(z_k | z_main, z_<k) per hierarchical level, each over [B, latent_dim_hier]."""
     posteriors: List[DiagonalNormal]
@@ -28,110 +36,69 @@ class DecoderOutput:
     """The latent used at each level, [B, latent_dim_hier]."""
 
 
+def time_features(num_timesteps: int) -> torch.Tensor:
+    """[T, 2F] sin/cos(pi k t) for k = 1..F, t in [0, 1]: the decoder's view of time. Up to F = T/2 (capped at
+    32) frequencies: a raw t input made the decoder's error on the demo and the development sweeps 5-10 %
+    (relative) worse at the same cost (README, ablations), as an MLP struggles to turn one number into
+    oscillations."""
+    count = max(1, min(32, num_timesteps // 2))
+    t = torch.linspace(0.0, 1.0, num_timesteps)[:, None] if num_timesteps > 1 else torch.zeros(1, 1)
+    angles = t * math.pi * torch.arange(1, count + 1, dtype=torch.float32)[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
 class Decoder(nn.Module):
-    """z_main [B, Lm] -> recon [B, num_nodes, T], mirroring the encoder.
+    """z_main [B, Lm] (+ hierarchical latents) -> coefficients [B, C, T] (see the module docstring)."""
 
-    Linear(Lm -> filters[-1]*T) + ResidualBlock starts at the deepest width; each
-    step to a shallower level j is ConvBlock(filters[j+1] -> filters[j]) (the state),
-    then the level latent z_k (k = len(filters) - 2 - j) is drawn from the prior
-    computed from that state, or from the posterior = prior + residual correction
-    from the matching encoder feature (NVAE style), projected to [filters[j], T],
-    added to the state and mixed by ResidualBlock(filters[j]). A 1x1 Conv1d maps
-    filters[0] back to the nodes; tanh bounds the output to the scaled data range.
-    """
-
-    def __init__(self, cfg: ModelConfig, num_nodes: int, num_timesteps: int):
+    def __init__(self, cfg: ModelConfig, num_modes: int, num_timesteps: int):
         super().__init__()
-        filters = list(cfg.encoder_filters)
-        large, spectral_norm = cfg.large, cfg.spectral_norm
-        latent_dim_main, latent_dim_hier = cfg.latent_dim_main, cfg.latent_dim_hier
-        width = summary_width(latent_dim_hier)
-        self.latent_dim_hier = latent_dim_hier
+        width, depth = cfg.decoder_width, cfg.decoder_depth
+        feature_width = summary_width(cfg.latent_dim_hier)
+        self.latent_dim_hier = cfg.latent_dim_hier
         self.num_timesteps = num_timesteps
-        self.grad_checkpoint = cfg.grad_checkpoint
-        self.start = nn.Linear(latent_dim_main, filters[-1] * num_timesteps)
-        self.start_block = ResidualBlock(filters[-1], spectral_norm)
-        self.up_blocks = nn.ModuleList()
-        self.level_blocks = nn.ModuleList()
-        self.prior_summaries = nn.ModuleList()
+        self.start = mlp(cfg.latent_dim_main, width, width, 1)
         self.prior_heads = nn.ModuleList()
         self.posterior_heads = nn.ModuleList()
-        self.latent_projections = nn.ModuleList()
-        for deeper, channels in zip(filters[:0:-1], filters[-2::-1]):
-            self.up_blocks.append(ConvBlock(deeper, channels, large, spectral_norm))
-            self.level_blocks.append(ResidualBlock(channels, spectral_norm))
-            self.prior_summaries.append(FlatSummary(channels, num_timesteps, width))
-            self.prior_heads.append(nn.Linear(width, 2 * latent_dim_hier))
-            correction = nn.Sequential(
-                nn.Linear(2 * width, width),
-                nn.GELU(),
-                nn.Linear(width, 2 * latent_dim_hier),
-            )
-            # Zero correction at start: q = p, so the KL starts at 0 and each level only
-            # moves away from its prior as far as reconstruction pays for.
-            nn.init.zeros_(correction[-1].weight)
-            nn.init.zeros_(correction[-1].bias)
+        self.merges = nn.ModuleList()
+        for _ in range(cfg.num_hier_levels):
+            prior = nn.Linear(width, 2 * cfg.latent_dim_hier)
+            correction = mlp(width + feature_width, width, 2 * cfg.latent_dim_hier, 1)
+            # Priors start at N(0, I) and posteriors at their prior: each level's KL starts at 0 and the level
+            # only moves away from its prior as far as reconstruction pays for.
+            for layer in (prior, correction[-1]):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            self.prior_heads.append(prior)
             self.posterior_heads.append(correction)
-            self.latent_projections.append(nn.Linear(latent_dim_hier, channels * num_timesteps))
-        self.linear_readout: Optional[nn.Linear] = None
-        if cfg.linear_path:
-            # recon = basis( linear(z) + correction(stream) ): a linear map of all latent numbers (PCA at init)
-            # plus what the convolutional stream adds, zero at init. No tanh: it would bend the linear part.
-            self.linear_readout = nn.Linear(LatentLayout.of(cfg).flat_size, filters[0] * num_timesteps)
-            correction = conv1d(filters[0], filters[0], 1, spectral_norm=False)
-            nn.init.zeros_(correction.weight)
-            nn.init.zeros_(correction.bias)
-            self.stream_correction = nn.Sequential(nn.GroupNorm(group_count(filters[0]), filters[0]), nn.GELU(),
-                                                   correction)
-            self.output = nn.Sequential(conv1d(filters[0], num_nodes, 1, spectral_norm=False))
-        else:
-            # The residual stream is never normalised, so it grows during training; without this
-            # final norm the tanh saturated (lr 5e-3 on the demo sweep) and the decoder stopped learning.
-            self.output = nn.Sequential(
-                nn.GroupNorm(group_count(filters[0]), filters[0]),
-                nn.GELU(),
-                conv1d(filters[0], num_nodes, 1, spectral_norm),
-                nn.Tanh(),
-            )
+            self.merges.append(mlp(cfg.latent_dim_hier, width, width, 1))
+        self.register_buffer("time", time_features(num_timesteps), persistent=False)
+        self.readout = mlp(width + self.time.shape[1], width, num_modes, depth)
 
     @property
     def num_hier_levels(self) -> int:
-        return len(self.up_blocks)
+        return len(self.prior_heads)
 
     def forward(self, z_main: torch.Tensor, encoder_features: Optional[List[torch.Tensor]] = None,
                 z_hier: Optional[List[torch.Tensor]] = None, stochastic: bool = False,
                 generator: Optional[torch.Generator] = None, with_recon: bool = True,
-                linear_hier: Optional[torch.Tensor] = None, projected: bool = False) -> DecoderOutput:
+                timesteps: Optional[torch.Tensor] = None) -> DecoderOutput:
         """One top-down pass.
 
-        z_main: [B, Lm]. At each level the latent is z_hier[k] if given; else drawn
-        from the posterior when `encoder_features` (deep-to-shallow, [B, summary_width]
-        each) are given, otherwise from the prior; `stochastic` samples it (with
-        `generator`, which must live on z_main's device), else its mean is used.
-        `with_recon=False` stops after the last latent (for encoding only).
-        linear_hier [B, K*Lh]: the encoder's linear-path share of each level's posterior mean.
-        projected: stop before the (frozen, linear-path) output layer and return its input [B, filters[0], T].
-        """
-        if projected and self.linear_readout is None:
-            raise ValueError("a projected decoder pass needs the linear path (ModelConfig.linear_path = True): "
-                             "without it the output layer is not linear and cannot be skipped")
-        batch = z_main.shape[0]
-        h = self.start(z_main).view(batch, -1, self.num_timesteps)
-        h = run_block(self.start_block, h, self.grad_checkpoint)
+        At each level the latent is z_hier[k] if given; else drawn from the posterior when `encoder_features`
+        (deep-to-shallow, [B, summary_width] each) are given, otherwise from the prior; `stochastic` samples it
+        (with `generator`, on z_main's device), else its mean is used. `with_recon=False` stops after the last
+        latent (encoding only). timesteps [B, n] (optional): decode only those timesteps of each case."""
+        state = self.start(z_main)
         priors: List[DiagonalNormal] = []
         posteriors: List[DiagonalNormal] = []
         used: List[torch.Tensor] = []
         for k in range(self.num_hier_levels):
-            h = run_block(self.up_blocks[k], h, self.grad_checkpoint)
-            state = self.prior_summaries[k](h)
             prior = DiagonalNormal(*self.prior_heads[k](state).chunk(2, dim=-1))
             priors.append(prior)
             chosen = prior
             if encoder_features is not None:
                 correction = self.posterior_heads[k](torch.cat([encoder_features[k], state], dim=-1))
                 delta_mu, delta_logvar = correction.chunk(2, dim=-1)
-                if linear_hier is not None:
-                    delta_mu = delta_mu + linear_hier[:, k * self.latent_dim_hier:(k + 1) * self.latent_dim_hier]
                 chosen = DiagonalNormal(prior.mu + delta_mu, prior.logvar + delta_logvar)
                 posteriors.append(chosen)
             if z_hier is not None:
@@ -139,13 +106,17 @@ class Decoder(nn.Module):
             else:
                 z = chosen.rsample(generator) if stochastic else chosen.mu
             used.append(z)
-            if not with_recon and k == self.num_hier_levels - 1:
-                return DecoderOutput(None, priors, posteriors, used)
-            h = h + self.latent_projections[k](z).view_as(h)
-            h = run_block(self.level_blocks[k], h, self.grad_checkpoint)
+            state = state + self.merges[k](z)
         if not with_recon:
             return DecoderOutput(None, priors, posteriors, used)
-        if self.linear_readout is not None:
-            flat = torch.cat([z_main, *used], dim=-1)
-            h = self.linear_readout(flat).view_as(h) + self.stream_correction(h)
-        return DecoderOutput(h if projected else self.output(h), priors, posteriors, used)
+        return DecoderOutput(self.decode_timesteps(state, timesteps), priors, posteriors, used)
+
+    def decode_timesteps(self, state: torch.Tensor, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """state [B, W] -> [B, C, T] (or [B, C, n] at timesteps [B, n])."""
+        time = self.time.to(state.dtype)
+        if timesteps is None:
+            time = time[None].expand(state.shape[0], -1, -1)
+        else:
+            time = time[timesteps]
+        rows = torch.cat([state[:, None, :].expand(-1, time.shape[1], -1), time], dim=-1)
+        return self.readout(rows).transpose(1, 2)

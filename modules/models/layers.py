@@ -99,6 +99,16 @@ class FlatSummary(nn.Module):
         return self.activation(self.linear(x.flatten(start_dim=1)))
 
 
+def mlp(in_features: int, width: int, out_features: int, depth: int) -> nn.Sequential:
+    """depth x (Linear, GELU) of `width`, then a Linear to `out_features`; the last module is that Linear."""
+    layers: list = []
+    for _ in range(depth):
+        layers += [nn.Linear(in_features, width), nn.GELU()]
+        in_features = width
+    layers.append(nn.Linear(in_features, out_features))
+    return nn.Sequential(*layers)
+
+
 def run_block(block: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
     """block(x), recomputed in backward instead of storing activations when
     `use_checkpoint` and gradients are being recorded.

@@ -1,8 +1,12 @@
-"""The hierarchical VAE: encoder + top-down decoder + the latent bookkeeping around them.
+"""The hierarchical VAE: frozen spatial basis + encoder + top-down decoder + the latent bookkeeping around them.
 
-Shapes: B cases, N = num_nodes, T = num_timesteps, Lm = latent_dim_main,
-Lh = latent_dim_hier, K = num_hier_levels = len(encoder_filters) - 1. Hierarchical
-level lists always run deep-to-shallow (k = 0 is next to the main latent).
+Shapes: B cases, N = num_nodes, T = num_timesteps, C = num_modes (spatial POD modes), Lm = latent_dim_main,
+Lh = latent_dim_hier, K = num_hier_levels = len(encoder_filters) - 1. Hierarchical level lists always run
+deep-to-shallow (k = 0 is next to the main latent).
+
+With `design_features` > 0 the main latent has a design-conditioned prior N(mu_d(design), I) (a conditional
+VAE): trained together, the decoder then sees latents laid out by the designs, which is what lets it
+generalise to unseen designs from a few hundred cases (README, ablations). Without designs the prior is N(0, I).
 """
 from __future__ import annotations
 
@@ -17,10 +21,10 @@ from modules.models.decoder import Decoder
 from modules.models.distributions import DiagonalNormal
 from modules.models.encoder import Encoder
 from modules.models.latent_layout import LatentLayout
-from modules.models.linear_path import LinearPathInit
+from modules.models.layers import mlp
+from modules.models.spatial_basis import SpatialBasis
 
-# Posterior log-variance after the PCA start: narrow enough that sampling keeps PCA's accuracy.
-INITIAL_POSTERIOR_LOGVAR = -8.0
+DESIGN_PRIOR_WIDTH = 256
 
 
 @dataclass
@@ -28,7 +32,8 @@ class VAEOutput:
     """Result of `HierarchicalVAE.forward`."""
 
     recon: torch.Tensor
-    """[B, N, T] reconstruction in (-1, 1); [B, filters[0], T] (before the output layer) for a projected pass."""
+    """[B, N, T] reconstruction (scaled units), or [B, C, T] coefficients for a projected pass ([.., n] for n
+    chosen timesteps)."""
     main_mu: torch.Tensor
     """[B, Lm] main posterior mean."""
     main_logvar: torch.Tensor
@@ -38,11 +43,16 @@ class VAEOutput:
     hier_logvar: List[torch.Tensor]
     """K x [B, Lh] hierarchical posterior log-variances (clamped)."""
     kl_per_level: List[torch.Tensor]
-    """(1 + K) x [B]: index 0 = KL(q(z_main) || N(0, I)), then KL(q(z_k) || p(z_k)) per level."""
+    """(1 + K) x [B]: index 0 = KL(q(z_main) || prior), then KL(q(z_k) || p(z_k)) per level."""
     z_main: torch.Tensor
     """[B, Lm] main latent used by the decoder."""
     z_hier: List[torch.Tensor]
     """K x [B, Lh] hierarchical latents used by the decoder."""
+    design_main_mu: Optional[torch.Tensor] = None
+    """[B, Lm] the design prior's mean of the main latent (when designs were given)."""
+    design_recon: Optional[torch.Tensor] = None
+    """Decoded from the design prior alone (main = its mean, each level at its prior mean): what the VAE
+    predicts for the design without seeing the field; same shape as recon."""
 
 
 @dataclass
@@ -70,22 +80,26 @@ class LatentCode:
 class HierarchicalVAE(nn.Module):
     """Hierarchical VAE over fields [B, num_nodes, num_timesteps] scaled to [-0.7, 0.7]."""
 
-    def __init__(self, cfg: ModelConfig, num_nodes: int, num_timesteps: int):
+    def __init__(self, cfg: ModelConfig, num_nodes: int, num_timesteps: int, num_modes: int,
+                 design_features: int = 0):
         super().__init__()
-        if num_nodes <= 0 or num_timesteps <= 0:
-            raise ValueError(f"HierarchicalVAE needs num_nodes > 0 and num_timesteps > 0, "
-                             f"got {num_nodes} and {num_timesteps}")
+        if min(num_nodes, num_timesteps, num_modes) <= 0 or design_features < 0:
+            raise ValueError(f"HierarchicalVAE needs num_nodes, num_timesteps, num_modes > 0 and design_features "
+                             f">= 0, got {num_nodes}, {num_timesteps}, {num_modes}, {design_features}")
         self.cfg = cfg
         self.layout = LatentLayout.of(cfg)
         self.num_nodes = num_nodes
         self.num_timesteps = num_timesteps
-        self.encoder = Encoder(cfg, num_nodes, num_timesteps)
-        self.decoder = Decoder(cfg, num_nodes, num_timesteps)
-        if cfg.linear_path:
-            # Frozen: one AdamW step on these PCA bases (every weight moved by ~lr at once) took the
-            # demo's training error from 0.48 % to 9.5 %; the rest of the network learns around them.
-            for parameter in self.linear_path_parameters():
-                parameter.requires_grad_(False)
+        self.design_features = design_features
+        self.basis = SpatialBasis(num_nodes, num_modes)
+        self.encoder = Encoder(cfg, num_modes, num_timesteps)
+        self.decoder = Decoder(cfg, num_modes, num_timesteps)
+        self.design_prior = (mlp(design_features, DESIGN_PRIOR_WIDTH, cfg.latent_dim_main, 2)
+                             if design_features else None)
+
+    @property
+    def num_modes(self) -> int:
+        return self.basis.num_modes
 
     @property
     def num_hier_levels(self) -> int:
@@ -99,42 +113,48 @@ class HierarchicalVAE(nn.Module):
     def parameter_count(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 3 or x.shape[1] != self.num_nodes or x.shape[2] != self.num_timesteps:
-            raise ValueError(f"VAE input has shape {tuple(x.shape)}, expected [batch, {self.num_nodes} nodes, "
+    def _coefficients(self, x: torch.Tensor, projected: bool) -> torch.Tensor:
+        expected = (self.num_modes, "modes") if projected else (self.num_nodes, "nodes")
+        if x.dim() != 3 or x.shape[1] != expected[0] or x.shape[2] != self.num_timesteps:
+            what = "projected VAE input (basis.project of the fields)" if projected else "VAE input"
+            raise ValueError(f"{what} has shape {tuple(x.shape)}, expected [batch, {expected[0]} {expected[1]}, "
                              f"{self.num_timesteps} timesteps]; the model was built for that window of the data")
+        return x if projected else self.basis.project(x)
 
-    def _check_projected_input(self, h: torch.Tensor) -> None:
-        if not self.cfg.linear_path:
-            raise ValueError("a projected pass needs the linear path (ModelConfig.linear_path = True): only then "
-                             "are the first and last layers a fixed linear basis that can be applied beforehand")
-        channels = self.cfg.encoder_filters[0]
-        if h.dim() != 3 or h.shape[1] != channels or h.shape[2] != self.num_timesteps:
-            raise ValueError(f"projected VAE input has shape {tuple(h.shape)}, expected [batch, {channels} channels "
-                             f"(filters[0]), {self.num_timesteps} timesteps]: encoder.input_projection of the fields")
+    def _output(self, coefficients: torch.Tensor, projected: bool) -> torch.Tensor:
+        return coefficients if projected else self.basis.readout(coefficients)
 
-    def forward(self, x: torch.Tensor, use_mean: bool = False,
-                generator: Optional[torch.Generator] = None, projected: bool = False) -> VAEOutput:
-        """x [B, N, T] -> VAEOutput. Latents are reparameterised samples of each
-        posterior (drawn with `generator` if given), or the posterior means when
-        `use_mean`, in which case recon == decode(*encode(x) means).
+    def _check_design(self, design: torch.Tensor, batch: int) -> None:
+        if self.design_prior is None:
+            raise ValueError("this VAE was built without a design prior (design_features 0): pass no designs")
+        if design.dim() != 2 or design.shape != (batch, self.design_features):
+            raise ValueError(f"designs have shape {tuple(design.shape)}, expected [{batch}, {self.design_features}]")
 
-        projected (linear path only): x is encoder.input_projection(fields) [B, filters[0], T] and
-        recon is the input of decoder.output [B, filters[0], T]; the frozen node-sized first and last
-        layers are skipped, everything between them (and every random draw) is the same."""
-        if projected:
-            self._check_projected_input(x)
-        else:
-            self._check_input(x)
-        main_mu, main_logvar, features, linear = self.encoder(x, projected=projected)
+    def forward(self, x: torch.Tensor, use_mean: bool = False, generator: Optional[torch.Generator] = None,
+                projected: bool = False, design: Optional[torch.Tensor] = None,
+                timesteps: Optional[torch.Tensor] = None) -> VAEOutput:
+        """x [B, N, T] (or coefficients [B, C, T] when `projected`) -> VAEOutput. Latents are reparameterised
+        samples of each posterior (drawn with `generator` if given), or the posterior means when `use_mean`,
+        in which case recon == decode(*encode(x) means). design [B, D]: standardised design features; the main
+        latent's KL is then taken to the design prior, and `design_recon` decoded from it. timesteps [B, n]:
+        decode only those timesteps (training on a sample of the transient)."""
+        coefficients = self._coefficients(x, projected)
+        main_mu, main_logvar, features = self.encoder(coefficients)
         main = DiagonalNormal(main_mu, main_logvar)
         z_main = main.mu if use_mean else main.rsample(generator)
         top_down = self.decoder(z_main, encoder_features=features, stochastic=not use_mean, generator=generator,
-                                linear_hier=self._linear_hier(linear), projected=projected)
-        kl_per_level = [main.kl_standard()]
-        kl_per_level += [q.kl(p) for q, p in zip(top_down.posteriors, top_down.priors)]
+                                timesteps=timesteps)
+        design_mu = design_recon = None
+        if design is not None:
+            self._check_design(design, x.shape[0])
+            design_mu = self.design_prior(design)
+            main_kl = main.kl(DiagonalNormal(design_mu, torch.zeros_like(design_mu)))
+            design_recon = self._output(self.decoder(design_mu, timesteps=timesteps).recon, projected)
+        else:
+            main_kl = main.kl_standard()
+        kl_per_level = [main_kl] + [q.kl(p) for q, p in zip(top_down.posteriors, top_down.priors)]
         return VAEOutput(
-            recon=top_down.recon,
+            recon=self._output(top_down.recon, projected),
             main_mu=main.mu,
             main_logvar=main.logvar,
             hier_mu=[q.mu for q in top_down.posteriors],
@@ -142,70 +162,22 @@ class HierarchicalVAE(nn.Module):
             kl_per_level=kl_per_level,
             z_main=z_main,
             z_hier=top_down.z_hier,
+            design_main_mu=design_mu,
+            design_recon=design_recon,
         )
 
-    def encode(self, x: torch.Tensor) -> LatentCode:
-        """x [B, N, T] -> LatentCode. Deterministic: each level's posterior is
-        conditioned on the posterior means of the levels above it."""
-        self._check_input(x)
-        main_mu, main_logvar, features, linear = self.encoder(x)
-        main = DiagonalNormal(main_mu, main_logvar)
-        top_down = self.decoder(main.mu, encoder_features=features, stochastic=False, with_recon=False,
-                                linear_hier=self._linear_hier(linear))
-        return LatentCode(main.mu, main.logvar, [q.mu for q in top_down.posteriors],
-                          [q.logvar for q in top_down.posteriors])
+    def encode(self, x: torch.Tensor, projected: bool = False) -> LatentCode:
+        """x [B, N, T] (or coefficients when `projected`) -> LatentCode. Deterministic: each level's posterior
+        is conditioned on the posterior means of the levels above it."""
+        main_mu, main_logvar, features = self.encoder(self._coefficients(x, projected))
+        top_down = self.decoder(main_mu, encoder_features=features, stochastic=False, with_recon=False)
+        return LatentCode(main_mu, DiagonalNormal(main_mu, main_logvar).logvar,
+                          [q.mu for q in top_down.posteriors], [q.logvar for q in top_down.posteriors])
 
-    def linear_path_parameters(self) -> List[nn.Parameter]:
-        """The PCA-initialised linear path: spatial bases and coefficient maps (empty without it)."""
-        if not self.cfg.linear_path:
-            return []
-        modules = (self.encoder.input_projection, self.encoder.linear_coefficients, self.decoder.linear_readout,
-                   self.decoder.output)
-        return [parameter for module in modules for parameter in module.parameters()]
-
-    def _linear_hier(self, linear: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return None if linear is None else linear[:, self.cfg.latent_dim_main:]
-
-    @torch.no_grad()
-    def initialise_linear_path(self, init: LinearPathInit, node_weights: Optional[torch.Tensor] = None) -> None:
-        """Set the linear path to the PCA in `init` (see modules.models.linear_path): afterwards
-        decode(encode(x)) is the PCA reconstruction of x, and training refines it.
-
-        node_weights [N]: the metric the PCA was fitted in (None = plain); nodes of weight 0
-        (constant in training) are decoded as 0, their exact scaled value."""
-        if not self.cfg.linear_path:
-            raise ValueError("initialise_linear_path needs ModelConfig.linear_path = True")
-        weights = node_weights.double() if node_weights is not None else torch.ones(self.num_nodes, dtype=torch.float64)
-        weights = weights / weights.pow(2).mean().sqrt().clamp_min(1e-300)  # only relative weights matter
-        inverse = torch.where(weights > 1e-9 * float(weights.max()), 1.0 / weights.clamp_min(1e-300), 0.0)
-        spatial, basis, scale, mean = (init.spatial_basis, init.coefficient_basis, init.coefficient_scale,
-                                       init.coefficient_mean)
-        encoder, decoder = self.encoder, self.decoder
-        channel_scale = init.channel_scale
-        encoder.input_projection.weight.copy_((spatial * weights[:, None] / channel_scale).T.unsqueeze(-1))
-        encoder.input_projection.bias.zero_()
-        per_feature = channel_scale.repeat_interleave(self.num_timesteps)  # [C*T], layout c*T + t
-        whitened = basis / scale  # [C*T, d]
-        encoder.linear_coefficients.weight.copy_((whitened * per_feature[:, None]).T)
-        encoder.linear_coefficients.bias.copy_(-(whitened.T @ mean))
-        decoder.linear_readout.weight.copy_(basis * scale / per_feature[:, None])
-        decoder.linear_readout.bias.copy_(mean / per_feature)
-        decoder.output[0].weight.copy_((spatial * channel_scale * inverse[:, None]).unsqueeze(-1))
-        decoder.output[0].bias.zero_()
-        # The non-linear parts start silent, so the starting point is exactly the PCA; posteriors start
-        # narrow (std e^-4 of the unit-variance latents), else sampling noise would wipe out that start.
-        lm = self.cfg.latent_dim_main
-        nn.init.zeros_(encoder.main_head.weight)
-        nn.init.zeros_(encoder.main_head.bias)
-        encoder.main_head.bias[lm:] = INITIAL_POSTERIOR_LOGVAR
-        for head in decoder.prior_heads:
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
-        for correction in decoder.posterior_heads:
-            correction[-1].bias[self.cfg.latent_dim_hier:] = INITIAL_POSTERIOR_LOGVAR
-
-    def decode(self, z_main: torch.Tensor, z_hier: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
-        """z_main [B, Lm] (+ K x [B, Lh]) -> [B, N, T]; with z_hier None each level uses its prior mean."""
+    def decode(self, z_main: torch.Tensor, z_hier: Optional[Sequence[torch.Tensor]] = None,
+               projected: bool = False) -> torch.Tensor:
+        """z_main [B, Lm] (+ K x [B, Lh]) -> [B, N, T] (coefficients [B, C, T] when `projected`); with z_hier
+        None each level uses its prior mean."""
         if z_main.dim() != 2 or z_main.shape[1] != self.cfg.latent_dim_main:
             raise ValueError(f"z_main has shape {tuple(z_main.shape)}, expected [batch, {self.cfg.latent_dim_main}]")
         if z_hier is not None:
@@ -214,9 +186,17 @@ class HierarchicalVAE(nn.Module):
             if len(z_hier) != self.num_hier_levels or any(tuple(z.shape) != expected for z in z_hier):
                 raise ValueError(f"z_hier has shapes {[tuple(z.shape) for z in z_hier]}, expected "
                                  f"{self.num_hier_levels} tensors of shape {list(expected)} (deep-to-shallow)")
-        return self.decoder(z_main, z_hier=z_hier).recon
+        return self._output(self.decoder(z_main, z_hier=z_hier).recon, projected)
 
-    def decode_flat(self, flat: torch.Tensor) -> torch.Tensor:
-        """[B, Lm + K*Lh] laid out as `LatentCode.flat()` -> [B, N, T]."""
+    def decode_flat(self, flat: torch.Tensor, projected: bool = False) -> torch.Tensor:
+        """[B, Lm + K*Lh] laid out as `LatentCode.flat()` -> [B, N, T] (or [B, C, T] when `projected`)."""
         z_main, z_hier = self.layout.split(flat)
-        return self.decode(z_main, z_hier)
+        return self.decode(z_main, z_hier, projected=projected)
+
+    def design_latent(self, design: torch.Tensor) -> torch.Tensor:
+        """Standardised designs [B, D] -> the flat latent the design prior gives them (main = its mean, each
+        level at its prior mean given the levels above): the VAE's own prediction of a design's code."""
+        self._check_design(design, design.shape[0])
+        main = self.design_prior(design)
+        levels = self.decoder(main, with_recon=False).z_hier
+        return self.layout.join(main, levels)

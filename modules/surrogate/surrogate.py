@@ -25,6 +25,7 @@ from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
+from modules.surrogate.refinement import refine_latents
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
 from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
 
@@ -79,7 +80,9 @@ class Surrogate:
     # ------------------------------------------------------------------ reduction: fields <-> latent codes
     def encode_cases(self, array: np.ndarray, batch_size: int = 32) -> Dict[str, np.ndarray]:
         """Posterior means (and log-variances) of every case of a sweep array, the conditioner's targets:
-        {"main" [cases, Lm], "hier" [cases, K, Lh], "flat", "flat_logvar" [cases, Lm + K*Lh]}."""
+        {"main" [cases, Lm], "hier" [cases, K, Lh], "flat", "flat_logvar" [cases, Lm + K*Lh]}. The encoder's own
+        output, not refined: the conditioner learns the code the encoder gives the design, which the VAE's
+        design prior kept smooth across designs."""
         mains, hiers, flats, logvars = [], [], [], []
         case_bytes = self.window.timesteps * self.window.channels * 4
         batch_size = min(batch_size, memory.items_per_chunk(case_bytes, memory.FIELD_BATCH_BYTES))
@@ -96,12 +99,16 @@ class Surrogate:
                 "flat_logvar": np.concatenate(logvars)}
 
     def reconstruct(self, fields: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """decode(encode(x)) with posterior means: [k, T, N] in and out, physical units."""
+        """decode(encode(x)): [k, T, N] in and out, physical units. The encoder's code is refined on the
+        field's own error (refine_steps gradient steps, surrogate/refinement.py) before it is decoded."""
         out = np.empty(fields.shape, dtype=np.float32)
         with evaluation_mode(self.vae):
             for chunk in memory.chunk_slices(len(fields), batch_size):
                 scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
-                recon = self.vae(scaled.transpose(1, 2).to(self.device), use_mean=True).recon
+                coefficients = self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
+                code = refine_latents(self.vae, coefficients, self.vae.encode(coefficients, projected=True).flat(),
+                                      self.vae.cfg.refine_steps)
+                recon = self.vae.decode_flat(code)
                 out[chunk] = self.scaler.inverse(recon.transpose(1, 2).float().cpu().numpy())
         return out
 

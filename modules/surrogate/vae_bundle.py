@@ -22,7 +22,9 @@ from modules.data.mesh_triangles import masked_delaunay
 from modules.data.scaling import NodeScaler
 from modules.models.vae import HierarchicalVAE
 
-VAE_BUNDLE_FORMAT = "simulgenvae-vae-1"
+VAE_BUNDLE_FORMAT = "simulgenvae-vae-2"
+# Version 1 held the first design (a convolutional decoder over a PCA-started linear path): not loadable now.
+OLDER_FORMATS = ("simulgenvae-vae-1",)
 
 
 @dataclass
@@ -47,6 +49,8 @@ def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scale
         "model_config": dataclasses.asdict(config.model),
         "num_nodes": model.num_nodes,
         "num_timesteps": model.num_timesteps,
+        "num_modes": model.num_modes,
+        "design_features": model.design_features,
         "time_indices": torch.as_tensor(config.data.timestep_indices, dtype=torch.int64),
         "scaler": scaler.state_dict(),
         "train_indices": torch.as_tensor(train_indices, dtype=torch.int64),
@@ -59,6 +63,9 @@ def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scale
 
 def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
     state = load_state(path)
+    if state.get("format") in OLDER_FORMATS:
+        raise CheckpointError(f"{path}: a VAE of an earlier version of this tool ({state.get('format')}), whose "
+                              f"model this version no longer builds\n    fix: train it again with this version")
     if state.get("format") != VAE_BUNDLE_FORMAT:
         raise CheckpointError(f"{path}: not a SimulGenVAE VAE model (format {state.get('format')!r}); "
                               f"point --model / e2e_vae_model_path at the folder or file of a trained VAE")
@@ -71,7 +78,8 @@ def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
                               f"version that trained only variable 0 of num_var {config.data.num_variables}\n"
                               f"    fix: train it again; every variable is trained now")
     _require_saved_time_indices(path, state, config)
-    model = HierarchicalVAE(model_config, state["num_nodes"], state["num_timesteps"])
+    model = HierarchicalVAE(model_config, state["num_nodes"], state["num_timesteps"], state["num_modes"],
+                            state["design_features"])
     load_weights(model, state["model"], path)
     model.to(device).eval()
     coordinates = None if state.get("coordinates") is None else state["coordinates"].numpy()

@@ -2,7 +2,6 @@
 through the decoder, and saved with what prediction needs."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 
 from modules.config.schema import RunConfig
 from modules.data.input_scaler import InputScaler
-from modules.data.designs import DesignDataset, load_design_array, scaled_inputs
+from modules.data.designs import DesignDataset, scaled_inputs
 from modules.data.image_pca import ImagePCA
 from modules.data.prepared_sweep import PreparedSweep
 from modules.config.conditioner_rules import resolve_architecture
@@ -24,7 +23,6 @@ from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inpu
 from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
-from modules.training.losses import physical_node_weights
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
 from modules.training.run_log import RunLog
 
@@ -44,10 +42,10 @@ def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int) -> torch.nn
 
 
 def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: HierarchicalVAE, latents: Dict[str, np.ndarray],
-                      runtime: Runtime, run_dir: RunDirectory, log: RunLog, base_dir: Path
-                      ) -> Tuple[TrainedConditioner, TrainingResult, np.ndarray]:
-    """Train on the saved latents (or end to end); returns the conditioner, its history and the raw designs."""
-    designs = load_design_array(config.conditioner, base_dir, config.data.num_cases)
+                      runtime: Runtime, run_dir: RunDirectory, log: RunLog, designs: np.ndarray,
+                      coefficients: torch.Tensor) -> Tuple[TrainedConditioner, TrainingResult]:
+    """Train on the saved latents (or end to end through the decoder, on every case's mode coefficients
+    [num_cases, C, T] in units of the basis scale); returns the conditioner and its history."""
     scaler = InputScaler().fit(designs, sweep.train_indices)
     # PCA after the scaler: per-channel standardisation weighs colour channels equally before projecting.
     image_pca = (ImagePCA.fit(scaled_inputs(designs, scaler), sweep.train_indices,
@@ -58,15 +56,13 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     in_channels = designs.shape[1] if designs.ndim == 4 else 1
     conditioner = build(config, vae, in_channels)
     e2e = config.end_to_end.enabled
-    node_weights = (physical_node_weights(torch.as_tensor((sweep.scaler.data_max - sweep.scaler.data_min) / 2))
-                    if config.train.physical_weighting else None)
-    train_set = DesignDataset(inputs, targets, sweep.train_indices, sweep.train_set if e2e else None)
-    val_set = DesignDataset(inputs, targets, sweep.val_indices, sweep.val_set if e2e else None)
+    train_set = DesignDataset(inputs, targets, sweep.train_indices, coefficients if e2e else None)
+    val_set = DesignDataset(inputs, targets, sweep.val_indices, coefficients if e2e else None)
     if e2e:
         model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder)
-        objective: Any = EndToEndObjective(config.end_to_end, node_weights)
+        objective: Any = EndToEndObjective(config.end_to_end)
     else:
-        weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)], node_weights)
+        weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
         model, objective = conditioner, ConditionerObjective(weights, DesignAugmenter(config.augmentation))
     mode = "end-to-end through the decoder" if e2e else "on the VAE's latent vectors"
     projected = ("" if image_pca is None else f" projected onto {image_pca.num_components} whitened PCA components "
@@ -90,29 +86,23 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     runtime.barrier()
     log.info(f"conditioner: best validation loss {result.best_val_loss:.4g} at epoch {result.best_epoch + 1}; "
              f"saved {run_dir.conditioner_bundle}")
-    return trained, result, designs
+    return trained, result
 
 
 @torch.no_grad()
-def field_sensitivity(vae: HierarchicalVAE, train_latents: torch.Tensor,
-                      node_weights: Optional[torch.Tensor]) -> torch.Tensor:
-    """[flat latent] how strongly each latent number moves the decoded field (squared, in the physical
-    metric), normalised to mean 1: a latent error the decoder ignores should cost the conditioner little.
+def field_sensitivity(vae: HierarchicalVAE, train_latents: torch.Tensor) -> torch.Tensor:
+    """[flat latent] how strongly each latent number moves the decoded field (squared, in the VAE's own
+    metric: its mode coefficients), normalised to mean 1: a latent error the decoder ignores should cost the
+    conditioner little.
 
     Finite differences of one standard deviation around the mean training latent, one batched decode."""
     vae.eval()
     device = next(vae.parameters()).device
     mean, spread = train_latents.mean(dim=0), train_latents.std(dim=0).clamp_min(1e-6)
-    steps = torch.diag(spread)
-    latents = (mean[None] + steps).to(device)
-    base = vae.decode_flat(mean[None].to(device)).float()  # [1, N, T]
-    # Decoded a few at a time: at 95k nodes x 200 steps each field is 76 MB.
-    parts = []
-    for batch in memory.chunks(latents, memory.items_per_chunk(base.numel() * 4, memory.FIELD_BATCH_BYTES)):
-        change = (vae.decode_flat(batch).float() - base) ** 2
-        if node_weights is not None:
-            change = change * node_weights.to(device)[None, :, None]
-        parts.append(change.sum(dim=(1, 2)).cpu())
+    latents = (mean[None] + torch.diag(spread)).to(device)
+    base = vae.decode_flat(mean[None].to(device), projected=True).float()  # [1, C, T]
+    parts = [((vae.decode_flat(batch, projected=True).float() - base) ** 2).sum(dim=(1, 2)).cpu()
+             for batch in memory.chunks(latents, memory.items_per_chunk(base.numel() * 4, memory.FIELD_BATCH_BYTES))]
     sensitivity = torch.cat(parts) / spread.cpu() ** 2
     return (sensitivity / sensitivity.mean().clamp_min(1e-30)).clamp_min(1e-3)
 

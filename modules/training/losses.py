@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -64,11 +64,45 @@ def kl_weight(epoch: int, cfg: TrainConfig) -> float:
     return float(cfg.init_beta + fraction * (cfg.beta_target - cfg.init_beta))
 
 
+def kl_sum(output: VAEOutput) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """(sum over levels of the batch-mean KL, each level's batch-mean KL)."""
+    level_means = [level.mean() for level in output.kl_per_level]
+    return torch.stack(level_means).sum(), level_means
+
+
 def vae_loss(output: VAEOutput, target: torch.Tensor, beta: float, cfg: TrainConfig,
              node_weights: Optional[torch.Tensor] = None) -> LossTerms:
     """Loss of one forward pass against the scaled target [B, N, T] (node_weights: see reconstruction_loss)."""
     recon = reconstruction_loss(output.recon, target, cfg.loss_type, node_weights)
-    level_means = [level.mean() for level in output.kl_per_level]
-    kl = torch.stack(level_means).sum()
+    kl, level_means = kl_sum(output)
     total = cfg.recon_weight * recon + beta * kl
     return LossTerms(total=total, recon=recon, kl=kl, kl_per_level=[level.detach() for level in level_means])
+
+
+def design_loss(cfg: TrainConfig, output: VAEOutput, design_recon: torch.Tensor,
+                energy_per_element: float) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """alpha x (reconstruction from the design prior alone + design_alignment_weight x energy_per_element x
+    mean squared distance between the posterior and the design prior's main latent).
+
+    The alignment is in units of the data's own mean squared value, so a weight of 1 makes a mismatch of one
+    prior standard deviation per latent number cost as much as a 100 % relative reconstruction error. It is
+    what keeps encoder and design prior on one layout of the latent space (POD-DL-ROM's latent term): the
+    decoder then reconstructs and predicts from the same region."""
+    alignment = (output.main_mu.float() - output.design_main_mu.float()).pow(2).mean()
+    total = cfg.recon_weight * (design_recon + cfg.design_alignment_weight * energy_per_element * alignment)
+    return total, {"recon_design": design_recon.item(), "alignment": alignment.item()}
+
+
+def vae_total(cfg: TrainConfig, beta: float, recon: torch.Tensor, output: VAEOutput,
+              design_recon: Optional[torch.Tensor], energy_per_element: float
+              ) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """alpha x recon + beta x KL (+ design_loss when the VAE has a design prior) and the metrics to log."""
+    kl, _ = kl_sum(output)
+    total = cfg.recon_weight * recon + beta * kl
+    metrics = {"recon": recon.item(), "kl": kl.item()}
+    if design_recon is not None:
+        extra, design_metrics = design_loss(cfg, output, design_recon, energy_per_element)
+        total = total + extra
+        metrics.update(design_metrics)
+    metrics["loss"] = total.item()
+    return total, metrics

@@ -11,65 +11,91 @@ import torch
 
 from modules.training.augmentation import DesignAugmenter, FieldAugmenter
 from modules.config.schema import EndToEndConfig, TrainConfig
-from modules.training.losses import kl_weight, vae_loss
+from modules.training.losses import design_loss, kl_weight, reconstruction_loss, vae_loss
 from modules.training.physics_loss import PhysicsLoss
 
 
 class VAEObjective:
     """alpha x (reconstruction + physics terms) + beta(epoch) x KL of every level, averaged over Recon_iter
-    samples. The physics terms sit inside alpha so that their weights are shares of the reconstruction
-    whatever alpha is (the demo uses alpha 1e5)."""
+    samples, on full fields (the path for losses and options that need them: Loss_type 2-4, augmentation,
+    physics terms; otherwise training/projected_training.py gives the same loss on mode coefficients). The
+    physics terms sit inside alpha so that their weights are shares of the reconstruction whatever alpha is.
+    With designs (the VAE's design prior), losses.design_loss is added."""
 
     def __init__(self, train: TrainConfig, node_weights: Optional[torch.Tensor] = None,
                  to_physical: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                 augmenter: Optional[FieldAugmenter] = None, physics: Optional[PhysicsLoss] = None):
+                 augmenter: Optional[FieldAugmenter] = None, physics: Optional[PhysicsLoss] = None,
+                 designs: Optional[torch.Tensor] = None, energy_per_element: float = 1.0):
         """to_physical: (offset [N], factor [N]) with physical = offset + factor * scaled; when given, the
         epoch is selected on the report's metric, the mean relative L2 error per case in physical units.
-        physics: optional physics-aware terms, logged as physics_<term>; they never change the selection."""
+        physics: optional physics-aware terms, logged as physics_<term>; they never change the selection.
+        designs [num_cases, D]: standardised design features, looked up by case index."""
         self.train = train
         self.node_weights = node_weights
         self.to_physical = to_physical
         self.augmenter = augmenter if augmenter is not None and augmenter.active else None
         self.physics = physics if physics is not None and physics.active else None
+        self.designs = designs
+        self.energy_per_element = energy_per_element
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         fields = batch[0]
         beta = kl_weight(epoch, self.train)
         weights = None if self.node_weights is None else self.node_weights.to(fields.device)
+        design = None if self.designs is None else self.designs.to(fields.device)[batch[1]]
         inputs, target = fields, fields
         if model.training and self.augmenter is not None:
             inputs, target = self.augmenter(fields)
-        terms, totals, physics_values = [], [], {}
+        totals, samples, physics_values = [], [], {}
         for _ in range(self.train.recon_iterations):
-            output = model(inputs)
+            output = model(inputs, design=design)
             loss = vae_loss(output, target, beta, self.train, weights)
             sample_total = loss.total
+            metrics = {"recon": loss.recon.item(), "kl": loss.kl.item()}
+            if output.design_recon is not None:
+                design_recon = reconstruction_loss(output.design_recon, target, self.train.loss_type, weights)
+                extra, design_metrics = design_loss(self.train, output, design_recon, self.energy_per_element)
+                sample_total = sample_total + extra
+                metrics.update(design_metrics)
             if self.physics is not None:
                 physics = self.physics(output.recon, target, weights, reference=loss.recon)
                 sample_total = sample_total + self.train.recon_weight * physics.total
                 for name, value in physics.terms.items():
                     physics_values.setdefault(name, []).append(value.detach())
-            terms.append(loss)
             totals.append(sample_total)
+            samples.append(metrics)
         total = torch.stack(totals).mean()
-        recon = torch.stack([t.recon.detach() for t in terms]).mean()
-        kl = torch.stack([t.kl.detach() for t in terms]).mean()
-        # 'selection' picks the best epoch. Not the total loss: beta changes during warm-up, which makes the
-        # totals of different epochs incomparable. The report's own metric where the physical units are known.
-        metrics = {"loss": total.item(), "recon": recon.item(), "kl": kl.item(), "beta": beta}
+        metrics = {name: float(sum(m[name] for m in samples) / len(samples)) for name in samples[0]}
+        metrics.update({"loss": total.item(), "beta": beta})
         for name, values in physics_values.items():
             metrics[f"physics_{name}"] = torch.stack(values).mean().item()
+        # 'selection' picks the best epoch. Not the total loss: beta changes during warm-up, which makes the
+        # totals of different epochs incomparable. The report's own metric where the physical units are known.
         if not model.training:
-            metrics["selection"] = recon.item() if self.to_physical is None else self._relative_error(model, fields)
+            if self.to_physical is None:
+                metrics["selection"] = metrics["recon"]
+            else:
+                metrics.update(self._relative_errors(model, fields, design))
         return total, metrics
 
-    def _relative_error(self, model: torch.nn.Module, fields: torch.Tensor) -> float:
-        """Mean over the batch of ||x - x_hat|| / ||x|| in physical units, with posterior means."""
+    def _relative_errors(self, model: torch.nn.Module, fields: torch.Tensor,
+                         design: Optional[torch.Tensor]) -> Dict[str, float]:
+        """Mean over the batch of ||x - x_hat|| / ||x|| in physical units, with posterior means
+        ('reconstruction'; from the design prior alone, 'design'); 'selection' is their mean."""
         offset, factor = (t.to(fields.device)[None, :, None] for t in self.to_physical)
         truth = offset + factor * fields
-        recon = offset + factor * model(fields, use_mean=True).recon.float()
-        errors = (recon - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1).clamp_min(1e-30)
-        return errors.mean().item()
+        output = model(fields, use_mean=True, design=design)
+
+        def relative(recon: torch.Tensor) -> float:
+            physical = offset + factor * recon.float()
+            return ((physical - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1).clamp_min(1e-30)
+                    ).mean().item()
+
+        errors = {"reconstruction": relative(output.recon)}
+        if output.design_recon is not None:
+            errors["design"] = relative(output.design_recon)
+        errors["selection"] = sum(errors.values()) / len(errors)
+        return errors
 
 
 class ConditionerObjective:
@@ -101,15 +127,15 @@ E2E_LOSSES = {
 # decode_flat() is given every level's latent, so these decoder heads (which compute priors and
 # posteriors) are off the path from latent to field: left trainable they would get no gradient,
 # and DistributedDataParallel stops on parameters that require a gradient and never receive one.
-DECODER_HEADS_UNUSED_BY_DECODE_FLAT = ("prior_summaries", "prior_heads", "posterior_heads")
+DECODER_HEADS_UNUSED_BY_DECODE_FLAT = ("prior_heads", "posterior_heads")
 
 
 class ConditionedDecoder(torch.nn.Module):
-    """design -> conditioner -> VAE decoder -> scaled field [B, N, T]; the end-to-end model.
+    """design -> conditioner -> VAE decoder -> mode coefficients [B, C, T]; the end-to-end model.
 
-    It only ever turns requires_grad off: what the VAE's own design froze (the PCA bases of the linear
-    path) stays frozen under e2e_finetune_decoder 1, whatever the model freezes, and the trainer's
-    optimiser only receives parameters that require a gradient."""
+    It only ever turns requires_grad off: what the VAE freezes stays frozen under e2e_finetune_decoder 1,
+    and the trainer's optimiser only receives parameters that require a gradient. The spatial basis is a
+    buffer, so it is never trained; the encoder and the design prior are off the path and stay frozen."""
 
     def __init__(self, conditioner: torch.nn.Module, vae: torch.nn.Module, finetune_decoder: bool):
         super().__init__()
@@ -122,27 +148,29 @@ class ConditionedDecoder(torch.nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         flat = self.conditioner(inputs).flat()
-        return flat, self.vae.decode_flat(flat)
+        return flat, self.vae.decode_flat(flat, projected=True)
 
 
 class EndToEndObjective:
-    """LC_alpha x field loss through the decoder (+ latent_reg_weight x latent MSE toward the VAE's code)."""
+    """LC_alpha x field loss through the decoder (+ latent_reg_weight x latent MSE toward the VAE's code).
 
-    def __init__(self, end_to_end: EndToEndConfig, node_weights: Optional[torch.Tensor] = None):
+    The field loss is taken on the spatial-mode coefficients (in units of the basis scale): for MSE that is the
+    physically weighted field error up to the constant the modes cannot hold, at a cost independent of the
+    mesh. 'selection' is the latent-free field part, so the kept epoch is the one that predicts fields best."""
+
+    def __init__(self, end_to_end: EndToEndConfig):
         self.config = end_to_end
         self.field_loss = E2E_LOSSES[end_to_end.loss_function]
-        self.node_weights = node_weights
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
-        inputs, targets, fields = batch
+        inputs, targets, coefficients = batch
         flat, recon = model(inputs)
-        if self.node_weights is None:
-            field = self.field_loss(recon.float(), fields)
-        else:
-            elementwise = self.field_loss(recon.float(), fields, reduction="none")
-            field = (elementwise * self.node_weights.to(fields.device)[None, :, None]).mean()
+        field = self.field_loss(recon.float(), coefficients)
         total = self.config.recon_weight * field
         latent = torch.nn.functional.mse_loss(flat.float(), targets)
         if self.config.use_latent_regularization:
             total = total + self.config.latent_reg_weight * latent
-        return total, {"loss": total.item(), "field": field.item(), "latent": latent.item()}
+        metrics = {"loss": total.item(), "field": field.item(), "latent": latent.item()}
+        if not model.training:
+            metrics["selection"] = field.item()
+        return total, metrics

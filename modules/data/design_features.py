@@ -1,0 +1,26 @@
+"""The designs as a short vector per case: what the VAE's design prior reads during training.
+
+Parameter tables are standardised with the training cases' statistics; images are standardised and then
+projected on the leading principal components of the training images (whitened scores), since a prior that
+only shapes the latent space needs the designs' main directions, not their pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from modules.data.designs import scaled_inputs
+from modules.data.image_pca import ImagePCA
+from modules.data.input_scaler import InputScaler
+
+IMAGE_FEATURES = 16
+"""Whitened PCA scores per design image (fewer when the training images span fewer directions)."""
+
+
+def design_features(designs: np.ndarray, train_indices: np.ndarray) -> torch.Tensor:
+    """designs [cases, p] or images [cases, C, S, S] -> [cases, D] float32 features, fitted on training cases."""
+    scaled = scaled_inputs(designs, InputScaler().fit(designs, train_indices))
+    if scaled.dim() == 2:
+        return scaled
+    count = max(1, min(IMAGE_FEATURES, len(train_indices) - 1))
+    return ImagePCA.fit(scaled, train_indices, count).transform(scaled)
