@@ -96,7 +96,8 @@ def main() -> None:
     num_train = None
     for label in ("off", "on"):
         condition = work / f"condition_{label}.txt"
-        keys = {"num_workers": str(args.workers)}
+        # The cache serves only a VAE that trains on the full fields (coefficients are read once).
+        keys = {"num_workers": str(args.workers), "pod_projected_training": "0"}
         if label == "on":
             keys["cache_cases"] = str(int(args.share * num_train))
         condition.write_text(condition_text(sweep, keys=keys))

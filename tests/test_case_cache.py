@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from modules.config.schema import DataConfig
+from modules.config.schema import DataConfig, RunConfig, TrainConfig
 from modules.data import datasets
 from modules.data.case_cache import SharedCaseCache
 from modules.data.datasets import FieldDataset
@@ -18,6 +18,11 @@ from modules.runtime import memory
 from modules.runtime.distributed import Runtime
 
 DATA = DataConfig(num_cases=6, num_timesteps=5, num_nodes=8, load_all=False, cache_cases=3)
+
+
+def on_fields(**data_changes) -> RunConfig:
+    """A run whose VAE trains on the full fields, the only training the cache serves."""
+    return RunConfig(data=dataclasses.replace(DATA, **data_changes), train=TrainConfig(pod_projected_training=False))
 
 
 def streamed(tmp_path, cache):
@@ -58,13 +63,20 @@ def test_dataloader_workers_fill_one_cache_that_the_next_epochs_workers_reuse(tm
 def test_the_cache_takes_cache_cases_within_its_share_of_free_memory(monkeypatch):
     case_bytes = 8 * 5 * 4
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: int(2.5 * case_bytes / memory.CASE_CACHE_HOST_SHARE))
-    train, val = case_caches(dataclasses.replace(DATA, cache_cases=10), 4, 2, None)
+    train, val = case_caches(on_fields(cache_cases=10), 4, 2, None)
     assert train.slots == 2 and val is None  # 2.5 cases of memory: the training cases first
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 10 ** 12)
-    train, val = case_caches(dataclasses.replace(DATA, cache_cases=5), 4, 2, None)
+    train, val = case_caches(on_fields(cache_cases=5), 4, 2, None)
     assert (train.slots, val.slots) == (4, 1)
     two_processes = Runtime(torch.device("cpu"), local_world_size=2)
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: int(6 * case_bytes / memory.CASE_CACHE_HOST_SHARE))
-    assert case_caches(dataclasses.replace(DATA, cache_cases=10), 4, 2, two_processes)[0].slots == 3
-    assert case_caches(dataclasses.replace(DATA, cache_cases=0), 4, 2, None) == (None, None)
-    assert case_caches(dataclasses.replace(DATA, load_all=True), 4, 2, None) == (None, None)
+    assert case_caches(on_fields(cache_cases=10), 4, 2, two_processes)[0].slots == 3
+    assert case_caches(on_fields(cache_cases=0), 4, 2, None) == (None, None)
+    assert case_caches(on_fields(load_all=True), 4, 2, None) == (None, None)
+
+
+def test_no_cache_when_the_vae_trains_on_coefficients():
+    """Training on spatial-mode coefficients reads each case once to project it: nothing to serve again."""
+    config = RunConfig(data=dataclasses.replace(DATA, cache_cases=10))
+    assert config.trains_on_coefficients
+    assert case_caches(config, 4, 2, None) == (None, None)

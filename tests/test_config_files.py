@@ -77,8 +77,8 @@ def test_the_new_keys_of_the_seed_features_are_read_and_checked(tmp_path):
     found = problems(preset, condition)
     assert (f"{condition}:{line_of(condition, 'scaler')}, key 'scaler': must be minmax or robust, got 'median'\n"
             f"    fix: use minmax") in found
-    assert f"key 'grad_accumulation_steps': must be 1 or more, got 0" in found
-    assert f"key 'Dim2_red_mode': must be first or spread, got 'last'" in found
+    assert "key 'grad_accumulation_steps': must be 1 or more, got 0" in found
+    assert "key 'Dim2_red_mode': must be first or spread, got 'last'" in found
 
 
 def test_the_legacy_image_condition_file_with_num_param_0_is_accepted(tmp_path):
@@ -95,6 +95,23 @@ def test_fine_tuning_the_decoder_without_end_to_end_training_is_announced(tmp_pa
     _, notices = load_run_config(preset, condition)
     assert (f"{condition}:{line_of(condition, 'e2e_finetune_decoder')}: e2e_finetune_decoder 1 has no effect without "
             f"use_e2e_training 1 (the decoder is fine-tuned only by end-to-end training)") in notices
+
+
+def test_a_case_cache_without_streamed_field_training_is_announced(tmp_path):
+    preset, condition = legacy_copy(tmp_path)  # Loss_type 3: the VAE trains on the full fields
+    edit(condition, "LC_alpha    500", "LC_alpha    500\ncache_cases\t50")
+    streamed = {"data.load_all": ("--load_all", False)}
+    config, notices = load_run_config(preset, condition, cli_values=streamed)
+    assert not config.trains_on_coefficients and not any("cache_cases" in notice for notice in notices)
+    _, notices = load_run_config(preset, condition, cli_values={"data.load_all": ("--load_all", True)})
+    assert (f"{condition}:{line_of(condition, 'cache_cases')}: cache_cases 50 has no effect: --load_all=1 keeps every "
+            f"case in memory already") in notices
+    edit(condition, "Loss_type\t3", "Loss_type\t1")
+    config, notices = load_run_config(preset, condition, cli_values=streamed)
+    assert config.trains_on_coefficients
+    assert (f"{condition}:{line_of(condition, 'cache_cases')}: cache_cases 50 has no effect: the VAE trains on "
+            f"spatial-mode coefficients, and the sweep is read once to compute them; the cache serves VAE training "
+            f"on the full fields (pod_projected_training 0)") in notices
 
 
 def test_plot_variable_must_name_one_of_the_variables(tmp_path):

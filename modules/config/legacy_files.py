@@ -212,10 +212,17 @@ def _where(origins: Dict[str, Origin], *field_paths: str) -> str:
 
 def _unused_setting_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:
     """A setting asked for that the rest of the configuration leaves without effect."""
+    notices = []
     if config.end_to_end.finetune_decoder and not config.end_to_end.enabled:
-        return [f"{_where(origins, 'end_to_end.finetune_decoder')}: e2e_finetune_decoder 1 has no effect without "
-                f"use_e2e_training 1 (the decoder is fine-tuned only by end-to-end training)"]
-    return []
+        notices.append(f"{_where(origins, 'end_to_end.finetune_decoder')}: e2e_finetune_decoder 1 has no effect "
+                       f"without use_e2e_training 1 (the decoder is fine-tuned only by end-to-end training)")
+    if config.data.cache_cases > 0 and (config.data.load_all or config.trains_on_coefficients):
+        why = ("--load_all=1 keeps every case in memory already" if config.data.load_all else
+               "the VAE trains on spatial-mode coefficients, and the sweep is read once to compute them; the cache "
+               "serves VAE training on the full fields (pod_projected_training 0)")
+        notices.append(f"{_where(origins, 'data.cache_cases')}: cache_cases {config.data.cache_cases} has no effect: "
+                       f"{why}")
+    return notices
 
 
 def _window_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:

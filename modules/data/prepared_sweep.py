@@ -104,12 +104,14 @@ def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Run
     require_memory_for(data.num_cases, data, path, device, host_budget, gpu_budget)
 
 
-def case_caches(data: DataConfig, num_train: int, num_val: int, runtime: Optional[Runtime]
+def case_caches(config: RunConfig, num_train: int, num_val: int, runtime: Optional[Runtime]
                 ) -> Tuple[Optional[SharedCaseCache], Optional[SharedCaseCache]]:
     """cache_cases with --load_all=0: slots for the training cases first, then the validation cases, at most
     cache_cases and at most memory.CASE_CACHE_HOST_SHARE of the free memory (split between the processes of
-    this machine: each keeps its own; its DataLoader workers share it)."""
-    if data.load_all or data.cache_cases <= 0:
+    this machine: each keeps its own; its DataLoader workers share it). Only for a VAE that trains on the
+    fields: training on spatial-mode coefficients reads the sweep once, with no epochs to serve."""
+    data = config.data
+    if data.load_all or data.cache_cases <= 0 or config.trains_on_coefficients:
         return None, None
     case_bytes = data.channels * data.timesteps * 4
     copies = runtime.local_world_size if runtime is not None else 1
@@ -137,7 +139,7 @@ def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] 
     split = split_cases(data, base_dir)
     train_indices, val_indices = split.train, split.validation
     scaler = fit_shared_scaler(array, train_indices, data, runtime)
-    train_cache, val_cache = case_caches(data, len(train_indices), len(val_indices), runtime)
+    train_cache, val_cache = case_caches(config, len(train_indices), len(val_indices), runtime)
     train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array, cache=train_cache)
     val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, array=array, cache=val_cache)
     if data.load_all and runtime is not None and runtime.device.type == "cuda":
