@@ -188,6 +188,20 @@ def test_memory_is_shown_logged_to_tensorboard_and_warned_about_once_per_epoch_w
     assert scalars[-1]["memory/process_mib"] > 0 and scalars[-1]["memory/available_mib"] == 1024
 
 
+def test_a_streamed_run_training_on_in_memory_numbers_is_not_told_to_stream(tmp_path, monkeypatch):
+    """--load_all=0 whose stage trains on numbers held in memory (coefficients, latents): no --load_all advice,
+    and no cache_cases advice without a case cache."""
+    from modules.runtime import memory_monitor
+
+    class Machine:
+        available, total = 2 ** 30, 32 * 2 ** 30
+
+    monkeypatch.setattr(memory_monitor.psutil, "virtual_memory", lambda: Machine())
+    build(tmp_path, MeanSquaredError(), epochs=1, name="vae", sweep_in_memory=False).fit(*make_data())
+    warning = next(line for line in (tmp_path / "log.txt").read_text().splitlines() if "running low" in line)
+    assert "lower Batch_size (now 8)" in warning and "--load_all" not in warning and "cache_cases" not in warning
+
+
 def test_nan_loss_stops_with_guidance_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = build(tmp_path, NoisyObjective(nan_at_call=10), divergence_hint="lower LearningR")
     train, val = make_data()

@@ -68,6 +68,9 @@ class LoopSettings:
     optimizer step: the step is that of one batch of all their cases."""
     memory_warning_fraction: float = 0.1
     """Warn when the memory the OS can still give falls under this share of the total (0 = never)."""
+    sweep_in_memory: bool = True
+    """--load_all=1: the run holds the whole sweep in memory, whatever this stage trains on (coefficients,
+    latents), so the memory warning may suggest --load_all=0."""
     divergence_hint: str = "lower the learning rate"
     evaluate_start: bool = False
     """Validate the weights before the first epoch too, and keep them if no epoch beats them
@@ -80,7 +83,8 @@ class LoopSettings:
         section = getattr(config, STAGE_SECTIONS[stage])
         values = {name: getattr(section, name) for name in PER_STAGE_FIELDS}
         values.update({name: getattr(config.train, name) for name in SHARED_FIELDS})
-        return cls(name=stage, divergence_hint=divergence_hint, evaluate_start=evaluate_start, **values)
+        return cls(name=stage, divergence_hint=divergence_hint, evaluate_start=evaluate_start,
+                   sweep_in_memory=config.data.load_all, **values)
 
 
 @dataclass
@@ -307,7 +311,9 @@ class Trainer:
         return runtime.all_reduce_mean(local, weight=float(seen)), seen
 
     def _loading(self, dataset: Dataset, num_workers: int) -> LoadingSetup:
-        return LoadingSetup(self.memory.batch_key, self.settings.batch_size, _streams(dataset), num_workers)
+        streamed = _streams(dataset) or not self.settings.sweep_in_memory
+        return LoadingSetup(self.memory.batch_key, self.settings.batch_size, streamed, num_workers,
+                            cached=getattr(dataset, "cache", None) is not None)
 
     def _group_end(self, num_batches: int) -> int:
         """One past the last batch of the accumulation group that starts at batches_done."""

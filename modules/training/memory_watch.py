@@ -23,7 +23,10 @@ class LoadingSetup:
     batch_key: str
     batch_size: int
     streamed: bool
+    """The run reads cases from the file (--load_all=0) instead of holding the sweep in memory."""
     num_workers: int
+    cached: bool = False
+    """Streamed cases are kept in a case cache (cache_cases)."""
 
 
 def advice(setup: LoadingSetup, gpu: bool) -> str:
@@ -36,7 +39,7 @@ def advice(setup: LoadingSetup, gpu: bool) -> str:
             steps.append("run with --load_all=0 so the sweep is not kept in GPU memory")
     elif not setup.streamed:
         steps.append("run with --load_all=0 to stream cases from the file instead of keeping the sweep in memory")
-    else:
+    elif setup.cached:
         steps.append("lower cache_cases (cached cases stay in memory)")
     if setup.num_workers > 0 and not gpu:
         steps.append(f"lower num_workers (now {setup.num_workers}; each worker holds its own batches)")
