@@ -77,7 +77,7 @@ class SpyVAE(torch.nn.Module):
         super().__init__()
         self.seen = []
 
-    def forward(self, x, use_mean=False):
+    def forward(self, x, use_mean=False, design=None):
         self.seen.append(x.clone())
         zeros = torch.zeros(x.shape[0])
         return VAEOutput(recon=x, main_mu=None, main_logvar=None, hier_mu=[], hier_logvar=[], kl_per_level=[zeros],

@@ -289,10 +289,19 @@ def test_spread_timesteps_are_saved_with_the_model_and_reported_by_every_output(
                        "--out", str(target), "--device", "cpu"]) == 0
     recon = np.load(target)
     assert recon.shape == (16, 4, 64)
-    # each reconstructed step is compared with the stored step it stands for: closer than to its neighbours
-    error_kept = np.abs(recon - stored[:, kept]).mean()
-    assert error_kept < np.abs(recon - stored[:, [1, 3, 4, 6]]).mean()
     assert "timesteps stand for stored timesteps 0, 2, 5, 7 (0-based) of the sweep's 8" in capsys.readouterr().out
+    # reconstruct reads exactly the kept stored steps: changing every other step changes nothing
+    changed = stored.copy()
+    changed[:, [1, 3, 4, 6]] += 1000.0
+    np.save(tmp_path / "changed.npy", changed)
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "changed.npy"),
+                       "--out", str(tmp_path / "recon_changed.npy"), "--device", "cpu"]) == 0
+    assert np.array_equal(np.load(tmp_path / "recon_changed.npy"), recon)
+    changed[:, 2] += 1000.0  # ... while a kept one is read
+    np.save(tmp_path / "changed.npy", changed)
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "changed.npy"),
+                       "--out", str(tmp_path / "recon_kept_changed.npy"), "--device", "cpu"]) == 0
+    assert not np.array_equal(np.load(tmp_path / "recon_kept_changed.npy"), recon)
 
     designs = tmp_path / "designs.csv"
     designs.write_text("\n".join((tmp_path / "data" / "params.csv").read_text().splitlines()[:3]) + "\n")
