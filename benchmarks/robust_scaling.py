@@ -15,7 +15,6 @@ For each scaler, on the tool's split (validation_fraction 0.2, split_seed 0):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 from pathlib import Path
