@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.training.augmentation import FieldAugmenter, ParameterPerturber, mask_node_groups, time_warp
+from modules.training.augmentation import (DesignAugmenter, FieldAugmenter, ImageAugmenter, ParameterPerturber,
+                                          gaussian_blur, mask_node_groups, time_warp)
 from modules.config.schema import AugmentationConfig, TrainConfig
 from modules.training.objectives import ConditionerObjective, VAEObjective
 from modules.models.vae import VAEOutput
@@ -76,7 +77,7 @@ class SpyVAE(torch.nn.Module):
         super().__init__()
         self.seen = []
 
-    def forward(self, x, use_mean=False):
+    def forward(self, x, use_mean=False, design=None):
         self.seen.append(x.clone())
         zeros = torch.zeros(x.shape[0])
         return VAEOutput(recon=x, main_mu=None, main_logvar=None, hier_mu=[], hier_logvar=[], kl_per_level=[zeros],
@@ -93,5 +94,37 @@ def test_augmentation_never_runs_in_validation():
     model.train()
     objective(model, (x,), 0)
     assert not torch.equal(model.seen[-1], x)
-    lc = ConditionerObjective(perturber=ParameterPerturber(AugmentationConfig(param_noise_probability=1.0)))
+    lc = ConditionerObjective(perturber=DesignAugmenter(AugmentationConfig(param_noise_probability=1.0)))
     assert lc.perturber is not None
+
+
+def test_blur_keeps_flat_images_and_their_mean_and_a_zero_width_changes_nothing():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, 12, 12, generator=generator)
+    images[2] = 0.4  # a flat image: the same after any blur (reflected edges add no dark border)
+    blurred = gaussian_blur(images, torch.tensor([0.0, 0.6, 1.0]))
+    torch.testing.assert_close(blurred[0], images[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(blurred[2], images[2], rtol=0, atol=1e-6)
+    assert blurred[1].std() < images[1].std()  # smoothed
+    assert abs(blurred[1].mean() - images[1].mean()) < 0.02
+
+
+def test_image_augmentation_keeps_the_gray_levels_that_encode_a_design():
+    """Noise and blur of a drawing whose brightness is a parameter: each region keeps its mean level."""
+    images = torch.full((64, 1, 16, 16), 0.2)
+    images[:, :, 4:12, 4:12] = 0.8  # a disk whose brightness stands for a parameter
+    augmenter = ImageAugmenter(AugmentationConfig(image_noise_probability=1.0, image_noise_std=0.05,
+                                                  image_blur_probability=1.0, image_blur_sigma=0.6))
+    augmenter.generator = torch.Generator().manual_seed(1)
+    out = augmenter(images)
+    assert not torch.equal(out, images)
+    assert abs(out[:, :, 6:10, 6:10].mean() - 0.8) < 0.01 and abs(out[:, :, 0:2, 0:2].mean() - 0.2) < 0.01
+    assert abs((out - images).mean()) < 0.005  # no brightness shift
+
+
+def test_design_augmenter_treats_parameters_and_images_each_with_their_own_settings():
+    only_images = DesignAugmenter(AugmentationConfig(image_noise_probability=1.0))
+    params = torch.randn(4, 5)
+    assert only_images.active and torch.equal(only_images(params), params)
+    assert not torch.equal(only_images(torch.zeros(2, 1, 8, 8)), torch.zeros(2, 1, 8, 8))
+    assert not DesignAugmenter(AugmentationConfig()).active

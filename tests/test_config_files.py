@@ -44,10 +44,41 @@ def test_legacy_fixture_parses_to_the_values_written(tmp_path):
     # the fixture's window leaves part of the sweep untrained: said, with the lines that do it
     assert notices == [
         f"{condition}:{line_of(condition, 'Dim2_red')}: Dim2_red 100 trains on the first 100 of the 120 timesteps "
-        f"(Dim2); the last 20 are not used (delete the line to use them all)",
+        f"(Dim2); the last 20 are not used (delete the line to use them all, or add Dim2_red_mode spread to keep "
+        f"100 spread over the whole transient)",
         f"{condition}:{line_of(condition, 'Dim3_start')}, {condition}:{line_of(condition, 'Dim3_end')}: "
         f"Dim3_start/Dim3_end keep nodes 10..47999 of the 48210 (Dim3); 220 nodes are not used (delete the lines "
         f"to use them all)"]
+
+
+def test_dim2_red_mode_spread_keeps_steps_over_the_whole_transient_and_says_which(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "Dim2_red\t\t100", "Dim2_red\t\t100\nDim2_red_mode spread")
+    config, notices = load_run_config(preset, condition)
+    steps = config.data.timestep_indices
+    assert len(steps) == 100 and steps[0] == 0 and steps[-1] == 119 and len(set(steps)) == 100
+    assert steps[:4] == (0, 1, 2, 4)  # 119 / 99 = 1.2 apart, rounded
+    assert (f"{condition}:{line_of(condition, 'Dim2_red')}, {condition}:{line_of(condition, 'Dim2_red_mode')}: "
+            f"Dim2_red 100 with Dim2_red_mode spread trains on 100 of the 120 timesteps (Dim2), spread over the whole "
+            f"transient: stored steps 0, 1, 2, 4, ..., 119 (0-based)") in notices
+
+
+def test_the_new_keys_of_the_seed_features_are_read_and_checked(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "num_var 1", "num_var 1\nscaler robust\nrobust_clip 8\ncache_cases 12\ngrad_accumulation_steps 4\n"
+         "memory_warning_fraction 0.2\naug_image_noise_probability 0.5\naug_image_blur_sigma 0.8")
+    config, _ = load_run_config(preset, condition)
+    assert (config.data.scaler, config.data.robust_clip, config.data.cache_cases) == ("robust", 8.0, 12)
+    assert (config.train.grad_accumulation_steps, config.train.memory_warning_fraction) == (4, 0.2)
+    assert (config.augmentation.image_noise_probability, config.augmentation.image_blur_sigma) == (0.5, 0.8)
+    edit(condition, "scaler robust", "scaler median")
+    edit(condition, "grad_accumulation_steps 4", "grad_accumulation_steps 0")
+    edit(condition, "Dim2_red", "Dim2_red_mode last\nDim2_red")
+    found = problems(preset, condition)
+    assert (f"{condition}:{line_of(condition, 'scaler')}, key 'scaler': must be minmax or robust, got 'median'\n"
+            f"    fix: use minmax") in found
+    assert "key 'grad_accumulation_steps': must be 1 or more, got 0" in found
+    assert "key 'Dim2_red_mode': must be first or spread, got 'last'" in found
 
 
 def test_the_legacy_image_condition_file_with_num_param_0_is_accepted(tmp_path):
@@ -64,6 +95,23 @@ def test_fine_tuning_the_decoder_without_end_to_end_training_is_announced(tmp_pa
     _, notices = load_run_config(preset, condition)
     assert (f"{condition}:{line_of(condition, 'e2e_finetune_decoder')}: e2e_finetune_decoder 1 has no effect without "
             f"use_e2e_training 1 (the decoder is fine-tuned only by end-to-end training)") in notices
+
+
+def test_a_case_cache_without_streamed_field_training_is_announced(tmp_path):
+    preset, condition = legacy_copy(tmp_path)  # Loss_type 3: the VAE trains on the full fields
+    edit(condition, "LC_alpha    500", "LC_alpha    500\ncache_cases\t50")
+    streamed = {"data.load_all": ("--load_all", False)}
+    config, notices = load_run_config(preset, condition, cli_values=streamed)
+    assert not config.trains_on_coefficients and not any("cache_cases" in notice for notice in notices)
+    _, notices = load_run_config(preset, condition, cli_values={"data.load_all": ("--load_all", True)})
+    assert (f"{condition}:{line_of(condition, 'cache_cases')}: cache_cases 50 has no effect: --load_all=1 keeps every "
+            f"case in memory already") in notices
+    edit(condition, "Loss_type\t3", "Loss_type\t1")
+    config, notices = load_run_config(preset, condition, cli_values=streamed)
+    assert config.trains_on_coefficients
+    assert (f"{condition}:{line_of(condition, 'cache_cases')}: cache_cases 50 has no effect: the VAE trains on "
+            f"spatial-mode coefficients, and the sweep is read once to compute them; the cache serves VAE training "
+            f"on the full fields (pod_projected_training 0)") in notices
 
 
 def test_plot_variable_must_name_one_of_the_variables(tmp_path):

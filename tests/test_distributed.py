@@ -35,6 +35,10 @@ WORKER_EPOCHS = 3
 # then DDP's average of 2 ranks, instead of one mean of 4) differ by ~1e-7 relative per step; after 6
 # AdamW steps of lr 1e-3 the weights agree to 4e-7 (measured); a wrong global batch moves them ~1e-3.
 WEIGHT_TOLERANCE = 1e-5
+# 2 ranks x 2 accumulated micro-batches of 1 case vs one process's batch of 4: the same gradient summed in
+# another order; after 6 AdamW steps the weights agree to 1.2e-5 (measured; 7.4e-6 for 2 x 2 micro-batches in
+# one process), while a wrong effective batch (2 instead of 4) moves them 9e-3.
+ACCUMULATION_TOLERANCE = 5e-5
 
 CONDITION_OVERRIDES = {
     "Dim1": "15", "Dim2": "8", "Dim3": "64", "Dim2_red": "8", "Dim3_end": "64",
@@ -46,17 +50,10 @@ TINY_PRESET = "data_No, init_beta_divisior, num_filter_enc, latent_conditioner_f
 # ------------------------------------------------------------------ helpers
 def write_condition(path: Path, extra: Optional[Dict[str, str]] = None) -> Path:
     """The shipped condition.txt with its sizes shrunk (15 cases of 8 timesteps x 8x8 nodes)."""
+    from modules.config.legacy_files import with_keys
+
     overrides = dict(CONDITION_OVERRIDES, **(extra or {}))
-    lines, seen = [], set()
-    for line in (REPO_ROOT / "input_data" / "condition.txt").read_text().splitlines():
-        key = line.split()[0] if line.split() else ""
-        if key in overrides:
-            lines.append(f"{key}\t{overrides[key]}")
-            seen.add(key)
-        else:
-            lines.append(line)
-    lines += [f"{key}\t{value}" for key, value in overrides.items() if key not in seen]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(with_keys((REPO_ROOT / "input_data" / "condition.txt").read_text(), overrides))
     return path
 
 
@@ -258,19 +255,30 @@ class RecordingObjective:
         return terms.total, {"loss": terms.total.item()}
 
 
+def toy_vae():
+    """A small VAE over [16 nodes, 6 timesteps] whose frozen basis keeps the first 6 nodes (orthonormal)."""
+    from modules.config.schema import ModelConfig
+    from modules.models.vae import HierarchicalVAE
+
+    model = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=4, latent_dim_hier=2), 16, 6, 6)
+    model.basis.set_modes(torch.eye(16)[:, :6], None, 1.0)
+    return model
+
+
 def _worker(out: Path) -> None:
     """One rank (or the single process) of test_trainer_under_ddp_...; writes what it saw to `out`."""
+    from dataclasses import replace
+
     import numpy as np
     from torch.utils.data import TensorDataset
 
-    from modules.config.schema import DataConfig, ModelConfig
+    from modules.config.schema import DataConfig
     from modules.errors import SimulGenError
     from modules.training.run_log import RunLog
     from modules.runtime.distributed import setup_runtime, shutdown_runtime, unwrap
     from modules.data.prepared_sweep import fit_shared_scaler
     from modules.training.checkpointing import Checkpointer, CheckpointPaths
     from modules.training.loop import LoopSettings, Trainer
-    from modules.models.vae import HierarchicalVAE
 
     runtime = setup_runtime("cpu", amp=False, use_ddp=False)
     try:
@@ -279,9 +287,7 @@ def _worker(out: Path) -> None:
         cases = torch.arange(11)
         train_set, val_set = TensorDataset(fields[:8], cases[:8]), TensorDataset(fields[8:], cases[8:])
         torch.manual_seed(1)
-        model = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=4, latent_dim_hier=2,
-                                            decoder_width=32), 16, 6, 5)
-        model.basis.set_modes(torch.linalg.qr(torch.randn(16, 5))[0], None, 1.0)
+        model = toy_vae()
         objective = RecordingObjective(out, runtime.rank)
         settings = LoopSettings(name="toy", epochs=WORKER_EPOCHS, batch_size=4, learning_rate=1e-3,
                                 weight_decay=1e-4, grad_clip=1.0, lr_schedule="cosine", min_lr_fraction=0.1,
@@ -291,6 +297,16 @@ def _worker(out: Path) -> None:
         trainer = Trainer(model, objective, settings, runtime, log, checkpoints)
         noise = torch.rand(3).tolist()  # each rank's own stream after the trainer seeded it
         trainer.fit(train_set, val_set)
+
+        # Gradient accumulation: global batch 2 (1 per rank) x 2 micro-batches is the step of batch 4 above.
+        accumulated = out / "accumulated"
+        accumulated.mkdir(exist_ok=True)
+        torch.manual_seed(1)
+        model = toy_vae()
+        checkpoints = Checkpointer(CheckpointPaths(accumulated / "toy_last.pt", accumulated / "toy_best.pt"), runtime,
+                                   "toy", {}, {})
+        Trainer(model, RecordingObjective(accumulated, runtime.rank), replace(settings, batch_size=2,
+                grad_accumulation_steps=2), runtime, log, checkpoints).fit(train_set, val_set)
 
         # The scaler: rank 1 is handed a different array, yet ends with rank 0's fit.
         data = DataConfig(num_cases=4, num_timesteps=2, num_nodes=3)
@@ -355,6 +371,12 @@ def test_trainer_under_ddp_reduces_metrics_exactly_and_matches_one_process(tmp_p
         assert torch.equal(value, final[1][name]), name
         assert torch.allclose(value, single_final[name], rtol=0, atol=WEIGHT_TOLERANCE), name
     assert f"toy: all 2 processes hold identical weights after epoch {WORKER_EPOCHS}" in log
+    # 2 ranks x 1 case x 2 accumulated micro-batches (DDP syncing only the last) = one process's batch of 4
+    accumulated = [torch.load(tmp_path / "two" / "accumulated" / f"final_rank{rank}.pt", weights_only=True)
+                   for rank in range(2)]
+    for name, value in accumulated[0].items():
+        assert torch.equal(value, accumulated[1][name]), name
+        assert torch.allclose(value, single_final[name], rtol=0, atol=ACCUMULATION_TOLERANCE), name
     assert two[0]["noise"] != two[1]["noise"]
     assert two[0]["scaler_min"] == two[1]["scaler_min"] == [0.0, 1.0, 2.0]
     for rank in two:

@@ -272,3 +272,41 @@ def test_every_variable_is_trained_and_given_back_in_its_own_axis(entry, tmp_pat
     assert np.load(tmp_path / "p.npy").shape == (2, 8, 64, 2)
     point_data = meshio.read(tmp_path / "vtu" / "design_0002_t0007.vtu").point_data
     assert set(point_data) == {"prediction_variable0", "prediction_variable1"}
+
+
+def test_spread_timesteps_are_saved_with_the_model_and_reported_by_every_output(entry, tmp_path, capsys):
+    args = write_config(tmp_path, epochs=1, lc_epochs=1, extra="Dim2_red\t4\nDim2_red_mode\tspread\n")
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    kept = [0, 2, 5, 7]  # 4 of the 8 stored steps, the first and the last among them
+    assert json.loads((out / "report.json").read_text())["time_indices"] == kept
+    assert load_state(out / "SimulGen-VAE")["time_indices"].tolist() == kept
+    capsys.readouterr()
+
+    target = tmp_path / "recon.npy"
+    stored = np.load(tmp_path / "data" / "dataset1.npy")
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "data" / "dataset1.npy"),
+                       "--out", str(target), "--device", "cpu"]) == 0
+    recon = np.load(target)
+    assert recon.shape == (16, 4, 64)
+    assert "timesteps stand for stored timesteps 0, 2, 5, 7 (0-based) of the sweep's 8" in capsys.readouterr().out
+    # reconstruct reads exactly the kept stored steps: changing every other step changes nothing
+    changed = stored.copy()
+    changed[:, [1, 3, 4, 6]] += 1000.0
+    np.save(tmp_path / "changed.npy", changed)
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "changed.npy"),
+                       "--out", str(tmp_path / "recon_changed.npy"), "--device", "cpu"]) == 0
+    assert np.array_equal(np.load(tmp_path / "recon_changed.npy"), recon)
+    changed[:, 2] += 1000.0  # ... while a kept one is read
+    np.save(tmp_path / "changed.npy", changed)
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "changed.npy"),
+                       "--out", str(tmp_path / "recon_kept_changed.npy"), "--device", "cpu"]) == 0
+    assert not np.array_equal(np.load(tmp_path / "recon_kept_changed.npy"), recon)
+
+    designs = tmp_path / "designs.csv"
+    designs.write_text("\n".join((tmp_path / "data" / "params.csv").read_text().splitlines()[:3]) + "\n")
+    assert entry.main(["predict", "--model", str(out), "--params", str(designs), "--out", str(tmp_path / "p.npy"),
+                       "--vtu", str(tmp_path / "vtu"), "--device", "cpu"]) == 0
+    assert np.load(tmp_path / "p.npy").shape == (2, 4, 64)
+    series = (tmp_path / "vtu" / "design_0001.pvd").read_text()
+    assert [f'timestep="{step}"' in series for step in kept] == [True] * 4 and 'timestep="1"' not in series

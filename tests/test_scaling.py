@@ -98,3 +98,76 @@ def test_wrong_node_count_and_unfitted_are_errors():
     scaler.fit_arrays(make_sweep())
     with pytest.raises(ValueError, match="fitted on 4 nodes but axis -1 of the input has 3"):
         scaler.transform(np.zeros((2, 3)))
+
+
+# ----------------------------------------------------------------------------- robust scaling
+
+def robust_data(**overrides) -> DataConfig:
+    values = dict(num_cases=7, num_timesteps=5, num_nodes=4, scaler="robust", robust_clip=3.0)
+    values.update(overrides)
+    return DataConfig(**values)
+
+
+def test_robust_bounds_are_median_and_mad_of_the_training_cases_and_clip_beyond():
+    array = make_sweep()
+    array[1, :, 0] = 1e6  # validation cases: never seen by the fit
+    array[0, 2, 0] = 50.0  # a spike in a training case: moves neither median nor MAD much
+    data = robust_data()
+    scaler = NodeScaler()
+    fitted = scaler.fit_robust(array, TRAIN, data)
+    values = array[TRAIN].reshape(-1, 4).astype(np.float64)
+    median = np.median(values, axis=0)
+    mad = np.median(np.abs(values - median), axis=0)
+    np.testing.assert_allclose(scaler.data_max[:3], median[:3] + 3.0 * 1.4826 * mad[:3], rtol=1e-6)
+    np.testing.assert_allclose(scaler.data_min[:3], median[:3] - 3.0 * 1.4826 * mad[:3], rtol=1e-6)
+    assert fitted.timesteps_per_case == 5 and fitted.mad_fallbacks == 1  # the constant node 3
+    assert scaler.data_min[3] == scaler.data_max[3] == 2.5
+    scaled = scaler.transform(array[[0]])
+    assert scaled[0, 2, 0] == pytest.approx(0.7) and np.abs(scaled).max() <= 0.7 + 1e-7  # the spike clipped
+    assert scaler.transform(torch.as_tensor(array[[0]])).max() <= 0.7 + 1e-7
+    assert scaler.inverse(scaled)[0, 2, 0] == pytest.approx(scaler.data_max[0])  # what clipping leaves of it
+    assert NodeScaler().fit(array, TRAIN, DATA).transform(array[[0]])[0, 2, 0] == pytest.approx(0.7)  # min-max: the top
+
+
+def test_a_node_whose_mad_is_0_is_scaled_by_its_range_not_clipped_away():
+    array = np.zeros((7, 5, 2), dtype=np.float32)
+    array[TRAIN[:2], 2, 0] = [4.0, -2.0]  # node 0 is 0 on most of its values: its MAD is 0
+    array[..., 1] = np.arange(35, dtype=np.float32).reshape(7, 5)
+    scaler = NodeScaler()
+    scaler.fit_robust(array, TRAIN, robust_data(num_nodes=2))
+    assert (scaler.data_min[0], scaler.data_max[0]) == (-2.0, 4.0)
+    np.testing.assert_allclose(scaler.inverse(scaler.transform(array[TRAIN]))[..., 0], array[TRAIN][..., 0], atol=1e-6)
+
+
+def test_above_its_memory_budget_the_robust_fit_samples_spread_timesteps_of_every_case(monkeypatch):
+    from modules.runtime import memory
+
+    array = make_sweep()
+    exact = NodeScaler()
+    exact.fit_robust(array, TRAIN, robust_data())
+    monkeypatch.setattr(memory, "ROBUST_FIT_BYTES", 4 * 4 * 10)  # 10 rows of 4 channels: 2 timesteps per case
+    sampled = NodeScaler()
+    fitted = sampled.fit_robust(array, TRAIN, robust_data())
+    assert fitted.timesteps_per_case == 2
+    values = array[TRAIN][:, [0, 4]].reshape(-1, 4).astype(np.float64)  # the first and last step of each case
+    median = np.median(values, axis=0)
+    np.testing.assert_allclose((sampled.data_max + sampled.data_min)[:3] / 2, median[:3], rtol=1e-6)
+    assert not np.allclose(sampled.data_max, exact.data_max)
+
+
+def test_the_robust_scaler_survives_its_state_dict_and_older_files_stay_min_max():
+    scaler = NodeScaler()
+    scaler.fit_robust(make_sweep(), TRAIN, robust_data())
+    restored = NodeScaler.from_state_dict(scaler.state_dict())
+    assert restored.clipped and np.array_equal(restored.data_max, scaler.data_max)
+    older = {key: value for key, value in scaler.state_dict().items() if key != "clipped"}
+    assert not NodeScaler.from_state_dict(older).clipped
+
+
+def test_the_run_fits_the_scaler_condition_txt_names():
+    from modules.data.prepared_sweep import fit_shared_scaler
+
+    array = make_sweep()
+    assert fit_shared_scaler(array, np.array(TRAIN), robust_data(), None).clipped
+    minmax = fit_shared_scaler(array, np.array(TRAIN), DATA, None)
+    assert not minmax.clipped and np.array_equal(minmax.data_max, array[TRAIN].max(axis=(0, 1)))

@@ -294,6 +294,28 @@ def test_memmap_reads_match_slices_for_every_window_and_layout(tmp_path):
         read_cases(mapped, [9], data)
 
 
+def test_spread_windows_read_exactly_the_kept_stored_steps_from_memory_and_from_the_file(tmp_path):
+    full = sweep()
+    np.save(tmp_path / "d.npy", full)
+    data = config(num_timesteps_used=3, timestep_mode="spread", node_start=1, node_end=5)
+    kept = list(data.timestep_indices)
+    assert kept[0] == 0 and kept[-1] == full.shape[1] - 1 and len(kept) == 3
+    for stored in (full, open_sweep(tmp_path / "d.npy")):
+        np.testing.assert_array_equal(read_cases(stored, [3, 0], data), full[[3, 0]][:, kept, 1:5])
+        np.testing.assert_array_equal(read_timestep_block(stored, [1], 1, 3, data), full[[1]][:, kept[1:], 1:5])
+
+
+def test_a_nan_between_spread_steps_is_not_in_the_window_but_one_on_a_kept_step_is(tmp_path):
+    array = sweep()
+    data = config(num_timesteps_used=3, timestep_mode="spread")
+    skipped = sorted(set(range(array.shape[1])) - set(data.timestep_indices))[0]
+    array[1, skipped, 0] = np.nan
+    check_sweep(array, data, tmp_path / "d.npy")
+    array[2, data.timestep_indices[-1], 3] = np.nan
+    with pytest.raises(DataError, match="case 2, timestep 4, node 3"):  # the stored step, as the export numbers it
+        check_sweep(array, data, tmp_path / "d.npy")
+
+
 def test_reading_a_memmapped_sweep_does_not_map_its_pages(tmp_path):
     # Pages read through a memory map stay in the process's resident set; positional reads leave them in the
     # page cache only. mincore is not reachable from Python, so check the mechanism: the map is never indexed.

@@ -102,6 +102,106 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert resumed.result.history["val_loss"] == expected_history["val_loss"]
 
 
+class MeanSquaredError:
+    """A loss that is a mean over the batch's cases and draws nothing random."""
+
+    def __call__(self, model, batch, epoch):
+        inputs, targets = batch
+        loss = torch.mean((model(inputs) - targets) ** 2)
+        return loss, {"loss": loss.item()}
+
+
+@pytest.mark.parametrize("cases", [32, 36])  # 36: the epoch's last group is one short batch of 4
+def test_accumulated_micro_batches_take_the_step_of_one_batch_of_all_their_cases(tmp_path, cases):
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(cases, 3, generator=generator)
+    data = TensorDataset(inputs, inputs @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3)
+    whole = build(tmp_path / "whole", MeanSquaredError(), batch_size=16, epochs=2, grad_clip=0.5)
+    accumulated = build(tmp_path / "micro", MeanSquaredError(), batch_size=4, grad_accumulation_steps=4, epochs=2,
+                        grad_clip=0.5)
+    for trainer in (whole, accumulated):
+        trainer.fit(data, data)
+    for key, value in whole.state()["model"].items():
+        torch.testing.assert_close(accumulated.state()["model"][key], value, rtol=1e-5, atol=1e-6)
+    # a different result without the accumulation: the test can tell them apart
+    single = build(tmp_path / "single", MeanSquaredError(), batch_size=4, epochs=2, grad_clip=0.5)
+    single.fit(data, data)
+    assert not torch.allclose(single.state()["model"]["weight"], whole.state()["model"]["weight"], atol=1e-3)
+
+
+def test_an_interrupt_inside_an_accumulation_group_resumes_exactly(tmp_path):
+    train, val = make_data()  # 32 cases, batch 4: 8 batches, 3 groups of 3 (the last of 2) per epoch
+    reference = build(tmp_path / "a", NoisyObjective(), batch_size=4, grad_accumulation_steps=3)
+    reference.fit(train, val)
+    interrupted = build(tmp_path / "b", NoisyObjective(interrupt_at_call=8 + 4), batch_size=4,
+                        grad_accumulation_steps=3)
+    with pytest.raises(TrainingInterrupted, match="stopped at epoch 2, batch 7"):
+        interrupted.fit(train, val)  # asked during batch 4 of epoch 2: stops after its group, at batch 6
+    assert load_state(tmp_path / "b" / "toy_last.pt")["batches_done"] == 6
+    resumed = build(tmp_path / "b", NoisyObjective(), batch_size=4, grad_accumulation_steps=3)
+    torch.manual_seed(99)
+    resumed.resume(tmp_path / "b" / "toy_last.pt")
+    resumed.fit(train, val)
+    for key, value in reference.state()["model"].items():
+        assert torch.equal(resumed.state()["model"][key], value), key
+    assert resumed.result.history["val_loss"] == reference.result.history["val_loss"]
+
+
+def test_ddp_syncs_gradients_only_on_the_last_micro_batch_of_a_group(tmp_path):
+    calls = []
+
+    class RecordingRuntime(Runtime):
+        def gradient_sync(self, model, sync):
+            calls.append(sync)
+            return super().gradient_sync(model, sync)
+
+    trainer = build(tmp_path, MeanSquaredError(), batch_size=8, grad_accumulation_steps=3, epochs=1)
+    trainer.runtime = RecordingRuntime(device=torch.device("cpu"))
+    trainer.fit(*make_data())
+    assert calls == [False, False, True, True]  # 4 batches: a group of 3, then one of 1
+
+
+def test_memory_is_shown_logged_to_tensorboard_and_warned_about_once_per_epoch_when_low(tmp_path, monkeypatch):
+    from modules.runtime import memory_monitor
+
+    class Machine:  # 1 GiB of 32 GiB left: under the default fraction 0.1
+        available, total = 2 ** 30, 32 * 2 ** 30
+
+    monkeypatch.setattr(memory_monitor.psutil, "virtual_memory", lambda: Machine())
+    scalars = []
+
+    class Recording(RunLog):
+        def scalars(self, stage, values, step):
+            scalars.append(values)
+
+    trainer = build(tmp_path, MeanSquaredError(), epochs=2, name="vae")
+    trainer.log = Recording(tmp_path / "log.txt", None, show_progress=False, stream=io.StringIO())
+    trainer.fit(*make_data())
+    log = (tmp_path / "log.txt").read_text()
+    warnings = [line for line in log.splitlines() if "memory is running low" in line]
+    assert len(warnings) == 2 and "vae epoch 1:" in warnings[0] and "vae epoch 2:" in warnings[1]
+    assert ("1.00 GiB of 32.00 GiB memory available (3%), under memory_warning_fraction 0.1" in warnings[0]
+            and "lower Batch_size (now 8) and raise grad_accumulation_steps" in warnings[0]
+            and "run with --load_all=0 to stream cases" in warnings[0])
+    last_epoch = next(line for line in log.splitlines() if "vae epoch 2/2" in line)
+    assert "  mem " in last_epoch and "G/peak " in last_epoch
+    assert scalars[-1]["memory/process_mib"] > 0 and scalars[-1]["memory/available_mib"] == 1024
+
+
+def test_a_streamed_run_training_on_in_memory_numbers_is_not_told_to_stream(tmp_path, monkeypatch):
+    """--load_all=0 whose stage trains on numbers held in memory (coefficients, latents): no --load_all advice,
+    and no cache_cases advice without a case cache."""
+    from modules.runtime import memory_monitor
+
+    class Machine:
+        available, total = 2 ** 30, 32 * 2 ** 30
+
+    monkeypatch.setattr(memory_monitor.psutil, "virtual_memory", lambda: Machine())
+    build(tmp_path, MeanSquaredError(), epochs=1, name="vae", sweep_in_memory=False).fit(*make_data())
+    warning = next(line for line in (tmp_path / "log.txt").read_text().splitlines() if "running low" in line)
+    assert "lower Batch_size (now 8)" in warning and "--load_all" not in warning and "cache_cases" not in warning
+
+
 def test_nan_loss_stops_with_guidance_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = build(tmp_path, NoisyObjective(nan_at_call=10), divergence_hint="lower LearningR")
     train, val = make_data()

@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
 from modules.data.design_files import natural_sort_key
 from modules.data.design_images import IMAGE_EXTENSIONS, load_images_from_paths
 from modules.data.design_tables import load_parameter_table
+from modules.config import time_window
 from modules.data.variables import axis_names
 from modules.errors import DataError, SimulGenError
 from modules.runtime.devices import choose_device
@@ -71,16 +72,17 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     print(f"predicted {count} design{'s' if count != 1 else ''} in {result.seconds * 1000:.0f} ms "
           f"({result.seconds * 1000 / max(count, 1):.1f} ms per design) on {device}")
     print(f"wrote {args.out}: float32 {list(result.fields.shape)} ({axis_names(surrogate.window, 'designs')}), "
-          f"physical units")
+          f"physical units; {time_window.describe(surrogate.window.num_timesteps, surrogate.window.timestep_indices)}")
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
     if args.vtu is not None:
-        _write_vtu(args.vtu, surrogate.coordinates, surrogate.triangles, result)
+        _write_vtu(args.vtu, surrogate.coordinates, surrogate.triangles, result, surrogate.window.timestep_indices)
     return result
 
 
 def _write_vtu(directory: Path, coordinates: Optional[np.ndarray], triangles: Optional[np.ndarray],
-               result: Prediction) -> None:
+               result: Prediction, times: Sequence[int]) -> None:
+    """One .pvd series per design; each file's time is the stored timestep of the sweep it stands for."""
     from modules.storage.vtu_export import write_time_series
 
     if coordinates is None:
@@ -90,5 +92,6 @@ def _write_vtu(directory: Path, coordinates: Optional[np.ndarray], triangles: Op
         extra = {}
         if result.std is not None:
             extra = {"sample_mean": result.mean[index], "sample_std": result.std[index]}
-        write_time_series(directory, f"design_{index + 1:04d}", coordinates, field, extra=extra, triangles=triangles)
+        write_time_series(directory, f"design_{index + 1:04d}", coordinates, field, extra=extra, triangles=triangles,
+                          times=times)
     print(f"wrote {len(result.fields)} ParaView time series (.pvd + .vtu) to {directory}")

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from modules.data.sweep_file import check_sweep, open_sweep, read_cases
+from modules.config import time_window
 from modules.data.variables import axis_names
 from modules.errors import DataError
 from modules.runtime import memory
@@ -31,5 +32,6 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
         out[cases] = surrogate.reconstruct(read_cases(array, range(array.shape[0])[cases], data), args.batch_size)
     out = surrogate.user_layout(out)
     save_array(args.out, out)
-    print(f"wrote {args.out}: reconstruction {list(out.shape)} ({axis_names(data)}) in physical units")
+    print(f"wrote {args.out}: reconstruction {list(out.shape)} ({axis_names(data)}) in physical units; "
+          f"{time_window.describe(data.num_timesteps, data.timestep_indices)}")
     return out

@@ -79,10 +79,12 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             write_atomically(run_dir.config_json,
                              lambda stream: stream.write(json.dumps(config.to_dict(), indent=2) + "\n"), "w")
         log.info(f"data: {sweep.path} ({config.data.num_cases} cases; window {config.data.window_text}; "
-                 f"{'in memory' + copies if config.data.load_all else 'streamed from disk'})")
+                 f"{'in memory' + copies if config.data.load_all else 'streamed from disk' + _cached(sweep)})")
         if sweep.triangles is not None:
             log.info(f"mesh maps and VTU files: {sweep.triangles.describe()}")
-        report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root)}
+        # What each trained timestep stands for: its stored timestep in the sweep (Dim2_red / Dim2_red_mode).
+        report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root),
+                                  "time_indices": list(config.data.timestep_indices)}
         designs = load_design_array(config.conditioner, base_dir, config.data.num_cases)
         model, result, projection = _vae(config, sweep, runtime, run_dir, log, designs)
         surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates,
@@ -145,6 +147,16 @@ def _vae_finished(run_dir: RunDirectory) -> bool:
     return not last.is_file() or bool(load_state(last).get("finished", False))
 
 
+
+
+def _cached(sweep: PreparedSweep) -> str:
+    """', up to 120 cases kept in a 0.50 GiB shared cache' when cache_cases is on."""
+    caches = [dataset.cache for dataset in (sweep.train_set, sweep.val_set) if dataset.cache is not None]
+    if not caches:
+        return ""
+    slots = sum(cache.slots for cache in caches)
+    gib = sum(cache.slots * cache.case_bytes for cache in caches) / 2 ** 30
+    return f", up to {slots} cases kept after their first read in a {gib:.2f} GiB shared cache (cache_cases)"
 
 
 def _summary(result: Optional[TrainingResult]) -> Optional[Dict[str, Any]]:

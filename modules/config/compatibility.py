@@ -8,13 +8,14 @@ from typing import Any, Dict
 from modules.config.schema import RunConfig
 
 # The data window and split a VAE was trained on.
-VAE_DATA_FIELDS = ("num_cases", "num_timesteps", "num_nodes", "num_variables", "num_timesteps_used", "node_start",
-                   "node_end", "validation_fraction", "split_seed", "test_fraction", "split_file")
+VAE_DATA_FIELDS = ("num_cases", "num_timesteps", "num_nodes", "num_variables", "num_timesteps_used", "timestep_mode",
+                   "node_start", "node_end", "validation_fraction", "split_seed", "test_fraction", "split_file",
+                   "scaler", "robust_clip")
 # Training settings that change where or how often a run writes, not what it learns.
 VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "keep_checkpoints",
-                                    "early_stopping_patience")
+                                    "early_stopping_patience", "memory_warning_fraction")
 # Training settings the conditioner takes from TrainConfig and learns differently with.
-CONDITIONER_TRAIN_FIELDS = ("lr_schedule", "min_lr_fraction", "grad_clip", "seed")
+CONDITIONER_TRAIN_FIELDS = ("lr_schedule", "min_lr_fraction", "grad_clip", "seed", "grad_accumulation_steps")
 
 
 def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:

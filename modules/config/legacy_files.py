@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from modules.config.legacy_keys import (ACCEPTED_WITHOUT_EFFECT, CONDITION_KEYS, MULTI_VALUE_KEYS, PRESET_FIELDS,
                                         REQUIRED_CONDITION_KEYS, BadValue, legacy_key)
+from modules.config import time_window
 from modules.config.schema import RunConfig
 from modules.config.validation import configuration_issues
 from modules.errors import ConfigError, ConfigIssue
@@ -190,6 +191,20 @@ def load_run_config(preset_path: Path, condition_path: Path, preset_index: int =
     return config, notices + _window_notices(config, origins) + _unused_setting_notices(config, origins)
 
 
+def with_keys(text: str, values: Dict[str, str]) -> str:
+    """condition.txt text with each key of `values` set: its line replaced (comment dropped), or appended."""
+    lines, seen = [], set()
+    for line in text.splitlines():
+        key = line.split()[0] if line.split() else ""
+        if key in values:
+            lines.append(f"{key}\t{values[key]}")
+            seen.add(key)
+        else:
+            lines.append(line)
+    lines += [f"{key}\t{value}" for key, value in values.items() if key not in seen]
+    return "\n".join(lines) + "\n"
+
+
 def _where(origins: Dict[str, Origin], *field_paths: str) -> str:
     found = [origins[path] for path in field_paths if path in origins]
     return ", ".join(f"{o.file}:{o.line}" if o.line else f"{o.file} {o.key}" for o in found)
@@ -197,10 +212,17 @@ def _where(origins: Dict[str, Origin], *field_paths: str) -> str:
 
 def _unused_setting_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:
     """A setting asked for that the rest of the configuration leaves without effect."""
+    notices = []
     if config.end_to_end.finetune_decoder and not config.end_to_end.enabled:
-        return [f"{_where(origins, 'end_to_end.finetune_decoder')}: e2e_finetune_decoder 1 has no effect without "
-                f"use_e2e_training 1 (the decoder is fine-tuned only by end-to-end training)"]
-    return []
+        notices.append(f"{_where(origins, 'end_to_end.finetune_decoder')}: e2e_finetune_decoder 1 has no effect "
+                       f"without use_e2e_training 1 (the decoder is fine-tuned only by end-to-end training)")
+    if config.data.cache_cases > 0 and (config.data.load_all or config.trains_on_coefficients):
+        why = ("--load_all=1 keeps every case in memory already" if config.data.load_all else
+               "the VAE trains on spatial-mode coefficients, and the sweep is read once to compute them; the cache "
+               "serves VAE training on the full fields (pod_projected_training 0)")
+        notices.append(f"{_where(origins, 'data.cache_cases')}: cache_cases {config.data.cache_cases} has no effect: "
+                       f"{why}")
+    return notices
 
 
 def _window_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:
@@ -208,10 +230,16 @@ def _window_notices(config: RunConfig, origins: Dict[str, Origin]) -> List[str]:
     a file copied from another sweep may carry one that was never meant for this sweep."""
     data = config.data
     notices = []
-    if data.timesteps < data.num_timesteps:
+    if data.timesteps < data.num_timesteps and data.timestep_mode == "spread":
+        notices.append(f"{_where(origins, 'data.num_timesteps_used', 'data.timestep_mode')}: Dim2_red {data.timesteps} "
+                       f"with Dim2_red_mode spread trains on {data.timesteps} of the {data.num_timesteps} timesteps "
+                       f"(Dim2), spread over the whole transient: stored steps {time_window.listed(data.timestep_indices)} "
+                       f"(0-based)")
+    elif data.timesteps < data.num_timesteps:
         notices.append(f"{_where(origins, 'data.num_timesteps_used')}: Dim2_red {data.timesteps} trains on the first "
                        f"{data.timesteps} of the {data.num_timesteps} timesteps (Dim2); the last "
-                       f"{data.num_timesteps - data.timesteps} are not used (delete the line to use them all)")
+                       f"{data.num_timesteps - data.timesteps} are not used (delete the line to use them all, or add "
+                       f"Dim2_red_mode spread to keep {data.timesteps} spread over the whole transient)")
     if data.nodes < data.num_nodes:
         notices.append(f"{_where(origins, 'data.node_start', 'data.node_end')}: Dim3_start/Dim3_end keep nodes "
                        f"{data.node_start}..{data.node_stop - 1} of the {data.num_nodes} (Dim3); "

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from modules.config import time_window
 from modules.errors import ConfigIssue
 
 
@@ -22,6 +23,8 @@ E2E_LOSS_NAMES = ("MSE", "MAE", "Huber", "SmoothL1")
 CONDITIONER_INPUT_TYPES = ("csv", "image")
 CONDITIONER_ARCHITECTURES = ("auto", "mlp", "cnn", "vit")
 LR_SCHEDULES = ("cosine", "constant")
+TIMESTEP_MODES = ("first", "spread")
+NODE_SCALERS = ("minmax", "robust")
 
 
 def issue(field_name: str, message: str, fix: str) -> ConfigIssue:
@@ -44,7 +47,10 @@ class DataConfig:
     num_variables: int = 1
     """num_var: size of a trailing variable axis; every variable is trained (see `channels`)."""
     num_timesteps_used: Optional[int] = None
-    """Dim2_red: keep the first N timesteps (None = all)."""
+    """Dim2_red: keep N of the timesteps (None = all); which ones is timestep_mode's choice."""
+    timestep_mode: str = "first"
+    """Dim2_red_mode: 'first' keeps the first Dim2_red timesteps; 'spread' keeps Dim2_red timesteps evenly
+    spread over the whole transient, the first and the last included (see `timestep_indices`)."""
     node_start: int = 0
     """Dim3_start: first node kept."""
     node_end: Optional[int] = None
@@ -69,12 +75,26 @@ class DataConfig:
     """True keeps the window in memory; False streams cases from the memory-mapped file."""
     num_workers: int = 0
     """DataLoader worker processes when streaming."""
+    cache_cases: int = 0
+    """--load_all=0: keep up to this many scaled cases in one shared-memory cache for the whole run, so later
+    epochs do not read them again (0 = off; also bounded by memory.CASE_CACHE_HOST_SHARE of free memory)."""
+    scaler: str = "minmax"
+    """Per-node scaling: 'minmax' maps each node's training [min, max] to [-0.7, 0.7]; 'robust' maps
+    median -+ robust_clip x 1.4826 MAD to it and clips beyond (data/scaling.py)."""
+    robust_clip: float = 5.0
+    """scaler robust: values further than this many robust standard deviations (1.4826 x MAD) from a node's
+    median are clipped."""
     plot_variable: int = 0
     """With num_var > 1: the variable (0-based) the run's mesh and node plots draw."""
 
     @property
     def timesteps(self) -> int:
         return self.num_timesteps_used if self.num_timesteps_used is not None else self.num_timesteps
+
+    @property
+    def timestep_indices(self) -> Tuple[int, ...]:
+        """The stored timesteps the window keeps, in order (what each trained timestep stands for)."""
+        return time_window.kept_timesteps(self.num_timesteps, self.timesteps, self.timestep_mode)
 
     @property
     def node_stop(self) -> int:
@@ -123,6 +143,18 @@ class DataConfig:
             out.append(issue("num_timesteps_used",
                         f"must be in 1..{self.num_timesteps} (Dim2), got {self.num_timesteps_used}",
                         "make Dim2_red at most Dim2"))
+        if self.timestep_mode not in TIMESTEP_MODES:
+            out.append(issue("timestep_mode", f"must be first or spread, got '{self.timestep_mode}'",
+                        "use first (the first Dim2_red timesteps) or spread (spread over the whole transient)"))
+        elif self.timestep_mode == "spread" and self.timesteps < 2 <= self.num_timesteps:
+            out.append(issue("timestep_mode", f"spread keeps the first and the last timestep, so it needs Dim2_red "
+                        f">= 2, got {self.timesteps}", "raise Dim2_red to 2 or more, or use Dim2_red_mode first"))
+        if self.scaler not in NODE_SCALERS:
+            out.append(issue("scaler", f"must be minmax or robust, got '{self.scaler}'", "use minmax"))
+        if not self.robust_clip > 0:
+            out.append(issue("robust_clip", f"must be positive, got {self.robust_clip}", "use e.g. 5"))
+        if self.cache_cases < 0:
+            out.append(issue("cache_cases", f"must be >= 0, got {self.cache_cases}", "use 0 to turn the cache off"))
         if self.node_start < 0:
             out.append(issue("node_start", f"must be >= 0, got {self.node_start}", "set Dim3_start to 0 or more"))
         if self.node_end is not None and self.node_end > self.num_nodes:
@@ -257,6 +289,11 @@ class TrainConfig:
     physical_weighting: bool = True
     """Weight each node's reconstruction error by its physical range squared, so the loss on the
     per-node scaled data measures the error in physical units (what the report and users see)."""
+    grad_accumulation_steps: int = 1
+    """Sum the gradients of this many consecutive batches before each optimizer step: the effective batch is
+    Batch_size x N (latent_conditioner_batch x N for the conditioner) at the memory of one batch."""
+    memory_warning_fraction: float = 0.1
+    """Warn during training when the memory the OS can still give falls under this share of the total (0 = never)."""
     pod_projected_training: Optional[bool] = None
     """Train on every case's spatial-mode coefficients (computed once) instead of its full field: the same loss,
     gradients and selection metric at a cost independent of the mesh size (modules.training.projected_training).
@@ -316,6 +353,12 @@ class TrainConfig:
         if self.early_stopping_patience < 0:
             out.append(issue("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}",
                         "use 0 to disable early stopping"))
+        if self.grad_accumulation_steps <= 0:
+            out.append(issue("grad_accumulation_steps", f"must be 1 or more, got {self.grad_accumulation_steps}",
+                        "use 1 for one optimizer step per batch"))
+        if not 0.0 <= self.memory_warning_fraction < 1.0:
+            out.append(issue("memory_warning_fraction", f"must be in [0, 1), got {self.memory_warning_fraction}",
+                        "use e.g. 0.1 to warn when under a tenth of the memory is free, or 0 to never warn"))
         if self.recon_iterations <= 0:
             out.append(issue("recon_iterations", f"must be positive, got {self.recon_iterations}", "use 1"))
         if self.timesteps_per_case < 0:
@@ -354,10 +397,23 @@ class AugmentationConfig:
     """Share of conditioner training designs whose standardised parameters get Gaussian jitter."""
     param_noise_std: float = 0.02
     """Standard deviation of that jitter, in standard deviations of each parameter."""
+    image_noise_probability: float = 0.0
+    """Share of conditioner training images (CNN/ViT) that get Gaussian pixel noise."""
+    image_noise_std: float = 0.05
+    """That noise's standard deviation, in standard deviations of the training images' pixels."""
+    image_blur_probability: float = 0.0
+    """Share of conditioner training images (CNN/ViT) blurred by a Gaussian of a random width."""
+    image_blur_sigma: float = 0.6
+    """The blur's width is drawn from [0, this] pixels (of the image_size x image_size input)."""
+
+    @property
+    def images_active(self) -> bool:
+        return self.image_noise_probability > 0 or self.image_blur_probability > 0
 
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
-        for name in ("time_warp_probability", "node_mask_probability", "noise_probability", "param_noise_probability"):
+        for name in ("time_warp_probability", "node_mask_probability", "noise_probability", "param_noise_probability",
+                     "image_noise_probability", "image_blur_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 out.append(issue(name, f"must be in [0, 1], got {getattr(self, name)}", "use 0 to turn it off"))
         if not 0.0 <= self.time_warp_range < 1.0:
@@ -369,6 +425,11 @@ class AugmentationConfig:
             out.append(issue("noise_std_range", f"must be 0 <= low <= high, got ({low}, {high})", "use e.g. 0.005 0.02"))
         if self.param_noise_std < 0:
             out.append(issue("param_noise_std", f"must be >= 0, got {self.param_noise_std}", "use e.g. 0.02"))
+        if self.image_noise_std < 0:
+            out.append(issue("image_noise_std", f"must be >= 0, got {self.image_noise_std}", "use e.g. 0.05"))
+        if not 0.0 <= self.image_blur_sigma <= 3.0:
+            out.append(issue("image_blur_sigma", f"must be in [0, 3] pixels, got {self.image_blur_sigma}",
+                        "use e.g. 0.6: a wider blur erases the drawing's edges, which carry the design"))
         return out
 
 

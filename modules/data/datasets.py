@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from modules.config.schema import DataConfig
+from modules.data.case_cache import SharedCaseCache
 from modules.data.sweep_file import cases_per_chunk, open_sweep, read_cases, windowed_case
 from modules.errors import DataError
 from modules.runtime import memory
@@ -54,11 +55,12 @@ class FieldDataset(Dataset):
     Item i is (field, case_index) for the i-th of `case_indices`. With load_all the
     window of all those cases is scaled once into one tensor (which `place_on` may move
     to the GPU); otherwise each item is read from the file on access. A streamed dataset
-    pickles without its memory map and reopens the file by path, so DataLoader workers can use it.
+    pickles without its memory map and reopens the file by path, so DataLoader workers can use it;
+    a streamed dataset's `cache` (cache_cases) keeps cases after their first read, in shared memory.
     """
 
     def __init__(self, path: Path, case_indices: Sequence[int], data: DataConfig, scaler: NodeScaler,
-                 load_all: bool, array: Optional[np.ndarray] = None):
+                 load_all: bool, array: Optional[np.ndarray] = None, cache: Optional[SharedCaseCache] = None):
         self.path = Path(path)
         self.case_indices = np.asarray(case_indices, dtype=np.int64)
         self.data = data
@@ -66,6 +68,7 @@ class FieldDataset(Dataset):
         self.load_all = load_all
         self._array = array if array is not None else open_sweep(self.path)
         self._fields: Optional[torch.Tensor] = None
+        self.cache = None if load_all else cache  # streamed cases only; shared by the DataLoader workers
         if load_all:  # prepare_sweep checked that the window fits (require_memory_for) before any read
             self._fields = self._load_all()
             self._array = None  # the window is in memory; the file is no longer needed
@@ -95,10 +98,21 @@ class FieldDataset(Dataset):
         case_index = int(self.case_indices[i])
         if self._fields is not None:
             return self._fields[i], case_index
+        if self.cache is not None:
+            cached = self.cache.get(i)
+            if cached is not None:
+                return cached, case_index
         if self._array is None:
             self._array = open_sweep(self.path)  # first access in a DataLoader worker
         case = windowed_case(self._array, case_index, self.data)  # [T, N]
-        return torch.from_numpy(scale_to_node_major(self.scaler, case)), case_index
+        field = torch.from_numpy(scale_to_node_major(self.scaler, case))
+        if self.cache is not None:
+            self.cache.put(i, field)
+        return field, case_index
+
+    def loading_note(self) -> Optional[str]:
+        """What the training loop reports about loading this dataset at the end of a stage."""
+        return None if self.cache is None else self.cache.describe()
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
 from modules.config.schema import DataConfig, RunConfig
+from modules.data.case_cache import SharedCaseCache
 from modules.data.sweep_file import check_sweep, open_sweep, resolve_dataset_path
 from modules.data.case_split import split_cases
 from modules.data.datasets import FieldDataset, require_memory_for
@@ -66,18 +67,28 @@ def load_coordinates(data: DataConfig, base_dir: Path) -> Optional[np.ndarray]:
     return np.asarray(coordinates[data.node_start:data.node_stop], dtype=np.float64)
 
 
+def fit_node_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataConfig) -> NodeScaler:
+    """The scaler `scaler` in condition.txt asks for, fitted on the training cases."""
+    scaler = NodeScaler()
+    if data.scaler == "robust":
+        scaler.fit_robust(array, train_indices, data)
+        return scaler
+    return scaler.fit(array, train_indices, data)
+
+
 def fit_shared_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataConfig,
                       runtime: Optional[Runtime]) -> NodeScaler:
     """Fit the scaler on rank 0 only (one pass over the training cases, not one per rank) and send its
     bounds to the other ranks as tensors, so every rank scales with bit-identical numbers."""
     if runtime is None or not runtime.distributed:
-        return NodeScaler().fit(array, train_indices, data)
+        return fit_node_scaler(array, train_indices, data)
     bounds = torch.zeros(2, data.channels, dtype=torch.float64)
     if runtime.is_main:
-        fitted = NodeScaler().fit(array, train_indices, data).state_dict()
+        fitted = fit_node_scaler(array, train_indices, data).state_dict()
         bounds = torch.stack([fitted["data_min"], fitted["data_max"]])
     runtime.broadcast_(bounds)
-    return NodeScaler.from_state_dict({"data_min": bounds[0], "data_max": bounds[1], "scaled_limit": SCALED_LIMIT})
+    return NodeScaler.from_state_dict({"data_min": bounds[0], "data_max": bounds[1], "scaled_limit": SCALED_LIMIT,
+                                       "clipped": data.scaler == "robust"})
 
 
 def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Runtime]) -> None:
@@ -93,6 +104,28 @@ def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Run
     require_memory_for(data.num_cases, data, path, device, host_budget, gpu_budget)
 
 
+def case_caches(config: RunConfig, num_train: int, num_val: int, runtime: Optional[Runtime]
+                ) -> Tuple[Optional[SharedCaseCache], Optional[SharedCaseCache]]:
+    """cache_cases with --load_all=0: slots for the training cases first, then the validation cases, at most
+    cache_cases and at most memory.CASE_CACHE_HOST_SHARE of the free memory (split between the processes of
+    this machine: each keeps its own; its DataLoader workers share it). Only for a VAE that trains on the
+    fields: training on spatial-mode coefficients reads the sweep once, with no epochs to serve."""
+    data = config.data
+    if data.load_all or data.cache_cases <= 0 or config.trains_on_coefficients:
+        return None, None
+    case_bytes = data.channels * data.timesteps * 4
+    copies = runtime.local_world_size if runtime is not None else 1
+    available = memory.available_memory_bytes()
+    fitting = data.cache_cases if available is None else \
+        int(available * memory.CASE_CACHE_HOST_SHARE / copies) // case_bytes
+    slots = min(data.cache_cases, fitting)
+    train_slots = min(slots, num_train)
+    val_slots = min(slots - train_slots, num_val)
+    shape = (data.channels, data.timesteps)
+    return (SharedCaseCache(train_slots, shape, num_train) if train_slots else None,
+            SharedCaseCache(val_slots, shape, num_val) if val_slots else None)
+
+
 def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] = None) -> PreparedSweep:
     """Check, split and scale the sweep (with `demo_data 1`, call ensure_demo_data first, on one process)."""
     data = config.data
@@ -106,8 +139,9 @@ def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] 
     split = split_cases(data, base_dir)
     train_indices, val_indices = split.train, split.validation
     scaler = fit_shared_scaler(array, train_indices, data, runtime)
-    train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array)
-    val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, array=array)
+    train_cache, val_cache = case_caches(config, len(train_indices), len(val_indices), runtime)
+    train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array, cache=train_cache)
+    val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, array=array, cache=val_cache)
     if data.load_all and runtime is not None and runtime.device.type == "cuda":
         train_set.place_on(runtime.device)
         val_set.place_on(runtime.device)

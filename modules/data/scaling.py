@@ -1,9 +1,12 @@
-"""Per-node min-max scaling of the field to [-0.7, 0.7] (per channel: each variable of a node has its own).
+"""Per-node scaling of the field to [-0.7, 0.7] (per channel: each variable of a node has its own).
 
-The bounds come from the training cases only (over all their timesteps), read
-in chunks so the sweep never has to fit in memory. The legacy range 0.7 leaves
-headroom below the decoder's tanh-like saturation for validation values that
-fall slightly outside the training range.
+`scaler minmax` (default): each node's [min, max] over the training cases (all their used timesteps) maps
+to [-0.7, 0.7]. `scaler robust`: median -+ robust_clip x 1.4826 MAD maps to it and values beyond are
+clipped (modules.data.robust_scaling). Either way the scaler is an affine map per node given by the two
+values that land on -+0.7 (`data_min`, `data_max`), so everything that converts scaled errors to physical
+units reads the same two arrays. Fitted on the training cases only, read in chunks so the sweep never has
+to fit in memory. The legacy range 0.7 leaves headroom below the decoder's tanh-like saturation for
+validation values that fall slightly outside the training range.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from modules.config.schema import DataConfig
+from modules.data.robust_scaling import RobustFit, robust_bounds
 from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.errors import CheckpointError
 from modules.runtime import memory
@@ -30,9 +34,11 @@ class NodeScaler:
     maps to 0 and inverts to its constant exactly, without dividing by zero.
     """
 
-    def __init__(self) -> None:
-        self.data_min: Optional[np.ndarray] = None  # float64 [num_nodes]
-        self.data_max: Optional[np.ndarray] = None  # float64 [num_nodes]
+    def __init__(self, clipped: bool = False) -> None:
+        self.data_min: Optional[np.ndarray] = None  # float64 [num_nodes]: maps to -SCALED_LIMIT
+        self.data_max: Optional[np.ndarray] = None  # float64 [num_nodes]: maps to +SCALED_LIMIT
+        self.clipped = clipped
+        """Scaled values are clipped to [-SCALED_LIMIT, SCALED_LIMIT] (the robust scaler's outlier clip)."""
 
     # ------------------------------------------------------------------ fitting
 
@@ -60,6 +66,13 @@ class NodeScaler:
             np.maximum(running_max, cases.max(axis=(0, 1)), out=running_max)
         self._set_bounds(running_min, running_max)
         return self
+
+    def fit_robust(self, array: np.ndarray, train_indices: Sequence[int], data: DataConfig) -> "RobustFit":
+        """scaler robust: median -+ robust_clip x 1.4826 MAD of each node over the training cases, clipped beyond."""
+        fitted = robust_bounds(array, train_indices, data, data.robust_clip)
+        self._set_bounds(fitted.data_min, fitted.data_max)
+        self.clipped = True
+        return fitted
 
     def fit_arrays(self, cases: ArrayLike) -> "NodeScaler":
         """Fit on in-memory training cases [cases, num_timesteps, num_nodes]."""
@@ -89,7 +102,11 @@ class NodeScaler:
         """Scale x [..., num_timesteps, num_nodes] (nodes on node_axis); returns the same type."""
         center, forward, _ = self._params()
         values, (center, forward) = self._prepare(x, node_axis, center, forward)
-        return self._finish(x, (values - center) * forward)
+        scaled = (values - center) * forward
+        if self.clipped:
+            scaled = scaled.clamp(-SCALED_LIMIT, SCALED_LIMIT) if isinstance(scaled, torch.Tensor) else \
+                np.clip(scaled, -SCALED_LIMIT, SCALED_LIMIT, out=scaled)
+        return self._finish(x, scaled)
 
     def inverse(self, x: ArrayLike, node_axis: int = -1) -> ArrayLike:
         """Undo transform: scaled x back to physical units (VAE output [batch, nodes, time]: node_axis=-2)."""
@@ -130,6 +147,7 @@ class NodeScaler:
             "data_min": torch.from_numpy(self.data_min.copy()),
             "data_max": torch.from_numpy(self.data_max.copy()),
             "scaled_limit": float(SCALED_LIMIT),
+            "clipped": bool(self.clipped),
         }
 
     @classmethod
@@ -142,7 +160,7 @@ class NodeScaler:
         if float(state["scaled_limit"]) != SCALED_LIMIT:
             raise CheckpointError(f"the saved scaler maps to +-{state['scaled_limit']} but this version uses "
                                   f"+-{SCALED_LIMIT}\n    fix: retrain the VAE with this version")
-        scaler = cls()
+        scaler = cls(clipped=bool(state.get("clipped", False)))  # files written before robust scaling: min-max
         scaler._set_bounds(_to_numpy(state["data_min"]), _to_numpy(state["data_max"]))
         return scaler
 

@@ -274,7 +274,8 @@ def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
             case, step, channel = np.unravel_index(int(np.argmax(bad)), bad.shape)
             node, variable = divmod(int(channel), data.num_variables)
             where = f"node {data.node_start + node}" + (f", variable {variable}" if data.num_variables > 1 else "")
-            first = (cases[int(case)], int(step), where, float(window[case, step, channel]))
+            # the stored timestep, as the user's export numbers it, not its place in a Dim2_red window
+            first = (cases[int(case)], data.timestep_indices[int(step)], where, float(window[case, step, channel]))
     if first is not None:
         case, step, where, value = first
         total = num_nan + num_inf
@@ -287,8 +288,9 @@ def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
 # ----------------------------------------------------------------------------- reading windows
 
 def windowed_case(array: np.ndarray, index: int, data: DataConfig) -> np.ndarray:
-    """One case as float32 [timesteps used, channels]: first Dim2_red steps, nodes [Dim3_start, Dim3_end), each
-    with all its variables (channels = nodes x num_var, node-major)."""
+    """One case as float32 [timesteps used, channels]: the Dim2_red timesteps Dim2_red_mode keeps
+    (DataConfig.timestep_indices), nodes [Dim3_start, Dim3_end), each with all its variables (channels =
+    nodes x num_var, node-major)."""
     return read_cases(array, [index], data)[0]
 
 
@@ -300,18 +302,35 @@ def read_cases(array: np.ndarray, indices: Sequence[int], data: DataConfig, as_f
 
 def read_timestep_block(array: np.ndarray, indices: Sequence[int], first_step: int, stop_step: int,
                         data: DataConfig, as_float32: bool = True) -> np.ndarray:
-    """Timesteps [first_step, stop_step) of the node window of several cases: [k, steps, channels], every
-    variable of every node kept (node-major, modules.data.variables)."""
+    """Used timesteps [first_step, stop_step) (positions in DataConfig.timestep_indices, not stored steps) of
+    the node window of several cases: [k, steps, channels], every variable of every node kept (node-major,
+    modules.data.variables)."""
     indices = [_case_number(array, i) for i in indices]
     if not 0 <= first_step <= stop_step <= data.timesteps:
         raise IndexError(f"timesteps [{first_step}, {stop_step}) are outside the {data.timesteps} used")
+    stored_steps = data.timestep_indices[first_step:stop_step]
     dtype = np.float32 if as_float32 else array.dtype
     out = np.empty((len(indices), stop_step - first_step, data.channels), dtype=dtype)
     for row, index in enumerate(indices):
-        stored = _stored_steps(array, index, first_step, stop_step)
-        window = stored[:, data.node_start:data.node_stop]
-        out[row] = as_channels(window) if window.ndim == 3 else window
+        start = 0
+        for run in _consecutive_runs(stored_steps):
+            stored = _stored_steps(array, index, run.start, run.stop)
+            window = stored[:, data.node_start:data.node_stop]
+            out[row, start:start + len(run)] = as_channels(window) if window.ndim == 3 else window
+            start += len(run)
     return out
+
+
+def _consecutive_runs(steps: Sequence[int]) -> List[range]:
+    """Increasing stored steps as runs of consecutive ones ([0, 1, 2, 5, 9, 10] -> 0..2, 5, 9..10): each run
+    is one read, so 'first' windows stay one read per case and 'spread' ones read only the steps kept."""
+    runs: List[range] = []
+    for step in steps:
+        if runs and runs[-1].stop == step:
+            runs[-1] = range(runs[-1].start, step + 1)
+        else:
+            runs.append(range(step, step + 1))
+    return runs
 
 
 def _stored_steps(array: np.ndarray, index: int, first_step: int, stop_step: int) -> np.ndarray:

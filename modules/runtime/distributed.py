@@ -1,6 +1,6 @@
 """Where the code runs: device, DistributedDataParallel under torchrun, mixed precision.
 
-The training loop only calls what is here: `wrap`, `sampler`, `shard`,
+The training loop only calls what is here: `wrap`, `gradient_sync`, `sampler`, `shard`,
 `autocast`, `make_grad_scaler`, `is_main`, the collectives (`all_reduce_mean`,
 `all_reduce_sum`, `any_rank`, `broadcast_`, `all_gather`, `barrier`) and
 `require_identical_replicas`. Process groups use NCCL when every rank has a GPU
@@ -72,6 +72,13 @@ class Runtime:
             return model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
+
+    def gradient_sync(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+        """Around a backward pass: with sync False under DDP, keep the gradient on this rank (DDP's no_sync)
+        so a gradient accumulated over micro-batches is all-reduced once, with its last backward."""
+        if sync or not isinstance(model, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return model.no_sync()
 
     def sampler(self, dataset: Dataset, shuffle: bool, seed: int) -> DistributedSampler:
         """This rank's share of a seeded order; call set_epoch(epoch) before each epoch.

@@ -6,9 +6,9 @@ when a pass starts (as `memory.NAME`), so a test can shrink them to force severa
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Iterator, Optional, Sequence, TypeVar
+
+import psutil
 
 MIB = 2 ** 20
 GIB = 2 ** 30
@@ -31,10 +31,14 @@ GRAM_BLOCK_BYTES = 256 * MIB
 """One float32 block (some timesteps of every case) read while the cases' Gram matrix is accumulated."""
 GRAM_COLUMN_BYTES = 64 * MIB
 """The float64 working copy of a slice of such a block's columns."""
+ROBUST_FIT_BYTES = GIB
+"""float32 values per channel kept at once to take the robust scaler's median and MAD (exact below this)."""
 LOAD_ALL_HOST_SHARE = 0.8
 """Share of the free memory --load_all=1 may fill; the rest is left to the model, its activations and the OS."""
 LOAD_ALL_GPU_SHARE = 0.6
 """Share of the free GPU memory --load_all=1 may fill on CUDA (the window is then kept on the GPU)."""
+CASE_CACHE_HOST_SHARE = 0.5
+"""Share of the free memory at the start the cache_cases cache may fill (the page cache and the model get the rest)."""
 
 Item = TypeVar("Item")
 
@@ -57,12 +61,6 @@ def chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
 
 
 def available_memory_bytes() -> Optional[int]:
-    """Memory the OS reports as available (Linux MemAvailable, else free pages), or None if unknown."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
+    """Memory the OS can still give without swapping (psutil: Linux MemAvailable, and its equivalent on
+    macOS and Windows)."""
+    return int(psutil.virtual_memory().available)

@@ -51,6 +51,7 @@ def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scale
         "num_timesteps": model.num_timesteps,
         "num_modes": model.num_modes,
         "design_features": model.design_features,
+        "time_indices": torch.as_tensor(config.data.timestep_indices, dtype=torch.int64),
         "scaler": scaler.state_dict(),
         "train_indices": torch.as_tensor(train_indices, dtype=torch.int64),
         "val_indices": torch.as_tensor(val_indices, dtype=torch.int64),
@@ -76,6 +77,7 @@ def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
                               f"({config.data.window_text}) has {config.data.channels}: it was written by an earlier "
                               f"version that trained only variable 0 of num_var {config.data.num_variables}\n"
                               f"    fix: train it again; every variable is trained now")
+    _require_saved_time_indices(path, state, config)
     model = HierarchicalVAE(model_config, state["num_nodes"], state["num_timesteps"], state["num_modes"],
                             state["design_features"])
     load_weights(model, state["model"], path)
@@ -84,6 +86,19 @@ def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
     return VAEBundle(model=model, scaler=NodeScaler.from_state_dict(state["scaler"]), config=config,
                      train_indices=state["train_indices"].numpy(), val_indices=state["val_indices"].numpy(),
                      coordinates=coordinates, triangles=_saved_triangles(state, coordinates))
+
+
+def _require_saved_time_indices(path: Path, state, config: RunConfig) -> None:
+    """The stored timesteps the VAE was trained on must be those its window settings choose now (a bundle
+    written before they were saved kept the first Dim2_red steps, which its settings still choose)."""
+    if state.get("time_indices") is None:
+        return
+    saved = tuple(int(step) for step in state["time_indices"].tolist())
+    if saved != config.data.timestep_indices:
+        raise CheckpointError(f"{path}: the VAE was trained on stored timesteps {list(saved)}, but its settings "
+                              f"(Dim2_red {config.data.timesteps}, Dim2_red_mode {config.data.timestep_mode}) now choose "
+                              f"{list(config.data.timestep_indices)}: it was written by another version\n"
+                              f"    fix: train it again with this version")
 
 
 def _saved_triangles(state, coordinates: Optional[np.ndarray]) -> Optional[np.ndarray]:

@@ -3,13 +3,18 @@
 Each transform picks its cases independently with its own probability. Temporal warping makes a new plausible
 case, so the VAE reconstructs the warped field; Gaussian noise and node masking only corrupt the input, so
 the VAE learns to return the clean field (denoising). Parameter perturbation jitters the conditioner's
-(standardised) design inputs. Nothing here runs in validation: the objectives call it only in training mode.
+(standardised) design inputs. Design images get only changes that keep the design they draw: a little
+pixel noise and a slight blur. Not brightness, contrast or geometry: a drawing may encode a parameter in its
+gray levels, sizes or positions (the development sweeps draw strength and damping as brightness), and
+changing those would teach the conditioner that other designs give the same field. Nothing here runs in
+validation: the objectives call it only in training mode.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from modules.config.schema import AugmentationConfig
 
@@ -92,3 +97,59 @@ class ParameterPerturber:
         picked = chosen(inputs.shape[0], self.config.param_noise_probability, self.generator, inputs.device)
         noise = torch.randn(inputs.shape, generator=self.generator).to(inputs.device, inputs.dtype)
         return inputs + self.config.param_noise_std * noise * picked[:, None].to(inputs.dtype)
+
+
+def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """images [B, C, H, W] each blurred by a Gaussian of its own width sigmas [B] (pixels; 0 leaves it as it
+    is), separable, with reflected edges so the border keeps its level."""
+    batch, channels, height, width = images.shape
+    radius = max(1, int(torch.ceil(3 * sigmas.max()).item()))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernels = torch.exp(-offsets[None, :] ** 2 / (2 * sigmas.to(images.dtype).clamp_min(1e-3)[:, None] ** 2))
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # [B*C, k]
+    flat = F.pad(images.reshape(1, batch * channels, height, width), (radius,) * 4, mode="reflect")
+    flat = F.conv2d(flat, kernels[:, None, :, None], groups=batch * channels)
+    flat = F.conv2d(flat, kernels[:, None, None, :], groups=batch * channels)
+    return flat.reshape(batch, channels, height, width)
+
+
+class ImageAugmenter:
+    """Pixel noise and slight blur of standardised design images [B, C, H, W] for the chosen cases."""
+
+    def __init__(self, config: AugmentationConfig):
+        self.config = config
+        self.generator: Optional[torch.Generator] = None  # the global stream, as FieldAugmenter
+
+    @property
+    def active(self) -> bool:
+        return self.config.images_active
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        c, g, batch, device = self.config, self.generator, images.shape[0], images.device
+        blurred = chosen(batch, c.image_blur_probability, g, device)
+        if blurred.any():
+            sigmas = (c.image_blur_sigma * torch.rand(batch, generator=g)).to(device)
+            images = gaussian_blur(images, sigmas * blurred.to(sigmas.dtype))
+        noisy = chosen(batch, c.image_noise_probability, g, device)
+        if noisy.any():
+            noise = torch.randn(images.shape, generator=g).to(device, images.dtype)
+            images = images + c.image_noise_std * noise * noisy[:, None, None, None].to(images.dtype)
+        return images
+
+
+class DesignAugmenter:
+    """The conditioner's training inputs: parameter jitter for parameters [B, p], noise and blur for
+    images [B, C, H, W]."""
+
+    def __init__(self, config: AugmentationConfig):
+        self.parameters = ParameterPerturber(config)
+        self.images = ImageAugmenter(config)
+
+    @property
+    def active(self) -> bool:
+        return self.parameters.active or self.images.active
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.dim() == 4:
+            return self.images(inputs) if self.images.active else inputs
+        return self.parameters(inputs) if self.parameters.active else inputs

@@ -20,7 +20,7 @@ from modules.runtime.distributed import Runtime
 from modules.storage.run_directory import RunDirectory
 from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inputs, predict_latents,
                                                   save_conditioner_bundle)
-from modules.training.augmentation import ParameterPerturber
+from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
@@ -63,7 +63,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
         objective: Any = EndToEndObjective(config.end_to_end)
     else:
         weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
-        model, objective = conditioner, ConditionerObjective(weights, ParameterPerturber(config.augmentation))
+        model, objective = conditioner, ConditionerObjective(weights, DesignAugmenter(config.augmentation))
     mode = "end-to-end through the decoder" if e2e else "on the VAE's latent vectors"
     projected = ("" if image_pca is None else f" projected onto {image_pca.num_components} whitened PCA components "
                  f"({image_pca.variance_explained:.1%} of the training images' variance)")

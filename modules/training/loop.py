@@ -29,6 +29,7 @@ from modules.config.schema import RunConfig
 from modules.errors import SimulGenError, TrainingDivergedError, TrainingInterrupted
 from modules.storage.state_files import load_weights
 from modules.training.checkpointing import Checkpointer, capture_rng_state, restore_rng_state
+from modules.training.memory_watch import LoadingSetup, MemoryWatch
 from modules.training.profiling import StepTimer, summarize
 from modules.training.stop_request import StopRequest
 from modules.training.run_log import RunLog
@@ -40,7 +41,8 @@ from modules.runtime.distributed import Runtime, unwrap
 STAGE_SECTIONS = {"vae": "train", "conditioner": "conditioner"}
 PER_STAGE_FIELDS = ("epochs", "batch_size", "learning_rate", "weight_decay", "early_stopping_patience")
 # ... and the settings both stages take from TrainConfig.
-SHARED_FIELDS = ("grad_clip", "lr_schedule", "min_lr_fraction", "checkpoint_every", "seed")
+SHARED_FIELDS = ("grad_clip", "lr_schedule", "min_lr_fraction", "checkpoint_every", "seed", "grad_accumulation_steps",
+                 "memory_warning_fraction")
 
 # objective(model, batch_on_device, epoch) -> (loss to minimise, metrics as floats)
 Objective = Callable[[torch.nn.Module, Any, int], Tuple[torch.Tensor, Dict[str, float]]]
@@ -61,6 +63,14 @@ class LoopSettings:
     early_stopping_patience: int
     checkpoint_every: int
     seed: int
+    grad_accumulation_steps: int = 1
+    """Batches whose gradients are summed (each weighted by its share of the group's cases) before one
+    optimizer step: the step is that of one batch of all their cases."""
+    memory_warning_fraction: float = 0.1
+    """Warn when the memory the OS can still give falls under this share of the total (0 = never)."""
+    sweep_in_memory: bool = True
+    """--load_all=1: the run holds the whole sweep in memory, whatever this stage trains on (coefficients,
+    latents), so the memory warning may suggest --load_all=0."""
     divergence_hint: str = "lower the learning rate"
     evaluate_start: bool = False
     """Validate the weights before the first epoch too, and keep them if no epoch beats them
@@ -73,7 +83,8 @@ class LoopSettings:
         section = getattr(config, STAGE_SECTIONS[stage])
         values = {name: getattr(section, name) for name in PER_STAGE_FIELDS}
         values.update({name: getattr(config.train, name) for name in SHARED_FIELDS})
-        return cls(name=stage, divergence_hint=divergence_hint, evaluate_start=evaluate_start, **values)
+        return cls(name=stage, divergence_hint=divergence_hint, evaluate_start=evaluate_start,
+                   sweep_in_memory=config.data.load_all, **values)
 
 
 @dataclass
@@ -124,6 +135,8 @@ class Trainer:
         self.grad_scaler = runtime.make_grad_scaler()
         self.result = TrainingResult()
         self.timer = StepTimer(runtime.device)
+        self.memory = MemoryWatch(runtime.device, settings.memory_warning_fraction, settings.name,
+                                  STAGE_SECTIONS.get(settings.name, "train"))
         self.epoch = 0
         self.batches_done = 0
         self.epochs_since_best = 0
@@ -243,6 +256,10 @@ class Trainer:
         for line in summarize(settings.name, self.timer, self.result.samples_per_second,
                               loading_in_memory=num_workers == 0 and not _streams(train_set)):
             self.log.info(line)
+        for dataset in (train_set, val_set):  # e.g. a streamed dataset's case cache and its hit rate
+            note = getattr(dataset, "loading_note", lambda: None)()
+            if note:
+                self.log.info(f"{settings.name}: {note}")
         if self.runtime.distributed:
             digest = self.runtime.require_identical_replicas(unwrap(self.model), settings.name)
             self.log.info(f"{settings.name}: all {self.runtime.world_size} processes hold identical weights "
@@ -252,6 +269,9 @@ class Trainer:
         return self.result
 
     def _train_epoch(self, dataset: Dataset, num_workers: int, stop: StopRequest) -> Tuple[Dict[str, float], int]:
+        """One epoch of optimizer steps, each over a group of grad_accumulation_steps consecutive batches
+        (counted from the epoch's start; the last group takes what is left). A stop request is honoured only
+        between groups, so a checkpoint never holds half a gradient and resuming from it is exact."""
         settings, runtime = self.settings, self.runtime
         self.model.train()
         batches = self._epoch_batches(dataset, self.epoch)
@@ -263,31 +283,48 @@ class Trainer:
                    # None: tqdm switches itself off when stderr is not a terminal (a piped or logged run).
                    disable=None if runtime.is_main and self.log.show_progress else True, dynamic_ncols=True)
         batches_iter = iter(bar)
-        while True:
-            with self.timer.phase("data"):
-                batch = next(batches_iter, None)
-            if batch is None:
-                break
+        while self.batches_done < len(batches):
             if runtime.any_rank(stop.requested):
                 self.checkpoints.save_last(self.state())
                 raise TrainingInterrupted(
                     f"{settings.name}: stopped at epoch {self.epoch + 1}, batch {self.batches_done + 1}; a checkpoint "
                     f"was written to {self.checkpoints.paths.last}. Continue with the same command plus --resume")
-            batch = move_to_device(batch, runtime.device)
-            batch_size = _batch_length(batch)
-            loss, metrics = self._step(batch)
-            seen += batch_size
-            for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + value * batch_size
-            self.batches_done += 1
-            bar.set_postfix(self._postfix(metrics), refresh=False)
+            group = batches[self.batches_done:self._group_end(len(batches))]
+            group_cases = sum(len(indices) for indices in group)
+            self.optimizer.zero_grad(set_to_none=True)
+            for position in range(len(group)):
+                with self.timer.phase("data"):
+                    batch = next(batches_iter)
+                batch = move_to_device(batch, runtime.device)
+                batch_size = _batch_length(batch)
+                metrics = self._accumulate(batch, share=batch_size / group_cases, last=position == len(group) - 1)
+                seen += batch_size
+                for key, value in metrics.items():
+                    totals[key] = totals.get(key, 0.0) + value * batch_size
+                self.batches_done += 1
+                reading = self.memory.poll(self.epoch, self._loading(dataset, num_workers), self.log.info)
+                bar.set_postfix(self._postfix(metrics, reading.short()), refresh=False)
+            self._optimizer_step()
         bar.close()
+        self.memory.read(self.epoch, self._loading(dataset, num_workers), self.log.info)
         local = {key: value / max(seen, 1) for key, value in totals.items()}
         return runtime.all_reduce_mean(local, weight=float(seen)), seen
 
-    def _step(self, batch: Any) -> Tuple[torch.Tensor, Dict[str, float]]:
+    def _loading(self, dataset: Dataset, num_workers: int) -> LoadingSetup:
+        streamed = _streams(dataset) or not self.settings.sweep_in_memory
+        return LoadingSetup(self.memory.batch_key, self.settings.batch_size, streamed, num_workers,
+                            cached=getattr(dataset, "cache", None) is not None)
+
+    def _group_end(self, num_batches: int) -> int:
+        """One past the last batch of the accumulation group that starts at batches_done."""
+        steps = self.settings.grad_accumulation_steps
+        return min(num_batches, (self.batches_done // steps + 1) * steps)
+
+    def _accumulate(self, batch: Any, share: float, last: bool) -> Dict[str, float]:
+        """Forward and backward of one batch, its loss weighted by its share of the group's cases: the objective's
+        loss is a mean over its batch, so the summed gradient is that of the mean over the whole group. Under DDP
+        the gradient is all-reduced only with the group's last backward."""
         settings, runtime = self.settings, self.runtime
-        self.optimizer.zero_grad(set_to_none=True)
         with self.timer.phase("forward"), runtime.autocast():
             loss, metrics = self.objective(self.model, batch, self.epoch)
         if runtime.any_rank(not bool(torch.isfinite(loss.detach()).item())):
@@ -296,16 +333,18 @@ class Trainer:
                 f"{self.batches_done + 1}; training stopped. The last good checkpoints stay in "
                 f"{self.checkpoints.paths.last.parent}. To fix: {settings.divergence_hint}; then run again "
                 f"(add --resume to continue from the last checkpoint).")
-        with self.timer.phase("backward"):
-            self.grad_scaler.scale(loss).backward()
+        with self.timer.phase("backward"), runtime.gradient_sync(self.model, sync=last):
+            self.grad_scaler.scale(loss * share if share != 1.0 else loss).backward()
+        return metrics
+
+    def _optimizer_step(self) -> None:
         with self.timer.phase("optimizer"):
-            if settings.grad_clip > 0:
+            if self.settings.grad_clip > 0:
                 self.grad_scaler.unscale_(self.optimizer)
                 parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-                torch.nn.utils.clip_grad_norm_(parameters, settings.grad_clip)
+                torch.nn.utils.clip_grad_norm_(parameters, self.settings.grad_clip)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
-        return loss, metrics
 
     def _validate(self, dataset: Dataset, num_workers: int) -> Dict[str, float]:
         """Mean metrics over the whole validation set: each rank takes a disjoint, unpadded shard, so
@@ -341,9 +380,10 @@ class Trainer:
             history.setdefault(f"val_{key}", []).append(value)
         history.setdefault("lr", []).append(self.optimizer.param_groups[0]["lr"])
 
-    def _postfix(self, metrics: Dict[str, float]) -> Dict[str, str]:
+    def _postfix(self, metrics: Dict[str, float], memory_text: str) -> Dict[str, str]:
         shown = {key: f"{value:.3g}" for key, value in metrics.items()}
         shown["lr"] = f"{self.optimizer.param_groups[0]['lr']:.2g}"
+        shown["mem"] = memory_text
         done = self.result.history.get("lr", [])
         if done:
             per_epoch = self.result.seconds / len(done)
@@ -359,10 +399,15 @@ class Trainer:
         parts += [f"{key} {value:.4g}" for key, value in train_metrics.items()]
         parts += [f"val_{key} {value:.4g}" for key, value in val_metrics.items() if key in ("loss", "recon")]
         parts += [f"lr {lr:.2e}", f"eta {_format_seconds(eta)}"]
+        reading = self.memory.latest
+        if reading is not None:  # this process's memory (each rank reads its own; rank 0 logs)
+            parts.append(f"mem {reading.short()}")
         self.log.info("  ".join(parts))
         scalars = {f"train/{k}": v for k, v in train_metrics.items()}
         scalars.update({f"val/{k}": v for k, v in val_metrics.items()})
         scalars["lr"] = lr
+        if reading is not None:
+            scalars.update(reading.scalars())
         self.log.scalars(name, scalars, self.epoch)
 
 

@@ -9,7 +9,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from modules.training.augmentation import FieldAugmenter, ParameterPerturber
+from modules.training.augmentation import DesignAugmenter, FieldAugmenter
 from modules.config.schema import EndToEndConfig, TrainConfig
 from modules.training.losses import design_loss, kl_weight, reconstruction_loss, vae_loss
 from modules.training.physics_loss import PhysicsLoss
@@ -102,13 +102,13 @@ class ConditionerObjective:
     """Squared error between predicted and VAE latent codes (flat layout, main first), each latent number
     weighted by how much it moves the decoded field (`latent_weights`, mean 1; None = all equal)."""
 
-    def __init__(self, latent_weights: Optional[torch.Tensor] = None, perturber: Optional[ParameterPerturber] = None):
+    def __init__(self, latent_weights: Optional[torch.Tensor] = None, perturber: Optional[DesignAugmenter] = None):
         self.latent_weights = latent_weights
         self.perturber = perturber if perturber is not None and perturber.active else None
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         inputs, targets = batch[0], batch[1]
-        if model.training and self.perturber is not None and inputs.dim() == 2:
+        if model.training and self.perturber is not None:
             inputs = self.perturber(inputs)
         squared = (model(inputs).flat().float() - targets) ** 2
         loss = squared.mean() if self.latent_weights is None else \

@@ -7,13 +7,13 @@ the phase that queued it.
 """
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from contextlib import contextmanager
 from typing import Dict, Iterator, List
 
 import torch
+
+from modules.runtime.memory_monitor import peak_resident_bytes
 
 PHASES = ("data", "forward", "backward", "optimizer", "validation+checkpoints")
 
@@ -40,16 +40,10 @@ class StepTimer:
             torch.cuda.synchronize(self.device)
 
 
-def peak_resident_mib() -> float:
-    """The process's peak resident memory (ru_maxrss is in KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
 def summarize(stage: str, timer: StepTimer, cases_per_second: float, loading_in_memory: bool) -> List[str]:
     """Lines for the log: throughput, memory, the time split and what to change when one part dominates."""
     total = sum(timer.seconds.values())
-    lines = [f"{stage} profile: {cases_per_second:.1f} cases/s; peak CPU memory {peak_resident_mib():.0f} MiB"
+    lines = [f"{stage} profile: {cases_per_second:.1f} cases/s; peak CPU memory {peak_resident_bytes() / 2 ** 20:.0f} MiB"
              + (f"; peak GPU memory {torch.cuda.max_memory_allocated(timer.device) / 2 ** 20:.0f} MiB"
                 if timer.device.type == "cuda" else "")]
     if total <= 0:
