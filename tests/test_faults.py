@@ -25,7 +25,7 @@ import torch
 from modules.storage import atomic_files
 from modules.storage.state_files import load_state, save_state
 from modules.data.demo_sweep import DemoSweepSpec, ensure_demo_sweep
-from modules.training.objectives import VAEObjective
+from modules.training.projected_training import ProjectedVAEObjective
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_nan_loss_through_the_command_stops_with_guidance_and_keeps_the_last_goo
         entry, data_dir, tmp_path, monkeypatch, capsys):
     args = write_config(tmp_path, data_dir, epochs=5)
     out = tmp_path / "out"
-    original = VAEObjective.__call__
+    original = ProjectedVAEObjective.__call__
     calls = {"training": 0}
 
     def nan_at_epoch_3(self, model, batch, epoch):
@@ -209,7 +209,7 @@ def test_nan_loss_through_the_command_stops_with_guidance_and_keeps_the_last_goo
                 loss = loss * float("nan")
         return loss, metrics
 
-    monkeypatch.setattr(VAEObjective, "__call__", nan_at_epoch_3)
+    monkeypatch.setattr(ProjectedVAEObjective, "__call__", nan_at_epoch_3)
     assert entry.main(args + ["--out", str(out)]) == 1
     message = capsys.readouterr().err
     assert "error: vae: the loss became nan at epoch 3, batch 1; training stopped. The last good checkpoints " \

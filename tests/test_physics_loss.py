@@ -122,8 +122,8 @@ class TinyVAE(torch.nn.Module):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(0.5))
 
-    def forward(self, x, use_mean=False):
-        return SimpleNamespace(recon=x * self.scale, kl_per_level=[torch.zeros(x.shape[0])])
+    def forward(self, x, use_mean=False, design=None):
+        return SimpleNamespace(recon=x * self.scale, kl_per_level=[torch.zeros(x.shape[0])], design_recon=None)
 
 
 def test_vae_objective_adds_the_physics_terms_inside_alpha_and_logs_them():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from modules.storage.state_files import load_state
-from modules.training.objectives import VAEObjective
+from modules.training.projected_training import ProjectedVAEObjective
 from legacy_fixture import as_the_legacy_tool_ships_it, edit, legacy_copy
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
 
@@ -110,6 +110,14 @@ def test_predict_gives_fields_in_physical_units_with_an_uncertainty_band(trained
     # physical units (the plate starts at 20 C), not the scaled [-0.7, 0.7] range
     assert abs(prediction.mean() - truth.mean()) < 0.5 * (truth.max() - truth.min())
     assert np.abs(mean - prediction).mean() < 3 * std.mean() + 1e-6
+    # The calibrated band: prediction +- scale x std, the scale saved with the conditioner and reported.
+    lower, upper = np.load(tmp_path / "pred_lower.npy"), np.load(tmp_path / "pred_upper.npy")
+    band = json.loads((out / "report.json").read_text())["conditioner"]["band"]
+    assert band["nominal"] == 0.9 and band["scale"] > 0 and set(band["coverage"]) == {"val"}
+    assert 0.0 <= band["coverage"]["val"] <= 1.0
+    assert np.all(lower <= prediction) and np.all(prediction <= upper)
+    np.testing.assert_allclose(prediction - lower, upper - prediction, rtol=1e-5, atol=1e-5)
+    assert np.allclose(upper - prediction, band["scale"] * std, rtol=1e-4, atol=1e-4 * std.max())
     assert (tmp_path / "vtu" / "design_0003.pvd").is_file()
     assert len(list((tmp_path / "vtu").glob("design_0001_t*.vtu"))) == 8
     import meshio
@@ -154,7 +162,7 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(entry, tmp_pat
     args = write_config(tmp_path, epochs=3, lc_epochs=1)
     assert entry.main(args + ["--out", str(tmp_path / "straight")]) == 0
 
-    original = VAEObjective.__call__
+    original = ProjectedVAEObjective.__call__
     calls = {"n": 0}
 
     def interrupting(self, model, batch, epoch):
@@ -164,9 +172,9 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(entry, tmp_pat
                 os.kill(os.getpid(), signal.SIGINT)
         return original(self, model, batch, epoch)
 
-    monkeypatch.setattr(VAEObjective, "__call__", interrupting)
+    monkeypatch.setattr(ProjectedVAEObjective, "__call__", interrupting)
     assert entry.main(args + ["--out", str(tmp_path / "broken")]) == 130
-    monkeypatch.setattr(VAEObjective, "__call__", original)
+    monkeypatch.setattr(ProjectedVAEObjective, "__call__", original)
     stopped = load_state(tmp_path / "broken" / "checkpoints" / "vae_last.pt")
     assert (stopped["epoch"], stopped["batches_done"]) == (1, 2)
     assert entry.main(args + ["--out", str(tmp_path / "broken"), "--resume"]) == 0
@@ -247,7 +255,7 @@ def test_every_variable_is_trained_and_given_back_in_its_own_axis(entry, tmp_pat
     # a second variable in other units, with other dynamics: the temperatures played backwards in time
     stored = np.stack([temperature, 100.0 + 3.0 * temperature[:, ::-1]], axis=-1).astype(np.float32)
     np.save(tmp_path / "data" / "two.npy", stored)
-    args = write_config(tmp_path, data_file="two.npy", demo=0, extra="plot_variable\t1\n")
+    args = write_config(tmp_path, epochs=40, data_file="two.npy", demo=0, extra="plot_variable\t1\n")
     condition = tmp_path / "condition.txt"
     condition.write_text(condition.read_text().replace("num_var\t1", "num_var\t2"))
     out = tmp_path / "out"

@@ -55,6 +55,10 @@ def run_predict(args: argparse.Namespace) -> Prediction:
                                 f"(python SimulGen-VAE.py --out {args.model})")
     surrogate = Surrogate.load(run_dir.vae_bundle, device, run_dir.conditioner_bundle)
     conditioner = surrogate.conditioner
+    if args.samples > 0 and conditioner.band is not None:
+        outputs.update(lower=_sibling(args.out, "lower"), upper=_sibling(args.out, "upper"))
+        for name in ("lower", "upper"):
+            refuse_existing(outputs[name], args.overwrite)
     # The conditioner's own settings: an --lc_only run may have trained it with another image_size than the VAE run.
     designs = read_designs(args, conditioner.input_kind, conditioner.config.num_params, conditioner.config.image_size,
                            conditioner.in_channels)
@@ -64,10 +68,15 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     else:
         result = replace(result, fields=surrogate.user_layout(result.fields), mean=surrogate.user_layout(result.mean),
                          std=surrogate.user_layout(result.std))
+        if result.lower is not None:
+            result = replace(result, lower=surrogate.user_layout(result.lower), upper=surrogate.user_layout(result.upper))
     save_array(args.out, result.fields)
     if result.mean is not None:
         save_array(outputs["mean"], result.mean)
         save_array(outputs["std"], result.std)
+        if result.lower is not None:
+            save_array(outputs["lower"], result.lower)
+            save_array(outputs["upper"], result.upper)
     count = len(designs)
     print(f"predicted {count} design{'s' if count != 1 else ''} in {result.seconds * 1000:.0f} ms "
           f"({result.seconds * 1000 / max(count, 1):.1f} ms per design) on {device}")
@@ -75,6 +84,10 @@ def run_predict(args: argparse.Namespace) -> Prediction:
           f"physical units; {time_window.describe(surrogate.window.num_timesteps, surrogate.window.timestep_indices)}")
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
+    if result.lower is not None:
+        band = conditioner.band
+        print(f"wrote {outputs['lower']} and {outputs['upper']}: prediction +- {band.scale:.3g} x std, calibrated to "
+              f"cover {band.nominal:.0%} of held-out values (report.json, conditioner.band, has the measured coverage)")
     if args.vtu is not None:
         _write_vtu(args.vtu, surrogate.coordinates, surrogate.triangles, result, surrogate.window.timestep_indices)
     return result

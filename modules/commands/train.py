@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -20,6 +22,7 @@ from modules.training.losses import physical_node_weights
 from modules.training.projected_training import ProjectedSweep
 from modules.data.prepared_sweep import PreparedSweep, prepare_sweep
 from modules.errors import CheckpointError, SimulGenError
+from modules.evaluation.band_coverage import BAND_SAMPLES, band_coverage, calibrate_band
 from modules.evaluation.conditioner_evaluation import conditioner_report_section, evaluate_conditioner
 from modules.evaluation.report import format_run_report, write_report
 from modules.evaluation.vae_evaluation import evaluate_vae, vae_report_section
@@ -27,6 +30,7 @@ from modules.runtime.distributed import Runtime, setup_runtime, shutdown_runtime
 from modules.storage.run_directory import RunDirectory
 from modules.storage.state_files import load_state, require_matching, write_atomically
 from modules.surrogate.surrogate import Surrogate
+from modules.surrogate.conditioner_bundle import save_conditioner_bundle
 from modules.surrogate.vae_bundle import load_vae_bundle
 from modules.training import conditioner_stage, vae_stage
 from modules.training.loop import TrainingResult
@@ -50,7 +54,6 @@ def run_training(config: RunConfig, notices: List[str], show_progress: bool = Tr
     """Run every stage the config asks for; returns the report (rank 0) or {} (other ranks)."""
     # A group that died before its first checkpoint has nothing to resume: it starts again.
     if restarted_by_torchrun() and not config.resume and _has_checkpoint(RunDirectory(Path(config.output_dir))):
-        from dataclasses import replace
         config = replace(config, resume=True)
     runtime = setup_runtime(config.train.device, config.train.amp, config.use_ddp)
     try:
@@ -102,8 +105,10 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             config, sweep, model, latents, runtime, run_dir, log, designs, projection.coefficients)
         surrogate = surrogate.with_conditioner(trained)
         if runtime.is_main:
+            surrogate = _calibrated_band(surrogate, designs, sweep, config, run_dir, model, log)
             lc_evaluation = evaluate_conditioner(surrogate, designs, latents, sweep, config, evaluation.case_gram)
             report["conditioner"] = conditioner_report_section(lc_evaluation, _summary(lc_result), config, surrogate)
+            report["conditioner"]["band"] = _band_report(surrogate, designs, sweep, config)
             table = format_run_report(report)
             write_report(run_dir.report_json, run_dir.report_text, report, table)
             log.info("\n" + table.rstrip())
@@ -139,6 +144,27 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
         return bundle.model, None, vae_stage.project_all_cases(bundle.model, sweep, config, runtime, weights)
     features = design_features(designs, sweep.train_indices) if config.model.design_prior else None
     return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features)
+
+
+def _calibrated_band(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep, config: RunConfig,
+                     run_dir: RunDirectory, model: HierarchicalVAE, log: RunLog) -> Surrogate:
+    """Calibrate the --samples band on the validation cases and save it with the conditioner."""
+    started = time.perf_counter()
+    band = calibrate_band(surrogate, designs, sweep.val_indices, sweep.array, config.data)
+    trained = replace(surrogate.conditioner, band=band)
+    save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, model)
+    log.info(f"predict --samples: band = prediction +- {band.scale:.3g} x sampled std, calibrated (split-conformal) to "
+             f"cover {band.nominal:.0%} of the values of the {band.cases} validation cases "
+             f"({time.perf_counter() - started:.1f} s)")
+    return surrogate.with_conditioner(trained)
+
+
+def _band_report(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep, config: RunConfig) -> Dict[str, Any]:
+    band = surrogate.conditioner.band
+    splits = {"val": sweep.val_indices, **({"test": sweep.test_indices} if len(sweep.test_indices) else {})}
+    return {"nominal": band.nominal, "scale": band.scale, "samples": BAND_SAMPLES,
+            "calibrated_on": f"the {band.cases} validation cases, split-conformal on |truth - prediction| / std",
+            "coverage": band_coverage(surrogate, designs, splits, sweep.array, config.data)}
 
 
 def _vae_finished(run_dir: RunDirectory) -> bool:

@@ -39,19 +39,6 @@ def load_design_array(conditioner: ConditionerConfig, base_dir: Path, num_cases:
     return load_images(path, num_cases, conditioner.image_size)
 
 
-def features_for_baselines(designs: np.ndarray, max_pixels: int = 256) -> np.ndarray:
-    """[cases, p] features for the classical baselines; images are block-averaged to at most max_pixels."""
-    if designs.ndim == 2:
-        return designs.astype(np.float64)
-    cases, channels, size, _ = designs.shape
-    factor = 1
-    while (size // factor) ** 2 * channels > max_pixels and size // factor > 1:
-        factor *= 2
-    cropped = designs[:, :, : size // factor * factor, : size // factor * factor]
-    pooled = cropped.reshape(cases, channels, size // factor, factor, size // factor, factor).mean(axis=(3, 5))
-    return pooled.reshape(cases, -1).astype(np.float64)
-
-
 class DesignDataset(Dataset):
     """Item i: (scaled design input, flat latent target, the case's mode coefficients [C, T] or empty)."""
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from modules.config.schema import RunConfig
-from modules.data.designs import features_for_baselines
+from modules.data.design_features import baseline_features
 from modules.data.prepared_sweep import PreparedSweep
 from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.evaluation.baselines import NearestNeighbourBaseline, PODGaussianProcessBaseline
@@ -63,7 +63,7 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
         predicted_latents[split] = flat
     positions = list(plotted_positions(errors["conditioner"]["val"]).values())
     plotted = surrogate.decode(predicted_latents["val"][positions])
-    features = features_for_baselines(designs)
+    features = baseline_features(designs, sweep.train_indices)
     held_out = {split: indices for split, indices in splits.items() if split != "train"}
     if case_gram is None and baselines_fit_in_memory(config.data):
         train_fields = read_cases(sweep.array, sweep.train_indices, config.data)

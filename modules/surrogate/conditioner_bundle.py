@@ -24,6 +24,7 @@ from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_state, load_weights, save_state
+from modules.surrogate.band_calibration import BandCalibration
 
 CONDITIONER_BUNDLE_FORMAT = "simulgenvae-conditioner-1"
 
@@ -44,6 +45,8 @@ class TrainedConditioner:
     """The conditioner settings it was trained with (image_size, num_params)."""
     image_pca: Optional[ImagePCA] = None
     """With image_pca_components > 0: the PCA of the standardised training images whose scores the MLP reads."""
+    band: Optional[BandCalibration] = None
+    """The split-conformal width of the --samples band (band_calibration.py); None before it was calibrated."""
 
     def model_inputs(self, designs: np.ndarray) -> torch.Tensor:
         """Raw designs -> what the network reads (see `model_inputs`)."""
@@ -83,6 +86,8 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         state["vae_weights"] = trained.decoder_weights
     if trained.image_pca is not None:
         state["image_pca"] = trained.image_pca.state_dict()
+    if trained.band is not None:
+        state["band"] = dataclasses.asdict(trained.band)
     return save_state(path, state)
 
 
@@ -105,4 +110,4 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               f"the file is damaged or was edited, retrain the conditioner")
     return TrainedConditioner(model, InputScaler.from_state_dict(state["input_scaler"]), state["input_kind"],
                               state["in_channels"], state["latent_residual_std"], state.get("vae_weights"), cfg,
-                              image_pca)
+                              image_pca, BandCalibration(**state["band"]) if state.get("band") else None)

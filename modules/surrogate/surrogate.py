@@ -25,6 +25,7 @@ from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
+from modules.surrogate.band_calibration import std_floor
 from modules.surrogate.refinement import refine_latents
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
 from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
@@ -38,6 +39,10 @@ class Prediction:
     """[designs, T, N] mean of the decoder samples (with samples > 0)."""
     std: Optional[np.ndarray] = None
     """[designs, T, N] standard deviation of the decoder samples (with samples > 0)."""
+    lower: Optional[np.ndarray] = None
+    """[designs, T, N] fields - scale x std: the calibrated band (with samples > 0 and a calibrated conditioner)."""
+    upper: Optional[np.ndarray] = None
+    """[designs, T, N] fields + scale x std."""
     seconds: float = 0.0
     """Wall time of the prediction itself (inputs in memory -> fields), models already loaded."""
 
@@ -132,7 +137,9 @@ class Surrogate:
     def predict(self, designs: np.ndarray, batch_size: int = 64, samples: int = 0, seed: int = 0) -> Prediction:
         """Fields of the designs; with samples > 0 also the mean and standard deviation of that many decodes
         of latent codes drawn around the prediction with the conditioner's validation error per latent number,
-        so the spread shows how far the prediction can be from the code a simulation would have."""
+        so the spread shows how far the prediction can be from the code a simulation would have. With a
+        calibrated conditioner also the band fields +- scale x std that covers the nominal share (90 %) of
+        held-out values (band_calibration.py)."""
         started = time.perf_counter()
         flat = self.predict_latents(designs, batch_size)
         result = Prediction(fields=self.decode(flat, batch_size))
@@ -148,6 +155,11 @@ class Surrogate:
             mean = total / samples
             result.mean = mean.astype(np.float32)
             result.std = np.sqrt(np.maximum(total_sq / samples - mean ** 2, 0.0)).astype(np.float32)
+            band = self._trained_conditioner().band
+            if band is not None:
+                half_width = band.scale * np.maximum(result.std, std_floor(result.std))
+                result.lower = (result.fields - half_width).astype(np.float32)
+                result.upper = (result.fields + half_width).astype(np.float32)
         result.seconds = time.perf_counter() - started
         return result
 

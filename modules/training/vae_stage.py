@@ -15,6 +15,7 @@ from modules.data.mesh_graph import build_mesh_graph
 from modules.data.prepared_sweep import PreparedSweep
 from modules.data.scaling import SCALED_LIMIT
 from modules.data.sweep_file import read_cases
+from modules.data.variables import variable_shares
 from modules.models.spatial_basis import SpatialModes, fit_spatial_modes
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
@@ -63,6 +64,20 @@ def scaled_cases(sweep: PreparedSweep, indices: np.ndarray, data: DataConfig) ->
     for row, index in enumerate(indices):
         out[row] = torch.from_numpy(scale_to_node_major(sweep.scaler, read_cases(sweep.array, [index], data)[0]))
     return out
+
+
+def variables_note(sweep: PreparedSweep, config: RunConfig) -> str:
+    """How the num_var > 1 variables share the loss and the report's error, which both weigh errors in physical
+    units: a variable of small values counts little, and users should know before they read the report."""
+    shares = variable_shares(node_half_range(sweep).numpy(), config.data.num_variables)
+    listed = ", ".join(f"variable {index} {share:.1%}" for index, share in enumerate(shares))
+    text = f"VAE: trains all {len(shares)} variables; their shares of the error in physical units: {listed}"
+    if not config.train.physical_weighting:
+        text += " (the loss weighs every scaled value alike: physical_weighting 0; the report uses these shares)"
+    if shares.min() < 0.01:
+        text += ("; a variable under 1 % is reconstructed with little care and hardly moves the report: export "
+                 "the variables in comparable units to balance them")
+    return text
 
 
 def fit_modes(sweep: PreparedSweep, config: RunConfig) -> Tuple[SpatialModes, int]:
@@ -154,6 +169,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
              f"{len(sweep.val_indices)} validation cases of {config.data.window_text}; device {runtime.device}"
              + (f", {runtime.world_size} processes" if runtime.distributed else "")
              + ("" if designs is None else f"; design prior on {designs.shape[1]} design features"))
+    if config.data.num_variables > 1:
+        log.info(variables_note(sweep, config))
     energy = projection.energy_per_element(sweep.train_indices)
     if config.trains_on_coefficients:
         objective: Any = ProjectedVAEObjective(config.train, projection, designs, energy)

@@ -1,0 +1,47 @@
+"""Calibrating the --samples band on the validation cases and measuring what it covers on held-out ones."""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from modules.config.schema import DataConfig
+from modules.data.sweep_file import cases_per_chunk, read_cases
+from modules.runtime import memory
+from modules.surrogate.band_calibration import (NOMINAL_COVERAGE, BandCalibration, conformal_scale, covered_share,
+                                                normalised_residuals, std_floor)
+from modules.surrogate.surrogate import Surrogate
+
+BAND_SAMPLES = 20
+"""Decodes per design for calibration and coverage: what `predict --samples 20` draws."""
+
+
+def _sampled_chunks(surrogate: Surrogate, designs: np.ndarray, indices: np.ndarray, array, data: DataConfig):
+    """(truth, prediction, std) per chunk of cases, physical units, a chunk small enough for memory."""
+    for rows in memory.chunk_slices(len(indices), cases_per_chunk(array)):
+        prediction = surrogate.predict(designs[indices[rows]], samples=BAND_SAMPLES, seed=0)
+        yield read_cases(array, indices[rows], data), prediction.fields, prediction.std
+
+
+def calibrate_band(surrogate: Surrogate, designs: np.ndarray, indices: np.ndarray, array, data: DataConfig,
+                   nominal: float = NOMINAL_COVERAGE) -> BandCalibration:
+    """The split-conformal band width from the normalised residuals of `indices` (cases the conditioner did not
+    train on: the validation cases)."""
+    scores = []
+    for chunk, (truth, center, std) in enumerate(_sampled_chunks(surrogate, designs, indices, array, data)):
+        scores.append(normalised_residuals(truth, center, std, std_floor(std), seed=chunk))
+    return BandCalibration(scale=conformal_scale(np.concatenate(scores), nominal), nominal=nominal, cases=len(indices))
+
+
+def band_coverage(surrogate: Surrogate, designs: np.ndarray, splits: Dict[str, np.ndarray], array,
+                  data: DataConfig) -> Dict[str, float]:
+    """{split: share of its values inside the calibrated band} (value-weighted over the split's cases)."""
+    band = surrogate.conditioner.band
+    coverage = {}
+    for split, indices in splits.items():
+        inside, total = 0.0, 0
+        for truth, center, std in _sampled_chunks(surrogate, designs, indices, array, data):
+            inside += covered_share(truth, center, std, band.scale, std_floor(std)) * truth.size
+            total += truth.size
+        coverage[split] = inside / max(total, 1)
+    return coverage
