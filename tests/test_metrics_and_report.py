@@ -89,8 +89,8 @@ def test_format_report_table_contains_names_and_percentages():
 
 def test_write_report_writes_json_and_text(tmp_path):
     path_json, path_text = tmp_path / "out" / "report.json", tmp_path / "out" / "report.txt"
-    report = {"vae": {"validation": summarize_errors(np.array([0.1, 0.2]))}, "count": np.int64(2)}
-    write_report(path_json, path_text, report, "table")
+    contents = {"vae": {"validation": summarize_errors(np.array([0.1, 0.2]))}, "count": np.int64(2)}
+    write_report(path_json, path_text, contents, "table")
     loaded = json.loads(path_json.read_text())
     assert loaded["vae"]["validation"]["mean"] == pytest.approx(0.15)
     assert loaded["count"] == 2
@@ -157,3 +157,19 @@ def test_pooled_error_weighs_cases_by_their_norm_and_per_case_errors_come_back()
     assert metrics.pooled_relative_l2(norms) == pytest.approx(math.sqrt(7.5 / 606))
     assert summarize_errors(np.array([0.1, 0.5]), pooled=0.11)["pooled"] == 0.11
     np.testing.assert_allclose(metrics.relative_from_norms(np.array([[4.0, 0.0]])), [2.0])  # zero truth: absolute
+
+
+def test_the_run_report_names_the_kept_epoch_and_the_band_coverage():
+    summary = summarize_errors(np.array([0.1, 0.2]), pooled=0.15)
+    run = {"vae": {"latent_numbers": 6, "pca_components": 6, "training": {"best_epoch": 37, "epochs_run": 50},
+                   "relative_l2": {"vae": {"val": summary}, "pca": {"val": summary}}},
+           "conditioner": {"architecture": "mlp", "end_to_end": True, "input_type": "csv", "pod_gp_modes": 6,
+                           "training": {"best_epoch": 0, "epochs_run": 9},
+                           "prediction_relative_l2": {"conditioner": {"val": summary}, "pod_gp": {"val": summary},
+                                                      "nearest_neighbour": {"val": summary}},
+                           "band": {"nominal": 0.9, "scale": 1.7, "calibrated_on": "the 4 validation cases",
+                                    "coverage": {"val": 0.9, "test": 0.825}}}}
+    text = report.format_run_report(run)
+    assert "VAE (6 latent numbers, epoch 37 of 50)  val" in text
+    assert "MLP conditioner + decoder (end-to-end, untrained start kept)" in text
+    assert "measured coverage: val 90.0%, test 82.5%" in text

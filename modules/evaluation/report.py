@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,7 +46,8 @@ def format_run_report(report: Dict[str, Any]) -> str:
     errors. 'val' picked the kept epochs; 'test' (when the run has one) was used for nothing but this report."""
     vae = report["vae"]
     rows = []
-    for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers)"),
+    kept = _kept(vae.get("training"))
+    for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers{kept})"),
                               ("pca", f"PCA ({vae['pca_components']} components)")):
         for split, summary in vae["relative_l2"][model_name].items():
             rows.append((label, split, summary))
@@ -55,14 +56,30 @@ def format_run_report(report: Dict[str, Any]) -> str:
     if "conditioner" in report:
         lc = report["conditioner"]
         errors = lc["prediction_relative_l2"]
-        name = f"{lc['architecture'].upper()} conditioner + decoder" + (" (end-to-end)" if lc["end_to_end"] else "")
+        lc_kept = _kept(lc.get("training"))
+        name = (f"{lc['architecture'].upper()} conditioner + decoder"
+                + (" (end-to-end" + lc_kept + ")" if lc["end_to_end"] else (f" ({lc_kept[2:]})" if lc_kept else "")))
         rows = [(name, split, summary) for split, summary in errors["conditioner"].items()]
         for key, label in (("pod_gp", f"POD ({lc['pod_gp_modes']} modes) + Gaussian process"),
                            ("nearest_neighbour", "nearest training design")):
             rows += [(label, split, summary) for split, summary in errors[key].items()]
         text += ("\nPrediction of designs from their " + ("parameters" if lc["input_type"] == "csv" else "images")
                  + ": relative L2 error, physical units\n" + format_report_table(rows))
+        band = lc.get("band")
+        if band:
+            coverage = ", ".join(f"{split} {share:.1%}" for split, share in band["coverage"].items())
+            text += (f"\npredict --samples band: prediction +- {band['scale']:.3g} x sampled std, calibrated to "
+                     f"{band['nominal']:.0%} on {band['calibrated_on']}; measured coverage: {coverage}\n")
     return text
+
+
+def _kept(training: Optional[Dict[str, Any]]) -> str:
+    """', epoch 396 of 500' (the kept epoch, 1-based; 0 = the untrained start), '' for a loaded model."""
+    if not training:
+        return ""
+    if training["best_epoch"] == 0:
+        return ", untrained start kept"
+    return f", epoch {training['best_epoch']} of {training['epochs_run']}"
 
 
 def _json_default(value: Any) -> Any:
