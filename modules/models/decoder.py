@@ -73,6 +73,10 @@ class Decoder(nn.Module):
             self.merges.append(mlp(cfg.latent_dim_hier, width, width, 1))
         self.register_buffer("time", time_features(num_timesteps), persistent=False)
         self.readout = mlp(width + self.time.shape[1], width, num_modes, depth)
+        # The readout predicts each mode's coefficient in units of that mode's spread over the training cases
+        # (HierarchicalVAE.set_mode_spread): POD coefficients fall off by orders of magnitude from the first mode
+        # to the last, and outputs of one common scale let every mode learn at the same pace.
+        self.register_buffer("mode_spread", torch.ones(num_modes))
 
     @property
     def num_hier_levels(self) -> int:
@@ -119,4 +123,4 @@ class Decoder(nn.Module):
         else:
             time = time[timesteps]
         rows = torch.cat([state[:, None, :].expand(-1, time.shape[1], -1), time], dim=-1)
-        return self.readout(rows).transpose(1, 2)
+        return self.readout(rows).transpose(1, 2) * self.mode_spread.to(state.dtype)[None, :, None]

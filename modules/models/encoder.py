@@ -42,13 +42,15 @@ class Encoder(nn.Module):
         self.level_summaries = nn.ModuleList(
             FlatSummary(channels, num_timesteps, width) for channels in filters[:-1]
         )
+        # Each mode's coefficients enter in units of its spread over the training cases (see Decoder).
+        self.register_buffer("mode_spread", torch.ones(num_modes))
         self.main_head = nn.Linear(filters[-1] * num_timesteps, 2 * cfg.latent_dim_main)
         with torch.no_grad():
             self.main_head.bias[cfg.latent_dim_main:] = INITIAL_POSTERIOR_LOGVAR
 
     def forward(self, coefficients: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
         """-> (main_mu, main_logvar, features deep-to-shallow)."""
-        h = coefficients
+        h = coefficients / self.mode_spread.to(coefficients.dtype)[None, :, None]
         shallow_to_deep: List[torch.Tensor] = []
         for index, level in enumerate(self.levels):
             h = run_block(level, h, self.grad_checkpoint)

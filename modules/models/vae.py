@@ -113,6 +113,15 @@ class HierarchicalVAE(nn.Module):
     def parameter_count(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
 
+    @torch.no_grad()
+    def set_mode_spread(self, coefficients: torch.Tensor) -> None:
+        """Each mode's RMS over training coefficients [k, C, T] (floored at 1e-3 of the largest, so modes
+        with almost nothing in them are not blown up): the unit encoder inputs and decoder outputs use."""
+        spread = coefficients.double().pow(2).mean(dim=(0, 2)).sqrt()
+        spread = spread.clamp_min(1e-3 * float(spread.max().clamp_min(1e-30))).float()
+        self.encoder.mode_spread.copy_(spread)
+        self.decoder.mode_spread.copy_(spread)
+
     def _coefficients(self, x: torch.Tensor, projected: bool) -> torch.Tensor:
         expected = (self.num_modes, "modes") if projected else (self.num_nodes, "nodes")
         if x.dim() != 3 or x.shape[1] != expected[0] or x.shape[2] != self.num_timesteps:

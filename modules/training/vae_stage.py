@@ -162,6 +162,7 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     model.basis.set_modes(modes.modes.float(), node_half_range(sweep) if config.train.physical_weighting else None,
                           1.0)
     projection = rescale_basis(model, project_all_cases(model, sweep, config, runtime, weights), sweep.train_indices)
+    model.set_mode_spread(projection.coefficients[torch.as_tensor(sweep.train_indices)])
     held = float(modes.energy.sum() / max(modes.total_energy, 1e-300))
     log.info(f"VAE: {model.num_modes} spatial modes from {used} training cases hold {held:.5%} of their snapshots' "
              f"energy; all {config.data.num_cases} cases projected in {time.perf_counter() - started:.1f} s")
