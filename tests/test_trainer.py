@@ -273,3 +273,12 @@ def test_progress_bars_switch_themselves_off_when_output_is_not_a_terminal(tmp_p
     trainer.fit(*make_data())
     captured = capsys.readouterr()  # pytest's capture is not a terminal, as a pipe or a log file is not
     assert "it/s" not in captured.err and "%|" not in captured.err
+
+
+def test_the_vae_stage_progress_says_what_the_run_still_does_after_it():
+    from modules.config.schema import ConditionerConfig, RunConfig
+    from modules.training.loop import LoopSettings
+
+    config = RunConfig(conditioner=ConditionerConfig(epochs=77))
+    assert LoopSettings.for_stage(config, "vae", "").still_to_come == "+ conditioner, 77 epochs, and the report"
+    assert LoopSettings.for_stage(config, "conditioner", "").still_to_come == "+ the report"

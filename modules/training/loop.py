@@ -72,6 +72,9 @@ class LoopSettings:
     """--load_all=1: the run holds the whole sweep in memory, whatever this stage trains on (coefficients,
     latents), so the memory warning may suggest --load_all=0."""
     divergence_hint: str = "lower the learning rate"
+    still_to_come: str = ""
+    """What the run does after this stage, shown beside the stage's ETA (e.g. '+ conditioner, 300 epochs'), so
+    the progress line never suggests the whole run ends with this stage."""
     evaluate_start: bool = False
     """Validate the weights before the first epoch too, and keep them if no epoch beats them
     (for a model that starts from a meaningful solution, e.g. the VAE's PCA start)."""
@@ -83,8 +86,10 @@ class LoopSettings:
         section = getattr(config, STAGE_SECTIONS[stage])
         values = {name: getattr(section, name) for name in PER_STAGE_FIELDS}
         values.update({name: getattr(config.train, name) for name in SHARED_FIELDS})
+        still_to_come = (f"+ conditioner, {config.conditioner.epochs} epochs, and the report" if stage == "vae"
+                         else "+ the report")
         return cls(name=stage, divergence_hint=divergence_hint, evaluate_start=evaluate_start,
-                   sweep_in_memory=config.data.load_all, **values)
+                   sweep_in_memory=config.data.load_all, still_to_come=still_to_come, **values)
 
 
 @dataclass
@@ -388,6 +393,8 @@ class Trainer:
         if done:
             per_epoch = self.result.seconds / len(done)
             shown["eta"] = _format_seconds(per_epoch * (self.settings.epochs - len(done)))
+            if self.settings.still_to_come:
+                shown["then"] = self.settings.still_to_come
         return shown
 
     def _report_epoch(self, train_metrics: Dict[str, float], val_metrics: Dict[str, float]) -> None:
@@ -398,7 +405,8 @@ class Trainer:
         parts = [f"{name} epoch {self.epoch}/{self.settings.epochs}"]
         parts += [f"{key} {value:.4g}" for key, value in train_metrics.items()]
         parts += [f"val_{key} {value:.4g}" for key, value in val_metrics.items() if key in ("loss", "recon")]
-        parts += [f"lr {lr:.2e}", f"eta {_format_seconds(eta)}"]
+        parts += [f"lr {lr:.2e}", f"eta {_format_seconds(eta)}"
+                  + (f" {self.settings.still_to_come}" if self.settings.still_to_come and eta > 0 else "")]
         reading = self.memory.latest
         if reading is not None:  # this process's memory (each rank reads its own; rank 0 logs)
             parts.append(f"mem {reading.short()}")
