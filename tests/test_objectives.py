@@ -68,3 +68,25 @@ def test_a_frozen_decoder_trains_only_the_conditioner(tmp_path):
     assert not any(parameter.requires_grad for parameter in vae.parameters())
     optimised = {id(parameter) for group in trainer.optimizer.param_groups for parameter in group["params"]}
     assert optimised == {id(parameter) for parameter in trainer.model.conditioner.parameters()}
+
+
+def test_a_conditioner_on_the_design_prior_starts_at_the_vaes_own_prediction():
+    from modules.surrogate.conditioner_bundle import predict_latents
+    from modules.training.conditioner_stage import starts_on_design_prior, zero_output_heads
+
+    torch.manual_seed(0)
+    vae = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=3, latent_dim_hier=2, decoder_width=16),
+                          NODES, TIMESTEPS, MODES, design_features=PARAMS).eval()
+    conditioner = build_conditioner(ConditionerConfig(num_params=PARAMS, filters=(16,)), 3, 2, vae.num_hier_levels)
+    designs = torch.randn(5, PARAMS)
+    assert starts_on_design_prior(vae, designs) and not starts_on_design_prior(vae, torch.randn(5, PARAMS + 1))
+    zero_output_heads(conditioner)
+    with torch.no_grad():
+        expected = vae.design_latent(designs)
+        assert torch.allclose(predict_latents(conditioner, designs, torch.device("cpu"), prior=vae), expected)
+        flat, coefficients = ConditionedDecoder(conditioner, vae, False, on_design_prior=True).eval()(designs)
+        assert torch.allclose(flat, expected) and torch.allclose(coefficients, vae.decode_flat(expected, projected=True))
+    # A trained correction moves the prediction away from the prior's.
+    with torch.no_grad():
+        conditioner.heads.main_head.bias.fill_(0.5)
+    assert not torch.allclose(predict_latents(conditioner, designs, torch.device("cpu"), prior=vae), expected)

@@ -190,7 +190,7 @@ def test_end_to_end_training_lowers_the_field_loss(entry, tmp_path):
     assert entry.main(args + ["--out", str(tmp_path / "out")]) == 0
     history = load_state(tmp_path / "out" / "checkpoints" / "conditioner_last.pt")["history"]
     assert history["train_field"][-1] < history["train_field"][0]
-    assert "(end-to-end)" in (tmp_path / "out" / "report.txt").read_text()
+    assert "conditioner + decoder (end-to-end, on the design prior, epoch " in (tmp_path / "out" / "report.txt").read_text()
 
 
 def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):

@@ -103,6 +103,7 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "parameters": count_parameters(trained.model),
         "pod_gp_modes": evaluation.pod_modes,
         "image_pca_components": 0 if trained.image_pca is None else trained.image_pca.num_components,
+        "on_design_prior": trained.on_design_prior,
         "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
                                           for split, errors in per_split.items()}
                                    for name, per_split in evaluation.errors.items()},

@@ -57,8 +57,9 @@ def format_run_report(report: Dict[str, Any]) -> str:
         lc = report["conditioner"]
         errors = lc["prediction_relative_l2"]
         lc_kept = _kept(lc.get("training"))
-        name = (f"{lc['architecture'].upper()} conditioner + decoder"
-                + (" (end-to-end" + lc_kept + ")" if lc["end_to_end"] else (f" ({lc_kept[2:]})" if lc_kept else "")))
+        notes = (["end-to-end"] if lc["end_to_end"] else []) + (["on the design prior"] if lc.get("on_design_prior")
+                                                                  else []) + ([lc_kept[2:]] if lc_kept else [])
+        name = f"{lc['architecture'].upper()} conditioner + decoder" + (f" ({', '.join(notes)})" if notes else "")
         rows = [(name, split, summary) for split, summary in errors["conditioner"].items()]
         for key, label in (("pod_gp", f"POD ({lc['pod_gp_modes']} modes) + Gaussian process"),
                            ("nearest_neighbour", "nearest training design")):

@@ -47,6 +47,9 @@ class TrainedConditioner:
     """With image_pca_components > 0: the PCA of the standardised training images whose scores the MLP reads."""
     band: Optional[BandCalibration] = None
     """The split-conformal width of the --samples band (band_calibration.py); None before it was calibrated."""
+    on_design_prior: bool = False
+    """The conditioner predicts a correction to the VAE's own design-prior code (design_latent) of the same
+    standardised parameters, not the code itself (see training/conditioner_stage.py)."""
 
     def model_inputs(self, designs: np.ndarray) -> torch.Tensor:
         """Raw designs -> what the network reads (see `model_inputs`)."""
@@ -61,11 +64,15 @@ def model_inputs(designs: np.ndarray, input_scaler: InputScaler, image_pca: Opti
 
 
 def predict_latents(conditioner: torch.nn.Module, inputs: torch.Tensor, device: torch.device,
-                    batch_size: int = 256) -> torch.Tensor:
+                    batch_size: int = 256, prior: Optional[HierarchicalVAE] = None) -> torch.Tensor:
+    """Flat latent codes [k, F]; with `prior` (an on_design_prior conditioner) its design_latent is added."""
     outputs = []
     with evaluation_mode(conditioner):
         for batch in memory.chunks(inputs, batch_size):
-            outputs.append(conditioner(batch.to(device)).flat().float().cpu())
+            flat = conditioner(batch.to(device)).flat().float()
+            if prior is not None:
+                flat = flat + prior.design_latent(batch.to(device)).float()
+            outputs.append(flat.cpu())
     return torch.cat(outputs)
 
 
@@ -88,6 +95,7 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         state["image_pca"] = trained.image_pca.state_dict()
     if trained.band is not None:
         state["band"] = dataclasses.asdict(trained.band)
+    state["on_design_prior"] = trained.on_design_prior
     return save_state(path, state)
 
 
@@ -110,4 +118,5 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               f"the file is damaged or was edited, retrain the conditioner")
     return TrainedConditioner(model, InputScaler.from_state_dict(state["input_scaler"]), state["input_kind"],
                               state["in_channels"], state["latent_residual_std"], state.get("vae_weights"), cfg,
-                              image_pca, BandCalibration(**state["band"]) if state.get("band") else None)
+                              image_pca, BandCalibration(**state["band"]) if state.get("band") else None,
+                              bool(state.get("on_design_prior", False)))

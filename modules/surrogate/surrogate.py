@@ -132,7 +132,9 @@ class Surrogate:
     def predict_latents(self, designs: np.ndarray, batch_size: int = 256) -> torch.Tensor:
         """Raw designs (parameters [k, p] or images [k, C, S, S]) -> predicted flat latent codes [k, ...]."""
         conditioner = self._trained_conditioner()
-        return predict_latents(conditioner.model, conditioner.model_inputs(designs), self.device, batch_size)
+        prior = self.vae if conditioner.on_design_prior else None
+        with evaluation_mode(self.vae):
+            return predict_latents(conditioner.model, conditioner.model_inputs(designs), self.device, batch_size, prior)
 
     def predict(self, designs: np.ndarray, batch_size: int = 64, samples: int = 0, seed: int = 0) -> Prediction:
         """Fields of the designs; with samples > 0 also the mean and standard deviation of that many decodes

@@ -2,7 +2,8 @@
 through the decoder, and saved with what prediction needs."""
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from contextlib import nullcontext
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from modules.config.conditioner_rules import resolve_architecture
 from modules.models.conditioners import build_conditioner, count_parameters
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
+from modules.runtime.devices import evaluation_mode
 from modules.runtime.distributed import Runtime
 from modules.storage.run_directory import RunDirectory
 from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inputs, predict_latents,
@@ -27,11 +29,29 @@ from modules.training.objectives import ConditionedDecoder, ConditionerObjective
 from modules.training.run_log import RunLog
 
 
-def _settings(config: RunConfig) -> LoopSettings:
+def _settings(config: RunConfig, on_design_prior: bool) -> LoopSettings:
     hint = f"lower latent_conditioner_lr (now {config.conditioner.learning_rate:g})"
     if config.end_to_end.enabled:
         hint += f" or LC_alpha (now {config.end_to_end.recon_weight:g})"
-    return LoopSettings.for_stage(config, "conditioner", divergence_hint=hint)
+    # Started at the design prior's prediction, the conditioner keeps that start unless an epoch beats it.
+    return LoopSettings.for_stage(config, "conditioner", divergence_hint=hint, evaluate_start=on_design_prior)
+
+
+def starts_on_design_prior(vae: HierarchicalVAE, inputs: torch.Tensor) -> bool:
+    """Whether the conditioner reads what the VAE's design prior reads (standardised parameters) and so can
+    learn a correction to its prediction. On the wave sweep the design prior alone predicted held-out designs
+    with 0.343 pooled error against 0.425 for a conditioner trained from scratch (README, ablations): trained
+    with the VAE on every timestep of every case, it generalises better than a network fitted afterwards."""
+    return vae.design_prior is not None and inputs.dim() == 2 and inputs.shape[1] == vae.design_features
+
+
+def zero_output_heads(conditioner: torch.nn.Module) -> None:
+    """The conditioner's last layers at zero: its correction starts at nothing."""
+    with torch.no_grad():
+        for head in (conditioner.heads.main_head, conditioner.heads.hier_head):
+            if head is not None:
+                head.weight.zero_()
+                head.bias.zero_()
 
 
 def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int) -> torch.nn.Module:
@@ -55,32 +75,41 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     targets = torch.as_tensor(latents["flat"], dtype=torch.float32)
     in_channels = designs.shape[1] if designs.ndim == 4 else 1
     conditioner = build(config, vae, in_channels)
+    on_prior = starts_on_design_prior(vae, inputs)
+    if on_prior:
+        zero_output_heads(conditioner)
     e2e = config.end_to_end.enabled
-    train_set = DesignDataset(inputs, targets, sweep.train_indices, coefficients if e2e else None)
-    val_set = DesignDataset(inputs, targets, sweep.val_indices, coefficients if e2e else None)
+    # Without end-to-end training the conditioner regresses the latents; on the design prior, what the prior misses.
+    regressed = targets
+    if on_prior and not e2e:
+        with torch.no_grad():
+            regressed = targets - vae.design_latent(inputs.to(runtime.device)).float().cpu()
+    train_set = DesignDataset(inputs, regressed, sweep.train_indices, coefficients if e2e else None)
+    val_set = DesignDataset(inputs, regressed, sweep.val_indices, coefficients if e2e else None)
     if e2e:
-        model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder)
+        model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder, on_prior)
         objective: Any = EndToEndObjective(config.end_to_end)
     else:
         weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
         model, objective = conditioner, ConditionerObjective(weights, DesignAugmenter(config.augmentation))
-    mode = "end-to-end through the decoder" if e2e else "on the VAE's latent vectors"
+    mode = ("end-to-end through the decoder" if e2e else "on the VAE's latent vectors") + \
+        (", as a correction to the VAE's design-prior prediction (zero at the start)" if on_prior else "")
     projected = ("" if image_pca is None else f" projected onto {image_pca.num_components} whitened PCA components "
                  f"({image_pca.variance_explained:.1%} of the training images' variance)")
     log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
              f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, trained {mode}")
-    trainer = Trainer(model, objective, _settings(config), runtime, log,
+    trainer = Trainer(model, objective, _settings(config, on_prior), runtime, log,
                       Checkpointer.for_stage(run_dir, "conditioner", config, runtime))
     if config.resume and run_dir.last_checkpoint("conditioner").is_file():
         trainer.resume(run_dir.last_checkpoint("conditioner"))
     result = trainer.fit(train_set, val_set, num_workers=0)
     conditioner.eval()
     residual = _latent_residual_std(conditioner, inputs[sweep.val_indices], targets[sweep.val_indices],
-                                    runtime.device)
+                                    runtime.device, vae if on_prior else None)
     decoder_weights = ({k: v.detach().cpu() for k, v in vae.state_dict().items()}
                        if e2e and config.end_to_end.finetune_decoder else None)
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
-                                 decoder_weights, config.conditioner, image_pca)
+                                 decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior)
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
@@ -107,8 +136,9 @@ def field_sensitivity(vae: HierarchicalVAE, train_latents: torch.Tensor) -> torc
     return (sensitivity / sensitivity.mean().clamp_min(1e-30)).clamp_min(1e-3)
 
 
-def _latent_residual_std(conditioner, inputs, targets, device) -> torch.Tensor:
-    predicted = predict_latents(conditioner, inputs, device)
+def _latent_residual_std(conditioner, inputs, targets, device, prior: Optional[HierarchicalVAE]) -> torch.Tensor:
+    with evaluation_mode(prior) if prior is not None else nullcontext():
+        predicted = predict_latents(conditioner, inputs, device, prior=prior)
     return (predicted - targets).std(dim=0, unbiased=len(targets) > 1).clamp_min(1e-6)
 
 

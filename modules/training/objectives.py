@@ -137,10 +137,13 @@ class ConditionedDecoder(torch.nn.Module):
     and the trainer's optimiser only receives parameters that require a gradient. The spatial basis is a
     buffer, so it is never trained; the encoder and the design prior are off the path and stay frozen."""
 
-    def __init__(self, conditioner: torch.nn.Module, vae: torch.nn.Module, finetune_decoder: bool):
+    def __init__(self, conditioner: torch.nn.Module, vae: torch.nn.Module, finetune_decoder: bool,
+                 on_design_prior: bool = False):
+        """on_design_prior: the conditioner's output is a correction added to the VAE's design_latent."""
         super().__init__()
         self.conditioner = conditioner
         self.vae = vae
+        self.on_design_prior = on_design_prior
         trainable = {id(parameter) for name, parameter in vae.decoder.named_parameters()
                      if finetune_decoder and name.split(".")[0] not in DECODER_HEADS_UNUSED_BY_DECODE_FLAT}
         for parameter in vae.parameters():
@@ -148,6 +151,8 @@ class ConditionedDecoder(torch.nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         flat = self.conditioner(inputs).flat()
+        if self.on_design_prior:
+            flat = flat + self.vae.design_latent(inputs)
         return flat, self.vae.decode_flat(flat, projected=True)
 
 
