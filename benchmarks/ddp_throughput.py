@@ -31,6 +31,7 @@ from typing import Dict, List, Tuple
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "THROUGHPUT_RESULT "
 DEMO_TIMESTEPS, DEMO_NODES = 40, 1024
+DEMO_MODES = 64  # spatial modes of the VAE's frozen basis (the demo keeps about 66)
 PRESET_FILTERS = (128, 64, 32, 16)
 
 
@@ -69,7 +70,8 @@ def worker(args: argparse.Namespace) -> None:
         train_set, val_set = TensorDataset(fields[:args.cases]), TensorDataset(fields[args.cases:])
         torch.manual_seed(0)
         model = HierarchicalVAE(ModelConfig(encoder_filters=PRESET_FILTERS, latent_dim_main=32, latent_dim_hier=8),
-                                DEMO_NODES, DEMO_TIMESTEPS)
+                                DEMO_NODES, DEMO_TIMESTEPS, DEMO_MODES)
+        model.basis.set_modes(torch.linalg.qr(torch.randn(DEMO_NODES, DEMO_MODES, generator=generator))[0], None, 1.0)
         train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, recon_weight=1000.0)
         settings = LoopSettings(name="vae", epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3,
                                 weight_decay=1e-4, grad_clip=5.0, lr_schedule="cosine", min_lr_fraction=0.05,

@@ -43,6 +43,7 @@ ACCUMULATION_TOLERANCE = 5e-5
 CONDITION_OVERRIDES = {
     "Dim1": "15", "Dim2": "8", "Dim3": "64", "Dim2_red": "8", "Dim3_end": "64",
     "Batch_size": "4", "latent_conditioner_batch": "4", "checkpoint_every": "1",
+    "decoder_width": "64", "decoder_depth": "2",
 }
 TINY_PRESET = "data_No, init_beta_divisior, num_filter_enc, latent_conditioner_filter\n1\n4\n16 8\n16 16\n"
 

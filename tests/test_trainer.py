@@ -282,3 +282,19 @@ def test_the_vae_stage_progress_says_what_the_run_still_does_after_it():
     config = RunConfig(conditioner=ConditionerConfig(epochs=77))
     assert LoopSettings.for_stage(config, "vae", "").still_to_come == "+ conditioner, 77 epochs, and the report"
     assert LoopSettings.for_stage(config, "conditioner", "").still_to_come == "+ the report"
+
+
+def test_training_steps_run_under_bf16_autocast_but_validation_in_fp32(tmp_path):
+    class DtypeRecorder:
+        seen = {"train": set(), "val": set()}
+
+        def __call__(self, model, batch, epoch):
+            output = model(batch[0])
+            self.seen["train" if model.training else "val"].add(output.dtype)
+            loss = torch.mean((output.float() - batch[1]) ** 2)
+            return loss, {"loss": loss.item()}
+
+    trainer = build(tmp_path, DtypeRecorder(), epochs=1)
+    trainer.runtime.amp_dtype = torch.bfloat16  # what --amp picks on a bf16-capable GPU
+    trainer.fit(*make_data())
+    assert DtypeRecorder.seen == {"train": {torch.bfloat16}, "val": {torch.float32}}

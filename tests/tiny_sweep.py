@@ -47,6 +47,8 @@ latent_conditioner_batch\t4
 latent_conditioner_dropout_rate\t0.0
 input_type\tcsvs
 e2e_vae_model_path\t{vae_path}
+decoder_width\t128
+decoder_depth\t2
 {extra}"""
 
 

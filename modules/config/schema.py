@@ -205,9 +205,10 @@ class ModelConfig:
     0 = the fewest that hold `spatial_energy` of the snapshots' energy, at most MAX_AUTO_SPATIAL_MODES."""
     spatial_energy: float = 0.99999
     """With spatial_modes 0: share of the (physically weighted) snapshot energy the modes must hold."""
-    decoder_width: int = 256
-    """Width of the decoder's layers (its case state and its per-timestep MLP)."""
-    decoder_depth: int = 3
+    decoder_width: int = 512
+    """Width of the decoder's layers (its case state and its per-timestep MLP). 512 x 4 against 256 x 3: held-out
+    error 0.269 / 0.302 (reconstruct / predict) against 0.305 / 0.343 on the wave sweep (README, ablations)."""
+    decoder_depth: int = 4
     """Hidden layers of the per-timestep MLP that turns [case state, time] into the mode coefficients."""
     design_prior: bool = True
     """Train the VAE with a design-conditioned prior of the main latent (a small MLP of the designs) when the
@@ -298,9 +299,10 @@ class TrainConfig:
     """Train on every case's spatial-mode coefficients (computed once) instead of its full field: the same loss,
     gradients and selection metric at a cost independent of the mesh size (modules.training.projected_training).
     None = whenever the settings allow it (Loss_type 1, physical_weighting 1, no augmentation or physics terms)."""
-    timesteps_per_case: int = 32
+    timesteps_per_case: int = 10
     """Each training step decodes this many random timesteps of every case (0 = all): the decoder works per
-    timestep, so a sample of the transient gives an unbiased loss at a cost that does not grow with Dim2."""
+    timestep, so a sample of the transient gives an unbiased loss at a cost that does not grow with Dim2 (10
+    keeps the wider decoder as fast per epoch as 256 x 3 on 32 timesteps)."""
     design_alignment_weight: float = 1.0
     """Weight of the pull between the encoder's main latent and the design prior's (losses.design_loss)."""
 

@@ -364,7 +364,10 @@ class Trainer:
         rng = capture_rng_state()  # validation sampling must not shift the training random stream
         # The plain module: no gradient to average, and DDP's forward would sync buffers in lockstep,
         # which ranks with different shard sizes cannot keep.
-        with evaluation_mode(unwrap(self.model)) as model, runtime.autocast():
+        # In fp32 even when training runs under bf16 autocast: the epochs it compares differ by less than bf16's
+        # rounding (the demo's whole training error is ~0.4 %, about bf16's relative precision), so bf16
+        # validation could not tell them apart (issue 12).
+        with evaluation_mode(unwrap(self.model)) as model:
             for batch in self._loader(dataset, batches, num_workers):
                 batch = move_to_device(batch, runtime.device)
                 _, metrics = self.objective(model, batch, self.epoch)
