@@ -95,7 +95,11 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         latents = surrogate.encode_cases(sweep.array)
         figures = RunFigures(config, run_dir, sweep, log) if runtime.is_main and config.plot_mode in (0, 1) else None
         if runtime.is_main:
+            started = time.perf_counter()
+            log.info(f"report: reconstructing every case ({config.model.refine_steps} refinement steps each) and "
+                     f"fitting PCA with {model.flat_latent_dim} components...")
             evaluation = evaluate_vae(surrogate, sweep, config.data)
+            log.info(f"report: reconstruction measured in {time.perf_counter() - started:.1f} s")
             vae_stage.save_latents(run_dir, latents, sweep)
             report["vae"] = vae_report_section(evaluation, _summary(result), surrogate, sweep)
             log.info(f"latent vectors: {run_dir.latents}")
@@ -106,7 +110,11 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         surrogate = surrogate.with_conditioner(trained)
         if runtime.is_main:
             surrogate = _calibrated_band(surrogate, designs, sweep, config, run_dir, model, log)
+            started = time.perf_counter()
+            log.info(f"report: predicting the held-out designs, fitting POD + GP ({model.flat_latent_dim} Gaussian "
+                     f"processes) and the nearest-design baseline...")
             lc_evaluation = evaluate_conditioner(surrogate, designs, latents, sweep, config, evaluation.case_gram)
+            log.info(f"report: prediction measured in {time.perf_counter() - started:.1f} s")
             report["conditioner"] = conditioner_report_section(lc_evaluation, _summary(lc_result), config, surrogate)
             report["conditioner"]["band"] = _band_report(surrogate, designs, sweep, config)
             table = format_run_report(report)

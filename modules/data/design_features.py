@@ -30,7 +30,7 @@ def baseline_features(designs: np.ndarray, train_indices: np.ndarray) -> np.ndar
     """[cases, p] float64 inputs of the classical baselines: the parameters themselves, or for images the same
     whitened PCA scores the design prior reads. A Gaussian process with one length scale per pixel on
     block-averaged images (earlier versions) fitted 256 length scales per mode and ran for over 20 minutes on
-    240 designs; on 16 scores it takes seconds and sees the images' main directions."""
+    240 designs; on 16 scores it fits 16 length scales per mode and sees the images' main directions."""
     if designs.ndim == 2:
         return designs.astype(np.float64)
     return design_features(designs, train_indices).numpy().astype(np.float64)
