@@ -242,12 +242,15 @@ class Trainer:
                 self.epoch += 1
                 self.batches_done = 0
                 self._report_epoch(train_metrics, val_metrics)
-                if improved:
-                    self.checkpoints.save_best(self.state())
                 patience = settings.early_stopping_patience
                 stop_now = patience > 0 and self.epochs_since_best >= patience
-                if self.epoch % settings.checkpoint_every == 0 or self.epoch == settings.epochs or stop_now:
+                # Epoch 1 too, and before 'best': a group torchrun restarts must find a 'last' to resume from
+                # whenever a 'best' exists, or the run folder's guard refuses it as an earlier run's.
+                if (self.epoch % settings.checkpoint_every == 0 or self.epoch in (1, settings.epochs)
+                        or stop_now):
                     self.checkpoints.save_last(self.state())
+                if improved:
+                    self.checkpoints.save_best(self.state())
                 self.timer.seconds["validation+checkpoints"] += time.perf_counter() - validation_started
                 if stop_now:
                     self.log.info(f"{settings.name}: validation loss has not improved for {patience} epochs; "
