@@ -59,7 +59,7 @@ def test_full_run_writes_models_latents_and_an_honest_report(trained_run):
         phases = stage["training"]["seconds_per_phase"]
         assert set(phases) == {"data", "forward", "backward", "optimizer", "validation+checkpoints"}
         # recorded, not timed: a tiny run's forward pass can take less than the clock's resolution
-        assert all(math.isfinite(seconds) and seconds >= 0 for seconds in phases.values())
+        assert all(isinstance(seconds, float) and math.isfinite(seconds) for seconds in phases.values())
     text = (out / "report.txt").read_text()
     assert "PCA (6 components)" in text and "POD (6 modes) + Gaussian process" in text
     latents = np.load(out / "latent_vectors.npz")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from modules.commands.run_figures import RunFigures
 from modules.config.compatibility import must_match
@@ -18,7 +17,6 @@ from modules.data.demo_request import ensure_demo_data
 from modules.data.design_features import design_features
 from modules.data.designs import load_design_array
 from modules.models.vae import HierarchicalVAE
-from modules.training.losses import physical_node_weights
 from modules.training.projected_training import ProjectedSweep
 from modules.data.prepared_sweep import PreparedSweep, prepare_sweep
 from modules.errors import CheckpointError, SimulGenError
@@ -147,8 +145,7 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
                                   f"(validation_fraction, split_seed or Dim1 differ); restore those settings")
         require_matching(path, must_match(bundle.config, "vae")["model"], must_match(config, "vae")["model"], "VAE")
         log.info(f"VAE: using the trained model {path}")
-        weights = physical_node_weights(vae_stage.node_half_range(sweep)) if config.train.physical_weighting \
-            else torch.ones(config.data.channels)
+        weights = vae_stage.loss_node_weights(sweep, config)
         return bundle.model, None, vae_stage.project_all_cases(bundle.model, sweep, config, runtime, weights)
     features = design_features(designs, sweep.train_indices) if config.model.design_prior else None
     return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features)

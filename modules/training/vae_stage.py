@@ -120,6 +120,13 @@ def project_all_cases(model: HierarchicalVAE, sweep: PreparedSweep, config: RunC
                           physical_per_weighted(node_weights, to_physical), data.channels)
 
 
+def loss_node_weights(sweep: PreparedSweep, config: RunConfig) -> torch.Tensor:
+    """[channels] the weight of each node's squared error: physical (range squared) or all 1."""
+    if config.train.physical_weighting:
+        return physical_node_weights(node_half_range(sweep))
+    return torch.ones(config.data.channels)
+
+
 def rescale_basis(model: HierarchicalVAE, projection: ProjectedSweep, train_indices: np.ndarray) -> ProjectedSweep:
     """Set the basis scale to the RMS of the training coefficients, so the network sees O(1) numbers."""
     coefficients = projection.coefficients
@@ -154,8 +161,7 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     projection of every case. designs [num_cases, D]: the design prior's features (None = no design prior)."""
     started = time.perf_counter()
     modes, used = fit_modes(sweep, config)
-    weights = physical_node_weights(node_half_range(sweep)) if config.train.physical_weighting else \
-        torch.ones(config.data.channels)
+    weights = loss_node_weights(sweep, config)
     torch.manual_seed(config.train.seed)
     model = HierarchicalVAE(config.model, config.data.channels, config.data.timesteps, modes.modes.shape[1],
                             0 if designs is None else designs.shape[1])
