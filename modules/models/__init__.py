@@ -1,1 +1,1 @@
-"""The networks: the hierarchical VAE (encoder, decoder, linear path) and the latent conditioners."""
+"""The networks: the hierarchical VAE (spatial basis, encoder, decoder, design prior) and the latent conditioners."""

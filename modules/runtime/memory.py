@@ -20,8 +20,8 @@ SCALE_STEP_BYTES = 16 * MIB
 FIELD_BATCH_BYTES = 256 * MIB
 """Scaled or decoded fields held at once when cases are projected on the spatial modes, encoded, or decoded
 to measure the latent sensitivities."""
-LINEAR_PATH_INIT_BYTES = GIB
-"""Training cases (evenly spread) whose snapshots give the linear path's spatial modes."""
+SPATIAL_MODES_FIT_BYTES = GIB
+"""Training cases (evenly spread) whose snapshots give the VAE's spatial modes."""
 NODES_PER_BLOCK = 8192
 """Nodes per block when snapshot products are formed: bounds the float64 working memory of the spatial POD."""
 IN_MEMORY_BASELINE_BYTES = 2 * GIB

@@ -77,7 +77,8 @@ class LoopSettings:
     the progress line never suggests the whole run ends with this stage."""
     evaluate_start: bool = False
     """Validate the weights before the first epoch too, and keep them if no epoch beats them
-    (for a model that starts from a meaningful solution, e.g. the VAE's PCA start)."""
+    (for a model that starts from a meaningful solution, e.g. a conditioner that starts at the VAE's
+    design-prior prediction)."""
 
     @classmethod
     def for_stage(cls, config: RunConfig, stage: str, divergence_hint: str,

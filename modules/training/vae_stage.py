@@ -81,11 +81,11 @@ def variables_note(sweep: PreparedSweep, config: RunConfig) -> str:
 
 
 def fit_modes(sweep: PreparedSweep, config: RunConfig) -> Tuple[SpatialModes, int]:
-    """The spatial POD of (up to memory.LINEAR_PATH_INIT_BYTES of) evenly spread training cases, cut to the
+    """The spatial POD of (up to memory.SPATIAL_MODES_FIT_BYTES of) evenly spread training cases, cut to the
     configured count (spatial_modes, or by spatial_energy). Returns the modes and how many cases fixed them."""
     data, model = config.data, config.model
     per_case = data.timesteps * data.channels * 4
-    count = min(len(sweep.train_indices), max(2, memory.items_per_chunk(per_case, memory.LINEAR_PATH_INIT_BYTES)))
+    count = min(len(sweep.train_indices), max(2, memory.items_per_chunk(per_case, memory.SPATIAL_MODES_FIT_BYTES)))
     chosen = sweep.train_indices[np.linspace(0, len(sweep.train_indices) - 1, count).round().astype(int)]
     weights = node_half_range(sweep) if config.train.physical_weighting else None
     limit = model.spatial_modes or MAX_AUTO_SPATIAL_MODES
