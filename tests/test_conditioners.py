@@ -220,6 +220,17 @@ def test_factory_picks_by_architecture_and_input_type():
     assert_latent_shapes(vit(torch.rand(2, 1, 16, 16)), 2)
 
 
+def test_the_mlp_widths_size_the_mlp_only():
+    cfg = ConditionerConfig(num_params=3, filters=(8, 16), mlp_widths=(32, 32, 24))
+    mlp = build_conditioner(cfg, **LATENT)
+    assert [block.main_path[0].out_features for block in mlp.blocks] == [32, 24]
+    assert mlp.input_layer[0].out_features == 32
+    cnn = build_conditioner(dataclasses.replace(cfg, input_type="image"), **LATENT)
+    plain = build_conditioner(dataclasses.replace(cfg, input_type="image", mlp_widths=()), **LATENT)
+    assert count_parameters(cnn) == count_parameters(plain)  # the CNN still reads latent_conditioner_filter
+    assert [issue.key for issue in dataclasses.replace(cfg, mlp_widths=(0,)).problems()] == ["mlp_widths"]
+
+
 def test_mlp_with_image_input_is_a_config_error():
     cfg = ConditionerConfig(input_type="image", architecture="mlp")
     with pytest.raises(ConfigError) as caught:

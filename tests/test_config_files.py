@@ -239,3 +239,17 @@ def test_inert_legacy_key_with_a_value_is_announced(tmp_path):
     _, notices = load_run_config(preset, condition)
     inert = [notice for notice in notices if "has no effect" in notice]
     assert len(inert) == 1 and "'Stretch 1' has no effect" in inert[0]
+
+
+def test_a_fresh_prediction_decoder_is_read_and_needs_fine_tuning(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "use_e2e_training\t0", "use_e2e_training\t1")
+    edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh")
+    config, _ = load_run_config(preset, condition)
+    assert config.end_to_end.decoder_start == "fresh" and config.end_to_end.finetune_decoder
+    edit(condition, "e2e_finetune_decoder\t1", "e2e_finetune_decoder\t0")
+    assert (f"{condition}:{line_of(condition, 'e2e_decoder_start')}, key 'e2e_decoder_start': 'fresh' trains a new "
+            f"prediction decoder, which needs use_e2e_training 1 and e2e_finetune_decoder 1\n"
+            f"    fix: set both to 1, or e2e_decoder_start vae") in problems(preset, condition)
+    edit(condition, "e2e_decoder_start\tfresh", "e2e_decoder_start\tnew")
+    assert "key 'e2e_decoder_start': must be one of vae, fresh, got 'new'" in problems(preset, condition)

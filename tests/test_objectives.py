@@ -18,12 +18,12 @@ from modules.training.run_log import RunLog
 NODES, TIMESTEPS, MODES, DESIGNS, PARAMS = 12, 8, 5, 16, 3
 
 
-def end_to_end_trainer(tmp_path, finetune_decoder: bool):
+def end_to_end_trainer(tmp_path, finetune_decoder: bool, fresh_decoder: bool = False):
     torch.manual_seed(0)
     vae = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=3, latent_dim_hier=2, decoder_width=16),
                           NODES, TIMESTEPS, MODES, design_features=PARAMS)
     conditioner = build_conditioner(ConditionerConfig(num_params=PARAMS, filters=(16,)), 3, 2, vae.num_hier_levels)
-    model = ConditionedDecoder(conditioner, vae, finetune_decoder)
+    model = ConditionedDecoder(conditioner, vae, finetune_decoder, fresh_decoder=fresh_decoder)
     settings = LoopSettings(name="conditioner", epochs=2, batch_size=4, learning_rate=0.05, weight_decay=0.1,
                             grad_clip=5.0, lr_schedule="constant", min_lr_fraction=1.0, early_stopping_patience=0,
                             checkpoint_every=1, seed=0)
@@ -61,6 +61,33 @@ def test_finetuning_the_decoder_leaves_what_is_off_the_design_to_field_path_bit_
     assert any(name.startswith("decoder.readout.") for name in moved), "the decoder was fine-tuned"
     assert not [name for name in moved if name.startswith(off_path + ("basis.",))], moved
     assert not any(parameter.requires_grad for name, parameter in vae.named_parameters() if name.startswith(off_path))
+
+
+def test_a_fresh_prediction_decoder_is_reinitialised_on_the_latent_to_field_path_only(tmp_path):
+    torch.manual_seed(0)
+    reference = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=3, latent_dim_hier=2,
+                                            decoder_width=16), NODES, TIMESTEPS, MODES, design_features=PARAMS)
+    vae, trainer = end_to_end_trainer(tmp_path, finetune_decoder=True, fresh_decoder=True)
+    before = reference.state_dict()
+    after = vae.state_dict()
+    kept = ("encoder.", "design_prior.", "decoder.prior_heads.", "decoder.posterior_heads.", "basis.")
+    # Same seed, same construction: whatever differs was re-drawn by the fresh start.
+    assert all(torch.equal(after[name], before[name]) for name in before if name.startswith(kept))
+    redrawn = [name for name in before if name.startswith(("decoder.start.", "decoder.merges.", "decoder.readout."))
+               and name.endswith("weight")]
+    assert redrawn and all(not torch.equal(after[name], before[name]) for name in redrawn)
+    optimised = {id(parameter) for group in trainer.optimizer.param_groups for parameter in group["params"]}
+    assert {id(parameter) for parameter in vae.decoder.readout.parameters()} <= optimised
+
+
+def test_a_fresh_decoder_that_would_stay_frozen_is_refused():
+    import pytest
+
+    vae = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=3, latent_dim_hier=2, decoder_width=16),
+                          NODES, TIMESTEPS, MODES)
+    conditioner = build_conditioner(ConditionerConfig(num_params=PARAMS, filters=(16,)), 3, 2, vae.num_hier_levels)
+    with pytest.raises(ValueError, match="must be trained"):
+        ConditionedDecoder(conditioner, vae, finetune_decoder=False, fresh_decoder=True)
 
 
 def test_a_frozen_decoder_trains_only_the_conditioner(tmp_path):

@@ -193,6 +193,21 @@ def test_end_to_end_training_lowers_the_field_loss(entry, tmp_path):
     assert "conditioner + decoder (end-to-end, on the design prior, epoch " in (tmp_path / "out" / "report.txt").read_text()
 
 
+def test_a_fresh_prediction_decoder_is_saved_with_the_conditioner_and_leaves_the_vae_its_own(entry, tmp_path):
+    extra = "use_e2e_training\t1\nuse_latent_regularization\t0\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=extra)
+    assert entry.main(args + ["--out", str(tmp_path / "out")]) == 0
+    vae = load_state(tmp_path / "out" / "SimulGen-VAE")["model"]
+    prediction = load_state(tmp_path / "out" / "latent_conditioner.pt")["vae_weights"]
+    # reconstruct decodes with the VAE's decoder, predict with the conditioner's; the encoder is shared, untouched
+    assert not torch.equal(vae["decoder.readout.0.weight"], prediction["decoder.readout.0.weight"])
+    assert all(torch.equal(vae[name], prediction[name]) for name in vae if name.startswith(("encoder.", "basis.")))
+    report = (tmp_path / "out" / "report.txt").read_text()
+    assert "conditioner + decoder (end-to-end, own decoder, " in report and "on the design prior" not in report
+    history = load_state(tmp_path / "out" / "checkpoints" / "conditioner_last.pt")["history"]
+    assert history["train_field"][-1] < history["train_field"][0]
+
+
 def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):
     extra = "image_size\t16\n"
     args = write_config(tmp_path, epochs=2, lc_epochs=4, extra=extra)

@@ -20,6 +20,7 @@ from modules.errors import ConfigIssue
 
 LOSS_TYPE_NAMES = {1: "MSE", 2: "MAE", 3: "SmoothL1", 4: "Huber"}
 E2E_LOSS_NAMES = ("MSE", "MAE", "Huber", "SmoothL1")
+DECODER_STARTS = ("vae", "fresh")
 CONDITIONER_INPUT_TYPES = ("csv", "image")
 CONDITIONER_ARCHITECTURES = ("auto", "mlp", "cnn", "vit")
 LR_SCHEDULES = ("cosine", "constant")
@@ -484,7 +485,11 @@ class ConditionerConfig:
     architecture: str = "auto"
     """auto (mlp for csv, cnn for images), mlp, cnn or vit."""
     filters: Tuple[int, ...] = (64, 128, 64)
-    """preset.txt latent_conditioner_filter: hidden widths."""
+    """preset.txt latent_conditioner_filter: hidden widths (channel widths of the CNN, sizes of the ViT)."""
+    mlp_widths: Tuple[int, ...] = ()
+    """latent_conditioner_mlp_widths: hidden widths of the MLP conditioner; empty = `filters`. Its own key because
+    the MLP on a handful of parameters wants wide layers (512 x 512 predicted held-out designs at 0.43 where
+    64-128-64 reached 0.62, README ablations) that would make the CNN's convolutions far too heavy."""
     epochs: int = 200
     """n_epoch."""
     learning_rate: float = 1e-3
@@ -519,6 +524,8 @@ class ConditionerConfig:
         if self.architecture not in CONDITIONER_ARCHITECTURES:
             out.append(issue("architecture", f"must be one of {', '.join(CONDITIONER_ARCHITECTURES)}, got '{self.architecture}'",
                         "use auto"))
+        if any(width <= 0 for width in self.mlp_widths):
+            out.append(issue("mlp_widths", f"must be positive widths, got {list(self.mlp_widths)}", "use e.g. 512,512"))
         if not self.filters or any(f <= 0 for f in self.filters):
             out.append(issue("filters", f"must be a non-empty list of positive widths, got {list(self.filters)}",
                         "use e.g. 64 128 64"))
@@ -554,6 +561,9 @@ class EndToEndConfig:
     """latent_reg_weight."""
     finetune_decoder: bool = False
     """Also train the decoder (frozen by default)."""
+    decoder_start: str = "vae"
+    """e2e_decoder_start: with finetune_decoder, the prediction decoder starts from the VAE's decoder ('vae') or
+    from a fresh initialisation of the same architecture ('fresh'); the VAE keeps its own for reconstruction."""
 
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
@@ -564,6 +574,12 @@ class EndToEndConfig:
             out.append(issue("recon_weight", f"must be positive, got {self.recon_weight}", "use e.g. 1"))
         if self.latent_reg_weight < 0:
             out.append(issue("latent_reg_weight", f"must be >= 0, got {self.latent_reg_weight}", "use e.g. 0.001"))
+        if self.decoder_start not in DECODER_STARTS:
+            out.append(issue("decoder_start", f"must be one of {', '.join(DECODER_STARTS)}, got '{self.decoder_start}'",
+                             "use vae (fine-tune the VAE's decoder) or fresh"))
+        elif self.decoder_start == "fresh" and not (self.enabled and self.finetune_decoder):
+            out.append(issue("decoder_start", "'fresh' trains a new prediction decoder, which needs use_e2e_training 1 "
+                             "and e2e_finetune_decoder 1", "set both to 1, or e2e_decoder_start vae"))
         return out
 
 

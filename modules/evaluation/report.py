@@ -12,6 +12,10 @@ from modules.storage.atomic_files import replace_atomically
 from modules.errors import SimulGenError
 
 
+# How the report names the decoder that turned predicted codes into fields (none for the VAE's own, frozen).
+PREDICTION_DECODER_NOTES = {"fresh": "own decoder", "fine-tuned": "fine-tuned decoder"}
+
+
 def _percent(value: float) -> str:
     return f"{100.0 * float(value):.2f} %"
 
@@ -57,8 +61,11 @@ def format_run_report(report: Dict[str, Any]) -> str:
         lc = report["conditioner"]
         errors = lc["prediction_relative_l2"]
         lc_kept = _kept(lc.get("training"))
-        notes = (["end-to-end"] if lc["end_to_end"] else []) + (["on the design prior"] if lc.get("on_design_prior")
-                                                                  else []) + ([lc_kept[2:]] if lc_kept else [])
+        decoder = lc.get("prediction_decoder", "vae")
+        notes = ((["end-to-end"] if lc["end_to_end"] else [])
+                 + ([PREDICTION_DECODER_NOTES[decoder]] if decoder in PREDICTION_DECODER_NOTES else [])
+                 + (["on the design prior"] if lc.get("on_design_prior") and decoder != "fresh" else [])
+                 + ([lc_kept[2:]] if lc_kept else []))
         name = f"{lc['architecture'].upper()} conditioner + decoder" + (f" ({', '.join(notes)})" if notes else "")
         rows = [(name, split, summary) for split, summary in errors["conditioner"].items()]
         for key, label in (("pod_gp", f"POD ({lc['pod_gp_modes']} modes) + Gaussian process"),

@@ -39,7 +39,7 @@ def build_conditioner(cfg: ConditionerConfig, latent_dim_main: int, latent_dim_h
     if architecture == "mlp":
         # With image PCA the MLP reads the N whitened scores of each image instead of num_param values.
         num_inputs = cfg.image_pca_components if cfg.image_pca_components > 0 else cfg.num_params
-        return ParametricConditioner(num_params=num_inputs, hidden_widths=tuple(cfg.filters),
+        return ParametricConditioner(num_params=num_inputs, hidden_widths=tuple(cfg.mlp_widths or cfg.filters),
                                      dropout_rate=cfg.dropout_rate, **latent)
     if architecture == "cnn":
         return ImageConditioner(in_channels=in_channels, widths=tuple(cfg.filters), dropout_rate=cfg.dropout_rate,

@@ -86,14 +86,18 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
             regressed = targets - vae.design_latent(inputs.to(runtime.device)).float().cpu()
     train_set = DesignDataset(inputs, regressed, sweep.train_indices, coefficients if e2e else None)
     val_set = DesignDataset(inputs, regressed, sweep.val_indices, coefficients if e2e else None)
+    # Validation refuses decoder_start fresh unless end-to-end training fine-tunes the decoder.
+    fresh = e2e and config.end_to_end.decoder_start == "fresh"
     if e2e:
-        model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder, on_prior)
+        model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder, on_prior,
+                                                    fresh_decoder=fresh)
         objective: Any = EndToEndObjective(config.end_to_end)
     else:
         weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
         model, objective = conditioner, ConditionerObjective(weights, DesignAugmenter(config.augmentation))
-    mode = ("end-to-end through the decoder" if e2e else "on the VAE's latent vectors") + \
-        (", as a correction to the VAE's design-prior prediction (zero at the start)" if on_prior else "")
+    mode = ("end-to-end with its own prediction decoder (fresh start; the VAE keeps its decoder)" if fresh else
+            "end-to-end through the decoder" if e2e else "on the VAE's latent vectors") + \
+        (", as a correction to the VAE's design-prior prediction (zero at the start)" if on_prior and not fresh else "")
     projected = ("" if image_pca is None else f" projected onto {image_pca.num_components} whitened PCA components "
                  f"({image_pca.variance_explained:.1%} of the training images' variance)")
     log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "

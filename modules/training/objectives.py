@@ -130,6 +130,15 @@ E2E_LOSSES = {
 DECODER_HEADS_UNUSED_BY_DECODE_FLAT = ("prior_heads", "posterior_heads")
 
 
+def reinitialise(modules) -> None:
+    """Every layer of `modules` back to PyTorch's default initialisation (drawn from the global generator)."""
+    for module in modules:
+        for layer in module.modules():
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
 class ConditionedDecoder(torch.nn.Module):
     """design -> conditioner -> VAE decoder -> mode coefficients [B, C, T]; the end-to-end model.
 
@@ -138,14 +147,22 @@ class ConditionedDecoder(torch.nn.Module):
     buffer, so it is never trained; the encoder and the design prior are off the path and stay frozen."""
 
     def __init__(self, conditioner: torch.nn.Module, vae: torch.nn.Module, finetune_decoder: bool,
-                 on_design_prior: bool = False):
-        """on_design_prior: the conditioner's output is a correction added to the VAE's design_latent."""
+                 on_design_prior: bool = False, fresh_decoder: bool = False):
+        """on_design_prior: the conditioner's output is a correction added to the VAE's design_latent.
+        fresh_decoder (with finetune_decoder): the decoder's layers on the latent -> field path start from a new
+        initialisation instead of the VAE's weights (e2e_decoder_start fresh)."""
         super().__init__()
         self.conditioner = conditioner
         self.vae = vae
         self.on_design_prior = on_design_prior
-        trainable = {id(parameter) for name, parameter in vae.decoder.named_parameters()
-                     if finetune_decoder and name.split(".")[0] not in DECODER_HEADS_UNUSED_BY_DECODE_FLAT}
+        on_path = {name: module for name, module in vae.decoder.named_children()
+                   if name not in DECODER_HEADS_UNUSED_BY_DECODE_FLAT}
+        if fresh_decoder:
+            if not finetune_decoder:
+                raise ValueError("a fresh prediction decoder must be trained: pass finetune_decoder=True")
+            reinitialise(on_path.values())
+        trainable = {id(parameter) for module in on_path.values() for parameter in module.parameters()
+                     if finetune_decoder}
         for parameter in vae.parameters():
             parameter.requires_grad_(parameter.requires_grad and id(parameter) in trainable)
 
