@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sweep_runs import condition_text, open_sweep_folder, prediction_val, run_tool, table  # noqa: E402
+from benchmarks.sweep_runs import (condition_text, benchmark_split, open_sweep_folder, prediction_held_out,  # noqa: E402
+                                   run_tool, table)
 
 SETTINGS = {
     "off": {},
@@ -41,7 +42,6 @@ def reference_errors(sweep, image_size: int, epochs: int) -> dict:
 
     from benchmarks.sweep_runs import relative_errors
     from modules.config.schema import AugmentationConfig, ConditionerConfig
-    from modules.data.datasets import make_split
     from modules.data.design_images import load_images
     from modules.data.designs import DesignDataset, scaled_inputs
     from modules.data.input_scaler import InputScaler
@@ -55,7 +55,8 @@ def reference_errors(sweep, image_size: int, epochs: int) -> dict:
 
     fields = np.load(sweep.dataset).astype(np.float64)
     cases = len(fields)
-    train_idx, val_idx = make_split(cases, 0.2, 0)
+    split = benchmark_split(cases)
+    train_idx, test_idx = split.train, split.test
     flat = fields.reshape(cases, -1)
     mean = flat[train_idx].mean(axis=0)
     _, _, basis = np.linalg.svd(flat[train_idx] - mean, full_matrices=False)
@@ -79,12 +80,13 @@ def reference_errors(sweep, image_size: int, epochs: int) -> dict:
                           Runtime(torch.device("cpu")), RunLog(None, None, show_progress=False, stream=io.StringIO()),
                           Checkpointer(CheckpointPaths(folder / "last.pt", folder / "best.pt"),
                                        Runtime(torch.device("cpu")), "conditioner", {}, {}))
-        trainer.fit(DesignDataset(inputs, targets, train_idx), DesignDataset(inputs, targets, val_idx))
+        # The best epoch is picked on the validation cases; the error is measured on the test cases.
+        trainer.fit(DesignDataset(inputs, targets, train_idx), DesignDataset(inputs, targets, split.validation))
         model.eval()
         with torch.no_grad():
-            predicted = model(inputs[val_idx]).flat()[:, :32].numpy() * spread
-        rebuilt = (predicted @ basis + mean).reshape(fields[val_idx].shape)
-        errors[name] = float(relative_errors(fields[val_idx], rebuilt).mean())
+            predicted = model(inputs[test_idx]).flat()[:, :32].numpy() * spread
+        rebuilt = (predicted @ basis + mean).reshape(fields[test_idx].shape)
+        errors[name] = float(relative_errors(fields[test_idx], rebuilt).mean())
     return errors
 
 
@@ -107,7 +109,8 @@ def main() -> None:
               f"{args.lc_epochs} epochs, predicting 32 PCA coefficients; mean relative L2 error per held-out case")
         print(table(rows))
         return
-    base = {"conditioner_type": "cnn", "image_size": str(args.image_size)}
+    # Augmentation applies to a conditioner trained on the VAE's latents (end-to-end training does not augment).
+    base = {"conditioner_type": "cnn", "image_size": str(args.image_size), "use_e2e_training": "0"}
     run_tool(work, "vae", condition_text(sweep, keys=base, images=True), "--epochs", str(args.epochs),
              "--lc-epochs", "1")
     vae = work / "vae" / "out" / "SimulGen-VAE"
@@ -115,7 +118,7 @@ def main() -> None:
     for index, (name, keys) in enumerate(SETTINGS.items()):
         condition = condition_text(sweep, keys={**base, **keys, "e2e_vae_model_path": str(vae)}, images=True)
         report = run_tool(work, f"lc_{index}", condition, "--lc_only=1", "--lc-epochs", str(args.lc_epochs))
-        rows.append([name, f"{prediction_val(report):.2%}", f"{report['conditioner']['training']['seconds']:.0f}"])
+        rows.append([name, f"{prediction_held_out(report):.2%}", f"{report['conditioner']['training']['seconds']:.0f}"])
     print(f"{sweep.name}: CNN conditioner on {args.image_size} x {args.image_size} design images, {args.lc_epochs} "
           f"epochs, on a VAE of {args.epochs} epoch(s); mean relative L2 error per held-out case")
     print(table(rows))

@@ -2,7 +2,7 @@
 few training cases carry spikes (outliers: a block of nodes at a few timesteps pushed far above the
 sweep's range, as a solver glitch or a bad export would). Held-out cases are never spiked.
 
-For each scaler, on the tool's split (validation_fraction 0.2, split_seed 0):
+For each scaler, on the held-out test cases of the benchmarks' split (sweep_runs.SPLIT_KEYS):
   * PCA reference: the tool's own NodeScaler fitted on the training cases; every case scaled and brought
     back (what the network can see and give back: the robust scaler clips), PCA (56 components) fitted
     on the training cases in physical units (as the physically weighted loss measures), applied to the
@@ -23,11 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sweep_runs import (condition_text, open_sweep_folder, prediction_val, relative_errors,  # noqa: E402
-                                   run_tool, table, vae_val)
+from benchmarks.sweep_runs import (condition_text, benchmark_split, open_sweep_folder, prediction_held_out,  # noqa: E402
+                                   relative_errors,
+                                   run_tool, table, vae_held_out)
 from benchmarks.temporal_downsampling import PCA_COMPONENTS, pca_reconstruction  # noqa: E402
 from modules.config.schema import DataConfig  # noqa: E402
-from modules.data.datasets import make_split  # noqa: E402
 from modules.data.scaling import NodeScaler  # noqa: E402
 
 SPIKE_HEIGHT = 20.0
@@ -50,7 +50,7 @@ def spiked_copy(array: np.ndarray, train_idx: np.ndarray, count: int, path: Path
     return spiked
 
 
-def scaled_pca_error(array: np.ndarray, truth: np.ndarray, train_idx, val_idx, scaler_name: str) -> float:
+def scaled_pca_error(array: np.ndarray, truth: np.ndarray, train_idx, test_idx, scaler_name: str) -> float:
     data = DataConfig(num_cases=array.shape[0], num_timesteps=array.shape[1], num_nodes=array.shape[2],
                       scaler=scaler_name)
     scaler = NodeScaler()
@@ -59,8 +59,8 @@ def scaled_pca_error(array: np.ndarray, truth: np.ndarray, train_idx, val_idx, s
     else:
         scaler.fit(array, train_idx, data)
     seen = scaler.inverse(scaler.transform(np.asarray(array, dtype=np.float64)))
-    recon = pca_reconstruction(seen[train_idx], seen[val_idx], PCA_COMPONENTS)
-    return float(relative_errors(truth[val_idx], recon).mean())
+    recon = pca_reconstruction(seen[train_idx], seen[test_idx], PCA_COMPONENTS)
+    return float(relative_errors(truth[test_idx], recon).mean())
 
 
 def main() -> None:
@@ -74,7 +74,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="robust_"))
     sweep = open_sweep_folder(args.sweep, work)
     clean = np.load(sweep.dataset)
-    train_idx, val_idx = make_split(clean.shape[0], 0.2, 0)
+    split = benchmark_split(clean.shape[0])
+    train_idx, test_idx = split.train, split.test
     spiked_path = work / f"{sweep.name}_spiked.npy"
     variants = {"as is": (clean, sweep.dataset),
                 f"{args.spiked} training cases spiked": (spiked_copy(clean, train_idx, args.spiked, spiked_path),
@@ -83,16 +84,16 @@ def main() -> None:
              "peak MiB"]]
     for variant, (array, path) in variants.items():
         for scaler_name in ("minmax", "robust"):
-            reference = scaled_pca_error(array, clean, train_idx, val_idx, scaler_name)
+            reference = scaled_pca_error(array, clean, train_idx, test_idx, scaler_name)
             tool = ["-", "-", "-", "-"]
             if args.epochs > 0:
                 name = f"{variant.split()[0]}_{scaler_name}"
                 report = run_tool(work, name, condition_text(sweep, dataset=path, keys={"scaler": scaler_name}),
                                   "--epochs", str(args.epochs), "--lc-epochs", str(args.lc_epochs))
-                tool = [f"{vae_val(report):.2%}", f"{prediction_val(report):.2%}", f"{report['seconds']:.0f}",
+                tool = [f"{vae_held_out(report):.2%}", f"{prediction_held_out(report):.2%}", f"{report['seconds']:.0f}",
                         f"{report['peak_mib']:.0f}"]
             rows.append([variant, scaler_name, f"{reference:.2%}"] + tool)
-    print(f"{sweep.name}: {clean.shape}; held-out = the tool's {len(val_idx)} validation cases, never spiked; "
+    print(f"{sweep.name}: {clean.shape}; held-out = the tool's {len(test_idx)} test cases, never spiked; "
           f"spikes: +{SPIKE_HEIGHT:g} x the sweep's range on {SPIKE_NODES:.0%} of the nodes at {SPIKE_STEPS} "
           f"timesteps; mean relative L2 error per held-out case")
     print(table(rows))

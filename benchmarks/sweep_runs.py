@@ -21,7 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modules.config.legacy_files import with_keys  # noqa: E402
+from modules.config.schema import DataConfig  # noqa: E402
+from modules.data.case_split import CaseSplit, split_cases  # noqa: E402
+
 SCRIPT = REPO / "SimulGen-VAE.py"
+# The benchmarks' split, written into every condition.txt they run: 70 % train, 10 % validation (picks the kept
+# epochs), 20 % test (the held-out cases every figure is measured on, never used for training or selection).
+SPLIT_KEYS = {"validation_fraction": "0.1", "test_fraction": "0.2", "split_seed": "0"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ def condition_text(sweep: Sweep, dataset: Optional[Path] = None, keys: Optional[
               "coordinates_path": str(sweep.coordinates), "demo_data": "0", "param_dir": str(sweep.params)}
     if images:
         values.update(param_dir=str(sweep.images), input_type="image", param_data_type=".png", num_param="0")
+    values.update(SPLIT_KEYS)
     values.update(keys or {})
     return with_keys((REPO / "input_data" / "condition.txt").read_text(), values)
 
@@ -95,6 +102,13 @@ def reconstruct(work: Path, name: str, data: Path) -> np.ndarray:
     return np.load(target)
 
 
+def benchmark_split(num_cases: int) -> CaseSplit:
+    """The split the tool makes with SPLIT_KEYS (train, validation, test case indices)."""
+    data = DataConfig(num_cases=num_cases, validation_fraction=float(SPLIT_KEYS["validation_fraction"]),
+                      test_fraction=float(SPLIT_KEYS["test_fraction"]), split_seed=int(SPLIT_KEYS["split_seed"]))
+    return split_cases(data, Path("."))
+
+
 def peak_memory_from_log(text: str) -> Optional[float]:
     """The largest 'peak CPU memory N MiB' a stage profile logged."""
     found = [float(value) for value in re.findall(r"peak CPU memory (\d+) MiB", text)]
@@ -108,12 +122,14 @@ def relative_errors(truth: np.ndarray, estimate: np.ndarray) -> np.ndarray:
         np.linalg.norm(truth.reshape(cases, -1), axis=1)
 
 
-def vae_val(report: Dict) -> float:
-    return report["vae"]["relative_l2"]["vae"]["val"]["mean"]
+def vae_held_out(report: Dict) -> float:
+    """Mean relative L2 error of `reconstruct` on the test cases."""
+    return report["vae"]["relative_l2"]["vae"]["test"]["mean"]
 
 
-def prediction_val(report: Dict) -> float:
-    return report["conditioner"]["prediction_relative_l2"]["conditioner"]["val"]["mean"]
+def prediction_held_out(report: Dict) -> float:
+    """Mean relative L2 error of `predict` on the test cases."""
+    return report["conditioner"]["prediction_relative_l2"]["conditioner"]["test"]["mean"]
 
 
 def table(rows: List[List[str]]) -> str:

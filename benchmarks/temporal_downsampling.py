@@ -2,7 +2,7 @@
 Dim2_red_mode first and spread (and, as a reference only, a dynamics-weighted choice that the tool does
 not offer unless it helps).
 
-For each choice of kept steps, on the tool's own split of the sweep (validation_fraction 0.2, split_seed 0):
+For each choice of kept steps, on the held-out test cases of the benchmarks' split (sweep_runs.SPLIT_KEYS):
   * interpolation only: the true kept frames, linearly interpolated back to every stored step (held
     constant past the last kept one): the error the choice of steps costs by itself;
   * PCA (56 components, the demo VAE's latent size) fitted on the training cases' kept frames,
@@ -27,9 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.sweep_runs import (condition_text, open_sweep_folder, reconstruct, relative_errors, run_tool,  # noqa: E402
-                                   table, vae_val)
+                                   benchmark_split, table, vae_held_out)
 from modules.config.time_window import kept_timesteps  # noqa: E402
-from modules.data.datasets import make_split  # noqa: E402
 
 PCA_COMPONENTS = 56
 
@@ -78,8 +77,9 @@ def main() -> None:
     sweep = open_sweep_folder(args.sweep, work)
     array = np.load(sweep.dataset, mmap_mode="r")
     cases, steps = array.shape[:2]
-    train_idx, val_idx = make_split(cases, 0.2, 0)
-    train, val = np.asarray(array[train_idx], np.float64), np.asarray(array[val_idx], np.float64)
+    split = benchmark_split(cases)
+    train_idx, test_idx = split.train, split.test
+    train, val = np.asarray(array[train_idx], np.float64), np.asarray(array[test_idx], np.float64)
     choices: Dict[str, List[int]] = {
         "all steps": list(range(steps)),
         "first": list(kept_timesteps(steps, args.keep, "first")),
@@ -99,13 +99,13 @@ def main() -> None:
             run = name.split()[0]
             report = run_tool(work, run, condition_text(sweep, keys=keys), "--epochs", str(args.epochs),
                               "--lc-epochs", "1")
-            recon = reconstruct(work, run, sweep.dataset)[val_idx]
-            tool = [f"{vae_val(report):.2%}",
+            recon = reconstruct(work, run, sweep.dataset)[test_idx]
+            tool = [f"{vae_held_out(report):.2%}",
                     f"{relative_errors(val, back_to_every_step(recon.astype(np.float64), kept, steps)).mean():.2%}",
                     f"{report['seconds']:.0f}"]
         shown = ", ".join(map(str, kept)) if len(kept) <= 12 else f"{len(kept)} steps"
         rows.append([name, shown, f"{interpolated:.2%}", f"{pca_kept:.2%}", f"{pca_all:.2%}"] + tool)
-    print(f"{sweep.name}: {cases} cases x {steps} timesteps x {array.shape[2]} nodes; {len(val_idx)} held-out "
+    print(f"{sweep.name}: {cases} cases x {steps} timesteps x {array.shape[2]} nodes; {len(test_idx)} held-out "
           f"cases; Dim2_red {args.keep}; mean relative L2 error per held-out case ('all': interpolated back to every "
           f"stored step, constant past the last kept one)")
     print(table(rows))
