@@ -80,7 +80,7 @@ def main() -> None:
     variants = {"as is": (clean, sweep.dataset),
                 f"{args.spiked} training cases spiked": (spiked_copy(clean, train_idx, args.spiked, spiked_path),
                                                          spiked_path)}
-    rows = [["sweep", "scaler", f"PCA {PCA_COMPONENTS} val", "tool VAE val", "tool prediction val", "tool s",
+    rows = [["sweep", "scaler", f"PCA {PCA_COMPONENTS} test", "tool VAE test", "tool prediction test", "tool s",
              "peak MiB"]]
     for variant, (array, path) in variants.items():
         for scaler_name in ("minmax", "robust"):

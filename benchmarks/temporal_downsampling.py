@@ -57,13 +57,13 @@ def back_to_every_step(frames: np.ndarray, kept: List[int], num_steps: int) -> n
     return frames[:, lower] * (1 - weight) + frames[:, upper] * weight
 
 
-def pca_reconstruction(train: np.ndarray, val: np.ndarray, components: int) -> np.ndarray:
+def pca_reconstruction(train: np.ndarray, held_out: np.ndarray, components: int) -> np.ndarray:
     flat_train = train.reshape(len(train), -1).astype(np.float64)
     mean = flat_train.mean(axis=0)
     _, _, basis = np.linalg.svd(flat_train - mean, full_matrices=False)
     basis = basis[:components]
-    flat_val = val.reshape(len(val), -1) - mean
-    return ((flat_val @ basis.T) @ basis + mean).reshape(val.shape)
+    flat = held_out.reshape(len(held_out), -1) - mean
+    return ((flat @ basis.T) @ basis + mean).reshape(held_out.shape)
 
 
 def main() -> None:
@@ -79,7 +79,7 @@ def main() -> None:
     cases, steps = array.shape[:2]
     split = benchmark_split(cases)
     train_idx, test_idx = split.train, split.test
-    train, val = np.asarray(array[train_idx], np.float64), np.asarray(array[test_idx], np.float64)
+    train, test = np.asarray(array[train_idx], np.float64), np.asarray(array[test_idx], np.float64)
     choices: Dict[str, List[int]] = {
         "all steps": list(range(steps)),
         "first": list(kept_timesteps(steps, args.keep, "first")),
@@ -89,10 +89,10 @@ def main() -> None:
     rows = [["kept steps", "steps", "interp. only", f"PCA {PCA_COMPONENTS} kept", f"PCA {PCA_COMPONENTS} all",
              "tool kept", "tool all", "tool s"]]
     for name, kept in choices.items():
-        interpolated = relative_errors(val, back_to_every_step(val[:, kept], kept, steps)).mean()
-        pca = pca_reconstruction(train[:, kept], val[:, kept], PCA_COMPONENTS)
-        pca_kept = relative_errors(val[:, kept], pca).mean()
-        pca_all = relative_errors(val, back_to_every_step(pca, kept, steps)).mean()
+        interpolated = relative_errors(test, back_to_every_step(test[:, kept], kept, steps)).mean()
+        pca = pca_reconstruction(train[:, kept], test[:, kept], PCA_COMPONENTS)
+        pca_kept = relative_errors(test[:, kept], pca).mean()
+        pca_all = relative_errors(test, back_to_every_step(pca, kept, steps)).mean()
         tool = ["-", "-", "-"]
         if args.epochs > 0 and not name.endswith("(reference)"):
             keys = {} if name == "all steps" else {"Dim2_red": str(args.keep), "Dim2_red_mode": name}
@@ -101,7 +101,7 @@ def main() -> None:
                               "--lc-epochs", "1")
             recon = reconstruct(work, run, sweep.dataset)[test_idx]
             tool = [f"{vae_held_out(report):.2%}",
-                    f"{relative_errors(val, back_to_every_step(recon.astype(np.float64), kept, steps)).mean():.2%}",
+                    f"{relative_errors(test, back_to_every_step(recon.astype(np.float64), kept, steps)).mean():.2%}",
                     f"{report['seconds']:.0f}"]
         shown = ", ".join(map(str, kept)) if len(kept) <= 12 else f"{len(kept)} steps"
         rows.append([name, shown, f"{interpolated:.2%}", f"{pca_kept:.2%}", f"{pca_all:.2%}"] + tool)
