@@ -52,7 +52,7 @@ def open_sweep_folder(folder: str, work: Path) -> Sweep:
         shape = np.load(root / "dataset1.npy", mmap_mode="r").shape
         return Sweep("demo", root / "dataset1.npy", root / "params.csv", root / "images", root / "coordinates.npy",
                      shape)
-    root = Path(folder)
+    root = Path(folder).resolve()  # the runs happen in `work`: a relative path would point elsewhere there
     coordinates = work / f"{root.name}_coordinates.npy"
     if not coordinates.is_file():
         np.save(coordinates, np.load(root / "mesh.npz")["points"])
