@@ -246,7 +246,7 @@ def test_a_fresh_prediction_decoder_is_read_and_needs_fine_tuning(tmp_path):
     edit(condition, "use_e2e_training\t0", "use_e2e_training\t1")
     edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh")
     config, _ = load_run_config(preset, condition)
-    assert config.end_to_end.decoder_start == "fresh" and config.end_to_end.finetune_decoder
+    assert config.end_to_end.decoder_start == "fresh" and config.end_to_end.prediction_decoder == "fresh"
     edit(condition, "e2e_finetune_decoder\t1", "e2e_finetune_decoder\t0")
     assert (f"{condition}:{line_of(condition, 'e2e_decoder_start')}, key 'e2e_decoder_start': 'fresh' trains a new "
             f"prediction decoder, which needs use_e2e_training 1 and e2e_finetune_decoder 1\n"

@@ -565,6 +565,14 @@ class EndToEndConfig:
     """e2e_decoder_start: with finetune_decoder, the prediction decoder starts from the VAE's decoder ('vae') or
     from a fresh initialisation of the same architecture ('fresh'); the VAE keeps its own for reconstruction."""
 
+    @property
+    def prediction_decoder(self) -> str:
+        """Which decoder turns predicted codes into fields: 'fresh' (its own, trained with the conditioner from a
+        new start), 'fine-tuned' (the VAE's, trained further with the conditioner) or 'vae' (the VAE's, frozen)."""
+        if not (self.enabled and self.finetune_decoder):
+            return "vae"
+        return "fresh" if self.decoder_start == "fresh" else "fine-tuned"
+
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
         if self.loss_function not in E2E_LOSS_NAMES:

@@ -92,15 +92,6 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
         val_latents_predicted=predicted_latents["val"].numpy(), pod_modes=pod_modes)
 
 
-def prediction_decoder(config: RunConfig) -> str:
-    """Which decoder turns predicted codes into fields: 'fresh' (its own, trained with the conditioner from a new
-    start), 'fine-tuned' (the VAE's, trained further with the conditioner) or 'vae' (the VAE's, frozen)."""
-    end_to_end = config.end_to_end
-    if not (end_to_end.enabled and end_to_end.finetune_decoder):
-        return "vae"
-    return "fresh" if end_to_end.decoder_start == "fresh" else "fine-tuned"
-
-
 def conditioner_report_section(evaluation: ConditionerEvaluation, training: Optional[Dict[str, Any]],
                                config: RunConfig, surrogate: Surrogate) -> Dict[str, Any]:
     """The report's conditioner entry; `training` is the stage's TrainingResult.summary()."""
@@ -113,7 +104,7 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "pod_gp_modes": evaluation.pod_modes,
         "image_pca_components": 0 if trained.image_pca is None else trained.image_pca.num_components,
         "on_design_prior": trained.on_design_prior,
-        "prediction_decoder": prediction_decoder(config),
+        "prediction_decoder": config.end_to_end.prediction_decoder,
         "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
                                           for split, errors in per_split.items()}
                                    for name, per_split in evaluation.errors.items()},

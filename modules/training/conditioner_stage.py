@@ -86,8 +86,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
             regressed = targets - vae.design_latent(inputs.to(runtime.device)).float().cpu()
     train_set = DesignDataset(inputs, regressed, sweep.train_indices, coefficients if e2e else None)
     val_set = DesignDataset(inputs, regressed, sweep.val_indices, coefficients if e2e else None)
-    # Validation refuses decoder_start fresh unless end-to-end training fine-tunes the decoder.
-    fresh = e2e and config.end_to_end.decoder_start == "fresh"
+    fresh = config.end_to_end.prediction_decoder == "fresh"
     if e2e:
         model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder, on_prior,
                                                     fresh_decoder=fresh)
