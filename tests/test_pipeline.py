@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from modules.storage.state_files import load_state
+from modules.surrogate.surrogate import Surrogate
 from modules.training.projected_training import ProjectedVAEObjective
 from legacy_fixture import as_the_legacy_tool_ships_it, edit, legacy_copy
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
@@ -67,6 +68,16 @@ def test_full_run_writes_models_latents_and_an_honest_report(trained_run):
     assert latents["flat"].shape == (16, 6) and len(latents["val_indices"]) == 4
     history = load_state(out / "checkpoints" / "vae_last.pt")["history"]
     assert history["train_recon"][-1] < history["train_recon"][0]
+
+
+def test_saved_latents_are_the_encoders_codes_of_the_fields(trained_run):
+    # The run encodes every case from its one projection pass instead of reading the sweep again.
+    root, out, _ = trained_run
+    surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"))
+    from_fields = surrogate.encode_cases(np.load(root / "data" / "dataset1.npy"))
+    saved = np.load(out / "latent_vectors.npz")
+    for key in ("main", "hier", "flat"):
+        np.testing.assert_allclose(saved[key], from_fields[key], rtol=1e-4, atol=1e-5)
 
 
 def test_a_previous_run_is_never_overwritten_without_being_asked(trained_run, entry, capsys):

@@ -6,9 +6,10 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from modules.commands.run_figures import RunFigures
 from modules.config.compatibility import must_match
@@ -90,13 +91,13 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         model, result, projection = _vae(config, sweep, runtime, run_dir, log, designs)
         surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates,
                               None if sweep.triangles is None else sweep.triangles.triangles)
-        latents = surrogate.encode_cases(sweep.array)
+        latents = surrogate.encode_coefficients(projection.coefficients)  # not a second pass over the sweep
         figures = RunFigures(config, run_dir, sweep, log) if runtime.is_main and config.plot_mode in (0, 1) else None
         if runtime.is_main:
             started = time.perf_counter()
             log.info(f"report: reconstructing every case ({config.model.refine_steps} refinement steps each) and "
                      f"fitting PCA with {model.flat_latent_dim} components...")
-            evaluation = evaluate_vae(surrogate, sweep, config.data)
+            evaluation = evaluate_vae(surrogate, sweep, config.data, _known_norms(surrogate, projection, config))
             log.info(f"report: reconstruction measured in {time.perf_counter() - started:.1f} s")
             vae_stage.save_latents(run_dir, latents, sweep)
             report["vae"] = vae_report_section(evaluation, _summary(result), surrogate, sweep)
@@ -149,6 +150,16 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
         return bundle.model, None, vae_stage.project_all_cases(bundle.model, sweep, config, runtime, weights)
     features = design_features(designs, sweep.train_indices) if config.model.design_prior else None
     return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features)
+
+
+def _known_norms(surrogate: Surrogate, projection: ProjectedSweep, config: RunConfig
+                 ) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """The VAE's reconstruction errors from every case's coefficients (no read of the sweep), where they equal
+    the fields' errors: with the physical node weights the basis is orthonormal in (projected_training)."""
+    if not config.train.physical_weighting:
+        return None
+    return lambda indices: projection.physical_squared_norms(
+        indices, surrogate.reconstruct_coefficients(projection.coefficients[torch.as_tensor(indices)]))
 
 
 def _calibrated_band(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep, config: RunConfig,

@@ -88,16 +88,26 @@ class Surrogate:
         {"main" [cases, Lm], "hier" [cases, K, Lh], "flat", "flat_logvar" [cases, Lm + K*Lh]}. The encoder's own
         output, not refined: the conditioner learns the code the encoder gives the design, which the VAE's
         design prior kept smooth across designs."""
-        mains, hiers, flats, logvars = [], [], [], []
         case_bytes = self.window.timesteps * self.window.channels * 4
         batch_size = min(batch_size, memory.items_per_chunk(case_bytes, memory.FIELD_BATCH_BYTES))
+        chunks = memory.chunks(np.arange(self.window.num_cases), batch_size)
+        return self._codes(torch.as_tensor(self.scaler.transform(read_cases(array, chunk, self.window)))
+                           .transpose(1, 2) for chunk in chunks)
+
+    def encode_coefficients(self, coefficients: torch.Tensor, batch_size: int = 256) -> Dict[str, np.ndarray]:
+        """encode_cases from the cases' spatial-mode coefficients [cases, C, T] (the training's one projection
+        pass, in the basis' units): the same codes without reading the sweep again."""
+        return self._codes((coefficients[chunk] for chunk in memory.chunk_slices(len(coefficients), batch_size)),
+                           projected=True)
+
+    def _codes(self, batches, projected: bool = False) -> Dict[str, np.ndarray]:
+        mains, hiers, flats, logvars = [], [], [], []
         with evaluation_mode(self.vae):
-            for chunk in memory.chunks(np.arange(self.window.num_cases), batch_size):
-                scaled = torch.as_tensor(self.scaler.transform(read_cases(array, chunk, self.window)))
-                code = self.vae.encode(scaled.transpose(1, 2).to(self.device))
+            for batch in batches:
+                code = self.vae.encode(batch.to(self.device), projected=projected)
                 mains.append(code.main_mu.float().cpu().numpy())
                 hiers.append(torch.stack(code.hier_mu, dim=1).float().cpu().numpy() if code.hier_mu
-                             else np.zeros((len(chunk), 0, self.vae.layout.hier), dtype=np.float32))
+                             else np.zeros((len(batch), 0, self.vae.layout.hier), dtype=np.float32))
                 flats.append(code.flat().float().cpu().numpy())
                 logvars.append(code.flat_logvar().float().cpu().numpy())
         return {"main": np.concatenate(mains), "hier": np.concatenate(hiers), "flat": np.concatenate(flats),
@@ -111,11 +121,22 @@ class Surrogate:
             for chunk in memory.chunk_slices(len(fields), batch_size):
                 scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
                 coefficients = self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
-                code = refine_latents(self.vae, coefficients, self.vae.encode(coefficients, projected=True).flat(),
-                                      self.vae.cfg.refine_steps)
-                recon = self.vae.decode_flat(code)
-                out[chunk] = self._physical(recon)
+                out[chunk] = self._physical(self.vae.decode_flat(self._refined_code(coefficients)))
         return out
+
+    def reconstruct_coefficients(self, coefficients: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """reconstruct in the spatial-mode coefficients [k, C, T] (basis units): what the decoder gives for the
+        refined code, before the basis turns it into fields."""
+        out = torch.empty(coefficients.shape, dtype=torch.float32)
+        with evaluation_mode(self.vae):
+            for chunk in memory.chunk_slices(len(coefficients), batch_size):
+                code = self._refined_code(coefficients[chunk].to(self.device))
+                out[chunk] = self.vae.decode_flat(code, projected=True).float().cpu()
+        return out
+
+    def _refined_code(self, coefficients: torch.Tensor) -> torch.Tensor:
+        initial = self.vae.encode(coefficients, projected=True).flat()
+        return refine_latents(self.vae, coefficients, initial, self.vae.cfg.refine_steps)
 
     def _physical(self, scaled: torch.Tensor) -> np.ndarray:
         """VAE output [k, N, T] (scaled units) -> [k, T, N] float32 in physical units. The scaler is undone on

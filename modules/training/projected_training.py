@@ -46,6 +46,15 @@ class ProjectedSweep:
         total = self.scale ** 2 * coefficients.pow(2).sum() + self.residual[index].sum()
         return float(total / (len(index) * self.num_nodes * coefficients.shape[2]))
 
+    def physical_squared_norms(self, case_indices: Sequence[int], reconstructed: torch.Tensor) -> np.ndarray:
+        """metrics.squared_norms of those cases from reconstructed coefficients [k, C, T] (basis units): each
+        case's squared error s^2 ||a_hat - a||^2 + R and its squared norm, in physical units, without its field.
+        Exact (to rounding) when the node weights are the physical ones, as in the training loss."""
+        index = torch.as_tensor(np.asarray(case_indices, dtype=np.int64))
+        miss = (reconstructed.double() - self.coefficients[index].double()).pow(2).sum(dim=(1, 2))
+        weighted = self.scale ** 2 * miss + self.residual[index]
+        return torch.stack([weighted * self.physical_per_weighted, self.physical_norm_sq[index]], dim=1).numpy()
+
 
 def physical_per_weighted(node_weights: torch.Tensor, to_physical: Tuple[torch.Tensor, torch.Tensor]) -> float:
     """factor^2 / p (see ProjectedSweep.physical_per_weighted), from the sums so that nodes of weight 0 count
