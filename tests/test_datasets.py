@@ -122,6 +122,50 @@ def test_whole_sweep_refused_before_any_pass_over_the_file(tmp_path, monkeypatch
     config = RunConfig(data=DataConfig(num_cases=6, num_timesteps=5, num_nodes=8, data_path=str(path), load_all=True))
     needed = 6 * 5 * 8 * 4
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: int(needed / memory.LOAD_ALL_HOST_SHARE) - 8)
-    monkeypatch.setattr(sweep_data, "check_sweep", lambda *args, **kwargs: pytest.fail("the file was scanned"))
+    monkeypatch.setattr(sweep_data, "check_shape", lambda *args, **kwargs: pytest.fail("the file was checked"))
+    monkeypatch.setattr(sweep_data, "check_finite", lambda *args, **kwargs: pytest.fail("the file was scanned"))
     with pytest.raises(DataError, match="keeping 6 cases x 5 timesteps x 8 nodes of .* in memory needs"):
         sweep_data.prepare_sweep(config, tmp_path)
+
+
+def _streamed_config(path, num_cases: int):
+    from modules.config.schema import RunConfig
+    return RunConfig(data=DataConfig(num_cases=num_cases, num_timesteps=5, num_nodes=8, data_path=str(path),
+                                     load_all=False, validation_fraction=0.2, test_fraction=0.2))
+
+
+def test_the_nan_check_and_the_scaler_fit_read_each_case_once(tmp_path, monkeypatch):
+    from modules.data import prepared_sweep as sweep_data
+    from modules.data import scaling, sweep_file
+    path = tmp_path / "dataset1.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((10, 5, 8)).astype(np.float32))
+    reads = []
+
+    def counting(read):
+        def wrapped(array, indices, *args, **kwargs):
+            reads.extend(int(i) for i in indices)
+            return read(array, indices, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(sweep_file, "read_cases", counting(sweep_file.read_cases))
+    monkeypatch.setattr(scaling, "read_cases", counting(scaling.read_cases))
+    prepared = sweep_data.prepare_sweep(_streamed_config(path, 10), tmp_path)
+    assert sorted(reads) == list(range(10))
+    assert len(prepared.train_indices) == 6
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_a_nan_in_any_case_of_the_window_is_refused_with_its_place(tmp_path, split):
+    from modules.data import prepared_sweep as sweep_data
+    from modules.data.case_split import split_cases
+    path = tmp_path / "dataset1.npy"
+    config = _streamed_config(path, 10)
+    fields = np.random.default_rng(0).standard_normal((10, 5, 8)).astype(np.float32)
+    case = int(getattr(split_cases(config.data, tmp_path), split)[0])
+    fields[case, 3, 6] = np.nan
+    fields[9 - case, 1, 2] = np.inf if case != 9 - case else np.nan
+    np.save(path, fields)
+    with pytest.raises(DataError) as caught:
+        sweep_data.prepare_sweep(config, tmp_path)
+    first = min(case, 9 - case)
+    assert "2 non-finite values" in str(caught.value) and f"at case {first}, timestep" in str(caught.value)

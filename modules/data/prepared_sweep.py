@@ -15,7 +15,7 @@ import torch
 
 from modules.config.schema import DataConfig, RunConfig
 from modules.data.case_cache import SharedCaseCache
-from modules.data.sweep_file import check_sweep, open_sweep, resolve_dataset_path
+from modules.data.sweep_file import check_finite, check_shape, open_sweep, resolve_dataset_path
 from modules.data.case_split import split_cases
 from modules.data.datasets import FieldDataset, require_memory_for
 from modules.data.demo_request import own_sweep_fix
@@ -91,6 +91,21 @@ def fit_shared_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataCo
                                        "clipped": data.scaler == "robust"})
 
 
+def checked_scaler(array: np.ndarray, train_indices: np.ndarray, data: DataConfig, path: Path,
+                   runtime: Optional[Runtime]) -> NodeScaler:
+    """Refuse NaN/Inf in the window, then fit the scaler, in one pass over the training cases: NaN and Inf
+    reach the min-max bounds, so finite bounds vouch for every training case and only the others are scanned
+    (a large sweep is read once for both, not twice). Bounds that are not finite mean a full scan, whose
+    error names the first bad value. The robust fit (medians) does not carry NaN: it is checked first."""
+    if data.scaler == "robust":
+        check_finite(array, data, path)
+        return fit_shared_scaler(array, train_indices, data, runtime)
+    scaler = fit_shared_scaler(array, train_indices, data, runtime)
+    vouched = np.isfinite(scaler.data_min).all() and np.isfinite(scaler.data_max).all()
+    check_finite(array, data, path, np.setdiff1d(np.arange(data.num_cases), train_indices) if vouched else None)
+    return scaler
+
+
 def require_room_to_load_all(data: DataConfig, path: Path, runtime: Optional[Runtime]) -> None:
     """With --load_all=1, refuse before any pass over the file or allocation when the window cannot be kept."""
     device = runtime.device if runtime is not None else torch.device("cpu")
@@ -135,10 +150,10 @@ def prepare_sweep(config: RunConfig, base_dir: Path, runtime: Optional[Runtime] 
     array = open_sweep(path)
     hint = (f"demo_data 1 is set: if {path} is the built-in demo sweep and you meant your own, "
             f"{own_sweep_fix(data)}") if data.generate_demo else ""
-    check_sweep(array, data, path, condition_file=config.condition_path, hint=hint)
+    check_shape(array, data, path, condition_file=config.condition_path, hint=hint)
     split = split_cases(data, base_dir)
     train_indices, val_indices = split.train, split.validation
-    scaler = fit_shared_scaler(array, train_indices, data, runtime)
+    scaler = checked_scaler(array, train_indices, data, path, runtime)
     train_cache, val_cache = case_caches(config, len(train_indices), len(val_indices), runtime)
     train_set = FieldDataset(path, train_indices, data, scaler, data.load_all, array=array, cache=train_cache)
     val_set = FieldDataset(path, val_indices, data, scaler, data.load_all, array=array, cache=val_cache)

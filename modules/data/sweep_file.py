@@ -16,7 +16,7 @@ import pickle
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -227,11 +227,13 @@ def check_sweep(array: np.ndarray, data: DataConfig, path: Path, condition_file:
                 hint: str = "") -> None:
     """Refuse an array whose shape disagrees with condition.txt (`hint`, when given, ends that message) or
     whose used window holds NaN/Inf."""
-    _check_shape(array, data, Path(path), condition_file, hint)
-    _check_finite(array, data, Path(path))
+    check_shape(array, data, Path(path), condition_file, hint)
+    check_finite(array, data, Path(path))
 
 
-def _check_shape(array: np.ndarray, data: DataConfig, path: Path, condition_file: str, hint: str) -> None:
+def check_shape(array: np.ndarray, data: DataConfig, path: Path, condition_file: str = "condition.txt",
+                hint: str = "") -> None:
+    """Refuse an array whose shape disagrees with condition.txt (without reading its values)."""
     expected = [data.num_cases, data.num_timesteps, data.num_nodes]
     if array.ndim not in (3, 4):
         raise DataError(
@@ -255,13 +257,16 @@ def _check_shape(array: np.ndarray, data: DataConfig, path: Path, condition_file
                         + (f"\n  {hint}" if hint else ""))
 
 
-def _check_finite(array: np.ndarray, data: DataConfig, path: Path) -> None:
+def check_finite(array: np.ndarray, data: DataConfig, path: Path,
+                 case_indices: Optional[Sequence[int]] = None) -> None:
+    """Refuse NaN/Inf in the window of those cases (default: all), naming the first bad value."""
     # Only the window that will be trained is scanned: NaNs in nodes or timesteps the user cut away do no harm.
     if array.dtype.kind != "f":
         return
     first = None
     num_nan = num_inf = 0
-    for cases in memory.chunks(range(array.shape[0]), cases_per_chunk(array)):
+    scanned = range(array.shape[0]) if case_indices is None else [int(case) for case in case_indices]
+    for cases in memory.chunks(scanned, cases_per_chunk(array)):
         window = read_cases(array, cases, data, as_float32=False)
         bad = ~np.isfinite(window)
         count = int(bad.sum())
