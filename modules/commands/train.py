@@ -25,6 +25,7 @@ from modules.evaluation.band_coverage import BAND_SAMPLES, band_coverage, calibr
 from modules.evaluation.conditioner_evaluation import conditioner_report_section, evaluate_conditioner
 from modules.evaluation.report import format_run_report, write_report
 from modules.evaluation.vae_evaluation import evaluate_vae, vae_report_section
+from modules.runtime import progress
 from modules.runtime.distributed import Runtime, setup_runtime, shutdown_runtime
 from modules.storage.run_directory import RunDirectory
 from modules.storage.state_files import load_state, require_matching, write_atomically
@@ -56,7 +57,8 @@ def run_training(config: RunConfig, notices: List[str], show_progress: bool = Tr
         config = replace(config, resume=True)
     runtime = setup_runtime(config.train.device, config.train.amp, config.use_ddp)
     try:
-        return _run(config, notices, runtime, show_progress)
+        with progress.shown_during(show_progress and runtime.is_main):
+            return _run(config, notices, runtime, show_progress)
     finally:
         shutdown_runtime(runtime)
 

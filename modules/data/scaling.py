@@ -19,7 +19,7 @@ from modules.config.schema import DataConfig
 from modules.data.robust_scaling import RobustFit, robust_bounds
 from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.errors import CheckpointError
-from modules.runtime import memory
+from modules.runtime import memory, progress
 
 SCALED_LIMIT = 0.7
 """Scaled training values lie in [-SCALED_LIMIT, SCALED_LIMIT]."""
@@ -60,7 +60,8 @@ class NodeScaler:
         chunk = chunk_cases if chunk_cases is not None else cases_per_chunk(array)
         running_min = np.full(data.channels, np.inf)
         running_max = np.full(data.channels, -np.inf)
-        for chunk_indices in memory.chunks(train_indices, chunk):
+        for chunk_indices in progress.counted(memory.chunks(train_indices, chunk), len(train_indices),
+                                              "data: NaN/Inf check + scaler fit, training cases"):
             cases = read_cases(array, chunk_indices, data)
             np.minimum(running_min, cases.min(axis=(0, 1)), out=running_min)
             np.maximum(running_max, cases.max(axis=(0, 1)), out=running_max)

@@ -23,7 +23,7 @@ import numpy as np
 from modules.config.schema import DataConfig
 from modules.data.variables import as_channels
 from modules.errors import DataError
-from modules.runtime import memory
+from modules.runtime import memory, progress
 
 DATASET_EXTENSIONS = (".npy", ".npz", ".pickle")
 PICKLE_EXTENSIONS = (".pickle", ".pkl")
@@ -266,7 +266,8 @@ def check_finite(array: np.ndarray, data: DataConfig, path: Path,
     first = None
     num_nan = num_inf = 0
     scanned = range(array.shape[0]) if case_indices is None else [int(case) for case in case_indices]
-    for cases in memory.chunks(scanned, cases_per_chunk(array)):
+    for cases in progress.counted(memory.chunks(scanned, cases_per_chunk(array)), len(scanned),
+                                  "data: NaN/Inf check"):
         window = read_cases(array, cases, data, as_float32=False)
         bad = ~np.isfinite(window)
         count = int(bad.sum())

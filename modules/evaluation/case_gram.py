@@ -23,7 +23,7 @@ from modules.evaluation.baselines import NearestNeighbourBaseline, PODGaussianPr
 from modules.config.schema import DataConfig
 from modules.data.sweep_file import read_timestep_block
 from modules.errors import DataError
-from modules.runtime import memory
+from modules.runtime import memory, progress
 
 
 def baselines_fit_in_memory(data: DataConfig) -> bool:
@@ -63,7 +63,8 @@ def accumulate_case_gram(array: np.ndarray, data: DataConfig, train_indices: Seq
     columns_per_slice = memory.items_per_chunk(num_cases * 8, column_bytes or memory.GRAM_COLUMN_BYTES)
     centred = np.zeros((num_cases, num_cases), dtype=np.float64)
     squared_norms = np.zeros(num_cases, dtype=np.float64)
-    for steps in memory.chunk_slices(data.timesteps, steps_per_block):
+    blocks = memory.chunk_slices(data.timesteps, steps_per_block)
+    for steps in progress.counted(blocks, data.timesteps, "report: Gram matrix of every case", unit="step"):
         block = read_timestep_block(array, cases, steps.start, steps.stop, data).reshape(num_cases, -1)
         for columns in memory.chunk_slices(block.shape[1], columns_per_slice):
             values = block[:, columns].astype(np.float64)

@@ -18,7 +18,7 @@ from modules.data.sweep_file import read_cases
 from modules.data.variables import variable_shares
 from modules.models.spatial_basis import SpatialModes, fit_spatial_modes
 from modules.models.vae import HierarchicalVAE
-from modules.runtime import memory
+from modules.runtime import memory, progress
 from modules.runtime.distributed import Runtime
 from modules.storage.run_directory import RunDirectory
 from modules.storage.state_files import write_atomically
@@ -109,7 +109,8 @@ def project_all_cases(model: HierarchicalVAE, sweep: PreparedSweep, config: RunC
     if runtime.is_main:
         basis = model.basis.to(runtime.device)
         chunk = memory.items_per_chunk(data.timesteps * data.channels * 4, memory.FIELD_BATCH_BYTES)
-        for indices in memory.chunks(np.arange(data.num_cases), chunk):
+        for indices in progress.counted(memory.chunks(np.arange(data.num_cases), chunk), data.num_cases,
+                                        "VAE: projecting every case on the spatial modes"):
             fields = scaled_cases(sweep, indices, data).to(runtime.device)
             parts = project_fields(basis, fields, node_weights, to_physical)
             for target, part in zip((coefficients, residual, norm_sq), parts):
