@@ -35,7 +35,8 @@ def counted(chunks: Iterable[Chunk], total: int, description: str, unit: str = "
     if not _shown:
         yield from chunks
         return
-    with tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, leave=False) as bar:
+    # disable=None: no bar when stderr is not a terminal (a log file), as the epochs' bars.
+    with tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, leave=False, disable=None) as bar:
         for chunk in chunks:
             yield chunk
             bar.update(chunk.stop - chunk.start if isinstance(chunk, slice) else len(chunk))
