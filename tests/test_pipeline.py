@@ -136,6 +136,31 @@ def test_predict_gives_fields_in_physical_units_with_an_uncertainty_band(trained
     assert set(cells) == {"triangle"} and len(cells["triangle"]) == 2 * 7 * 7  # the 8 x 8 plate, saved with the VAE
 
 
+def test_predict_at_some_channels_gives_those_columns_of_the_whole_prediction(trained_run, monkeypatch):
+    # What the band's calibration and coverage use on a large mesh: the same draws, decoded at a few nodes.
+    from modules.data.sweep_file import open_sweep
+    from modules.evaluation import band_coverage
+    root, out, _ = trained_run
+    surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
+    designs = np.loadtxt(root / "data" / "params.csv", delimiter=",", skiprows=1, ndmin=2)
+    channels = np.array([0, 7, 30, 63])
+    whole = surrogate.predict(designs[:3], samples=4, seed=2)
+    part = surrogate.predict(designs[:3], samples=4, seed=2, channels=channels)
+    for name in ("fields", "mean", "std", "lower", "upper"):
+        np.testing.assert_allclose(getattr(part, name), getattr(whole, name)[:, :, channels], rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(band_coverage, "BAND_CHANNELS", 5)
+    window = surrogate.window
+    array = open_sweep(root / "data" / "dataset1.npy")
+    indices = np.array([1, 4])
+    (truth, center, std), = band_coverage._sampled_chunks(surrogate, designs, indices, array, window)
+    assert truth.shape == center.shape == std.shape == (2, 8, 5)
+    full = surrogate.predict(designs[indices], samples=band_coverage.BAND_SAMPLES, seed=0)
+    columns = band_coverage.scored_channels(64)
+    assert len(set(columns)) == 5 and band_coverage.scored_channels(5) is None
+    np.testing.assert_allclose(center, full.fields[:, :, columns], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(truth, array[indices][:, :, columns])
+
+
 def test_predict_refuses_images_for_a_csv_model(trained_run, entry, tmp_path, capsys):
     _, out, _ = trained_run
     assert entry.main(["predict", "--model", str(out), "--images", str(tmp_path), "--out",

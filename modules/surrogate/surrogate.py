@@ -138,19 +138,26 @@ class Surrogate:
         initial = self.vae.encode(coefficients, projected=True).flat()
         return refine_latents(self.vae, coefficients, initial, self.vae.cfg.refine_steps)
 
-    def _physical(self, scaled: torch.Tensor) -> np.ndarray:
+    def _physical(self, scaled: torch.Tensor, scaler: Optional[NodeScaler] = None) -> np.ndarray:
         """VAE output [k, N, T] (scaled units) -> [k, T, N] float32 in physical units. The scaler is undone on
         the tensor, in float32 and in place of a float64 numpy copy: at the seed's size (95,008 nodes x 200
         timesteps) the float64 path took 87 % of predicting 32 designs (benchmarks/predict_latency.py)."""
-        physical = self.scaler.inverse(scaled.float(), node_axis=1)
+        physical = (scaler or self.scaler).inverse(scaled.float(), node_axis=1)
         return physical.transpose(1, 2).contiguous().cpu().numpy()
 
-    def decode(self, flat: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """Flat latent codes [k, Lm + K*Lh] -> fields [k, T, N] float32 in physical units."""
-        out = np.empty((len(flat), self.vae.num_timesteps, self.vae.num_nodes), np.float32)
+    def decode(self, flat: torch.Tensor, batch_size: int = 64, channels: Optional[np.ndarray] = None) -> np.ndarray:
+        """Flat latent codes [k, Lm + K*Lh] -> fields [k, T, N] float32 in physical units; with `channels`
+        (indices into the window's channels) only those [k, T, n], at their cost: the basis readout is nearly
+        all of decoding a large mesh."""
+        if channels is None:
+            scaler, nodes, width = self.scaler, None, self.vae.num_nodes
+        else:
+            scaler, nodes, width = self.scaler.restricted(channels), torch.as_tensor(channels), len(channels)
+        out = np.empty((len(flat), self.vae.num_timesteps, width), np.float32)
         with evaluation_mode(self.vae):
             for chunk in memory.chunk_slices(len(flat), batch_size):
-                out[chunk] = self._physical(self.vae.decode_flat(flat[chunk].to(self.device)))
+                coefficients = self.vae.decode_flat(flat[chunk].to(self.device), projected=True)
+                out[chunk] = self._physical(self.vae.basis.readout(coefficients, nodes), scaler)
         return out
 
     # ------------------------------------------------------------------ approximation: design -> latent code
@@ -161,22 +168,24 @@ class Surrogate:
         with evaluation_mode(self.vae):
             return predict_latents(conditioner.model, conditioner.model_inputs(designs), self.device, batch_size, prior)
 
-    def predict(self, designs: np.ndarray, batch_size: int = 64, samples: int = 0, seed: int = 0) -> Prediction:
+    def predict(self, designs: np.ndarray, batch_size: int = 64, samples: int = 0, seed: int = 0,
+                channels: Optional[np.ndarray] = None) -> Prediction:
         """Fields of the designs; with samples > 0 also the mean and standard deviation of that many decodes
         of latent codes drawn around the prediction with the conditioner's validation error per latent number,
         so the spread shows how far the prediction can be from the code a simulation would have. With a
         calibrated conditioner also the band fields +- scale x std that covers the nominal share (90 %) of
-        held-out values (band_calibration.py)."""
+        held-out values (band_calibration.py). With `channels`, every field holds only those channels (the
+        same draws, so the same values there)."""
         started = time.perf_counter()
         flat = self.predict_latents(designs, batch_size)
-        result = Prediction(fields=self.decode(flat, batch_size))
+        result = Prediction(fields=self.decode(flat, batch_size, channels))
         if samples > 0:
             generator = torch.Generator().manual_seed(seed)
             total = np.zeros(result.fields.shape, dtype=np.float64)
             total_sq = np.zeros(result.fields.shape, dtype=np.float64)
             residual = self._trained_conditioner().latent_residual_std.float()
             for _ in range(samples):
-                drawn = self.decode(flat + torch.randn(flat.shape, generator=generator) * residual, batch_size)
+                drawn = self.decode(flat + torch.randn(flat.shape, generator=generator) * residual, batch_size, channels)
                 total += drawn
                 total_sq += drawn.astype(np.float64) ** 2
             mean = total / samples
