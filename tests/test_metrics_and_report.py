@@ -176,3 +176,24 @@ def test_the_run_report_names_the_kept_epoch_and_the_band_coverage():
     run["conditioner"].update(prediction_decoder="fresh", on_design_prior=True,
                               training={"best_epoch": 6, "epochs_run": 9})
     assert "MLP conditioner + decoder (end-to-end, own decoder, epoch 6 of 9)  val" in report.format_run_report(run)
+
+
+def test_a_large_sweep_measures_its_training_fit_on_spread_cases_and_says_so():
+    from types import SimpleNamespace
+    from modules.evaluation.report import format_run_report
+    from modules.evaluation.vae_evaluation import LARGE_SWEEP_TRAIN_CASES, measured_splits
+    sweep = SimpleNamespace(train_indices=np.arange(3, 303), val_indices=np.arange(303, 340),
+                            test_indices=np.arange(340, 380))
+    small = measured_splits(sweep, large=False)
+    assert np.array_equal(small["train"], sweep.train_indices) and np.array_equal(small["test"], sweep.test_indices)
+    large = measured_splits(sweep, large=True)
+    assert len(large["train"]) == LARGE_SWEEP_TRAIN_CASES and large["train"][0] == 3 and large["train"][-1] == 302
+    assert len(set(large["train"])) == LARGE_SWEEP_TRAIN_CASES
+    assert np.array_equal(large["val"], sweep.val_indices) and np.array_equal(large["test"], sweep.test_indices)
+    summary = {"count": 64, "pooled": 0.1, "mean": 0.1, "median": 0.1, "max": 0.2, "min": 0.05, "argmax": 0,
+               "argmedian": 0}
+    vae = {"latent_numbers": 28, "pca_components": 28, "train_cases": 300,
+           "relative_l2": {"vae": {"train": summary}, "pca": {"train": summary}}}
+    assert "train: 64 evenly spread training cases of 300" in format_run_report({"vae": vae})
+    vae["train_cases"] = 64
+    assert "evenly spread" not in format_run_report({"vae": vae})

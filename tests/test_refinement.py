@@ -7,7 +7,8 @@ import torch
 from modules.config.schema import ModelConfig
 from modules.data.design_features import design_features
 from modules.models.vae import HierarchicalVAE
-from modules.surrogate.refinement import refine_latents
+from modules.surrogate import refinement
+from modules.surrogate.refinement import refine_latents, refined_timesteps
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -44,6 +45,22 @@ def test_refinement_never_returns_a_worse_code_and_zero_steps_keep_the_guess():
     refined = refine_latents(vae, targets, guess, steps=5)
     assert torch.all(per_case_error(vae, refined, targets) <= per_case_error(vae, guess, targets))
     assert not any(parameter.grad is not None for parameter in vae.parameters())  # the decoder stays untouched
+
+
+def test_long_transients_are_refined_on_evenly_spread_timesteps(monkeypatch):
+    monkeypatch.setattr(refinement, "REFINE_TIMESTEPS", 3)
+    assert refined_timesteps(3, 2, torch.device("cpu")) is None
+    assert refined_timesteps(6, 2, torch.device("cpu")).tolist() == [[0, 2, 5], [0, 2, 5]]
+    vae, true_codes, targets = vae_and_targets()
+    decoded = []
+    original = vae.decode_flat
+    monkeypatch.setattr(vae, "decode_flat", lambda *args, **kwargs: decoded.append(kwargs.get("timesteps")) or
+                        original(*args, **kwargs))
+    start = torch.zeros_like(true_codes)
+    refined = refine_latents(vae, targets, start, steps=200)
+    assert len(decoded) == 201 and all(chosen.shape == (5, 3) for chosen in decoded)
+    # fitted on 3 of the 6 timesteps, the code still brings the whole transient closer
+    assert torch.all(per_case_error(vae, refined, targets) < 0.5 * per_case_error(vae, start, targets))
 
 
 def test_design_features_are_standardised_on_the_training_cases_only():

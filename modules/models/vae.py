@@ -184,9 +184,11 @@ class HierarchicalVAE(nn.Module):
                           [q.mu for q in top_down.posteriors], [q.logvar for q in top_down.posteriors])
 
     def decode(self, z_main: torch.Tensor, z_hier: Optional[Sequence[torch.Tensor]] = None,
-               projected: bool = False) -> torch.Tensor:
+               projected: bool = False, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """z_main [B, Lm] (+ K x [B, Lh]) -> [B, N, T] (coefficients [B, C, T] when `projected`); with z_hier
-        None each level uses its prior mean."""
+        None each level uses its prior mean. timesteps [B, n]: only those timesteps (projected only)."""
+        if timesteps is not None and not projected:
+            raise ValueError("decode: timesteps need projected=True (the basis reads out whole transients)")
         if z_main.dim() != 2 or z_main.shape[1] != self.cfg.latent_dim_main:
             raise ValueError(f"z_main has shape {tuple(z_main.shape)}, expected [batch, {self.cfg.latent_dim_main}]")
         if z_hier is not None:
@@ -195,12 +197,14 @@ class HierarchicalVAE(nn.Module):
             if len(z_hier) != self.num_hier_levels or any(tuple(z.shape) != expected for z in z_hier):
                 raise ValueError(f"z_hier has shapes {[tuple(z.shape) for z in z_hier]}, expected "
                                  f"{self.num_hier_levels} tensors of shape {list(expected)} (deep-to-shallow)")
-        return self._output(self.decoder(z_main, z_hier=z_hier).recon, projected)
+        return self._output(self.decoder(z_main, z_hier=z_hier, timesteps=timesteps).recon, projected)
 
-    def decode_flat(self, flat: torch.Tensor, projected: bool = False) -> torch.Tensor:
-        """[B, Lm + K*Lh] laid out as `LatentCode.flat()` -> [B, N, T] (or [B, C, T] when `projected`)."""
+    def decode_flat(self, flat: torch.Tensor, projected: bool = False,
+                    timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[B, Lm + K*Lh] laid out as `LatentCode.flat()` -> [B, N, T] (or [B, C, T] when `projected`, [B, C, n]
+        with timesteps [B, n])."""
         z_main, z_hier = self.layout.split(flat)
-        return self.decode(z_main, z_hier, projected=projected)
+        return self.decode(z_main, z_hier, projected=projected, timesteps=timesteps)
 
     def design_latent(self, design: torch.Tensor) -> torch.Tensor:
         """Standardised designs [B, D] -> the flat latent the design prior gives them (main = its mean, each
