@@ -3,9 +3,10 @@ training design."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
+import torch
 
 from modules.config.schema import RunConfig
 from modules.data.design_features import baseline_features
@@ -37,14 +38,20 @@ class ConditionerEvaluation:
 
 
 
+PredictionNorms = Callable[[np.ndarray, torch.Tensor], np.ndarray]
+"""(case indices, their predicted flat codes) -> metrics.squared_norms rows of the decoded predictions."""
+
+
 def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dict[str, np.ndarray],
                          sweep: PreparedSweep, config: RunConfig,
-                         case_gram: Optional[CaseGram] = None) -> ConditionerEvaluation:
+                         case_gram: Optional[CaseGram] = None,
+                         known_norms: Optional[PredictionNorms] = None) -> ConditionerEvaluation:
     """Held-out error of conditioner + decoder in physical units, beside POD+GP and nearest neighbour.
 
     Memory stays bounded for any sweep: predictions are decoded and measured one chunk of cases at a time, and
     the baselines hold the fields only while they fit (case_gram.baselines_fit_in_memory); otherwise their
-    errors come from `case_gram` (the cases' Gram matrix, from evaluate_vae) or one made here.
+    errors come from `case_gram` (the cases' Gram matrix, from evaluate_vae) or one made here. `known_norms`
+    measures the predictions without reading the fields (from the training's projection of every case).
     """
     latent_numbers = surrogate.vae.flat_latent_dim
     chunk_cases = cases_per_chunk(sweep.array)
@@ -54,8 +61,8 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
     predicted_latents = {}
     for split, indices in splits.items():
         flat = surrogate.predict_latents(designs[indices])
-        parts = []
-        for rows in memory.chunk_slices(len(indices), chunk_cases):
+        parts = [] if known_norms is None else [known_norms(indices, flat)]
+        for rows in memory.chunk_slices(len(indices), chunk_cases) if known_norms is None else ():
             truth = read_cases(sweep.array, indices[rows], config.data)
             parts.append(squared_norms(truth, surrogate.decode(flat[rows])))
         norms = np.concatenate(parts)

@@ -145,6 +145,15 @@ class Surrogate:
         physical = (scaler or self.scaler).inverse(scaled.float(), node_axis=1)
         return physical.transpose(1, 2).contiguous().cpu().numpy()
 
+    def decode_coefficients(self, flat: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Flat latent codes [k, Lm + K*Lh] -> spatial-mode coefficients [k, C, T] (basis units), before the
+        basis reads them out: what a prediction's error can be measured on without its field."""
+        out = torch.empty((len(flat), self.vae.num_modes, self.vae.num_timesteps), dtype=torch.float32)
+        with evaluation_mode(self.vae):
+            for chunk in memory.chunk_slices(len(flat), batch_size):
+                out[chunk] = self.vae.decode_flat(flat[chunk].to(self.device), projected=True).float().cpu()
+        return out
+
     def decode(self, flat: torch.Tensor, batch_size: int = 64, channels: Optional[np.ndarray] = None) -> np.ndarray:
         """Flat latent codes [k, Lm + K*Lh] -> fields [k, T, N] float32 in physical units; with `channels`
         (indices into the window's channels) only those [k, T, n], at their cost: the basis readout is nearly
