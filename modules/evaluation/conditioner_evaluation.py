@@ -61,11 +61,12 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
     predicted_latents = {}
     for split, indices in splits.items():
         flat = surrogate.predict_latents(designs[indices])
-        parts = [] if known_norms is None else [known_norms(indices, flat)]
-        for rows in memory.chunk_slices(len(indices), chunk_cases) if known_norms is None else ():
-            truth = read_cases(sweep.array, indices[rows], config.data)
-            parts.append(squared_norms(truth, surrogate.decode(flat[rows])))
-        norms = np.concatenate(parts)
+        if known_norms is not None:
+            norms = known_norms(indices, flat)
+        else:
+            norms = np.concatenate([squared_norms(read_cases(sweep.array, indices[rows], config.data),
+                                                  surrogate.decode(flat[rows]))
+                                    for rows in memory.chunk_slices(len(indices), chunk_cases)])
         errors["conditioner"][split], pooled["conditioner"][split] = relative_from_norms(norms), pooled_relative_l2(norms)
         predicted_latents[split] = flat
     positions = list(plotted_positions(errors["conditioner"]["val"]).values())

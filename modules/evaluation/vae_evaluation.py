@@ -90,14 +90,11 @@ def evaluate_vae(surrogate: Surrogate, sweep: PreparedSweep, data: DataConfig,
     pooled: Dict[str, Dict[str, float]] = {"vae": {}, "pca": {}}
     for split, indices in measured_splits(sweep, large=gram is not None).items():
         vae_norms, pca_norms = [], []
+        needs_fields = known_norms is None or gram is None
         for chunk in memory.chunks(indices, chunk_cases):
-            if known_norms is not None:
-                vae_norms.append(known_norms(chunk))
-            if known_norms is not None and gram is not None:
-                continue
-            truth = read_cases(sweep.array, chunk, data)
-            if known_norms is None:
-                vae_norms.append(squared_norms(truth, surrogate.reconstruct(truth)))
+            truth = read_cases(sweep.array, chunk, data) if needs_fields else None
+            vae_norms.append(squared_norms(truth, surrogate.reconstruct(truth)) if known_norms is None
+                             else known_norms(chunk))
             if gram is None:
                 pca_norms.append(squared_norms(truth, pca.reconstruct(truth)))
         norms = np.concatenate(vae_norms)
