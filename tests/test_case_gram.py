@@ -99,8 +99,9 @@ def test_pod_gp_errors_equal_the_in_memory_baseline(tmp_path):
     # Validation designs, and training designs (which the GP nearly interpolates) through the same fit.
     every_case = np.arange(NUM_CASES)
     expected = relative_l2_per_case(fields, in_memory.predict(designs))
-    np.testing.assert_allclose(pod_gp_relative_errors(GramPCA(gram, 2), designs, every_case), expected,
-                               rtol=1e-6, atol=1e-9)
+    errors = pod_gp_relative_errors(GramPCA(gram, 2), designs, {"all": every_case, "val": VAL})
+    np.testing.assert_allclose(errors["all"], expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(errors["val"], expected[VAL], rtol=1e-6, atol=1e-9)
     assert expected[VAL].min() > 1e-3
 
 

@@ -1,9 +1,12 @@
-"""The passes over a sweep show a bar during a run on a terminal, and nothing outside a run."""
+"""The passes over a sweep (and the POD + GP fit) show a bar during a run on a terminal, and nothing outside a run."""
 from __future__ import annotations
 
 import io
 import sys
 
+import numpy as np
+
+from modules.evaluation.baselines import PODGaussianProcessBaseline
 from modules.runtime import memory, progress
 
 
@@ -37,3 +40,16 @@ def test_no_bar_goes_to_a_log_file(monkeypatch):
     with progress.shown_during(True):
         assert list(progress.counted(iter([[0, 1]]), 2, "data: scan")) == [[0, 1]]
     assert log_file.getvalue() == ""
+
+
+def test_the_pod_gp_fit_counts_its_modes_during_a_run(monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    rng = np.random.default_rng(0)
+    designs, coefficients = rng.normal(size=(12, 2)), rng.normal(size=(12, 3))
+    assert list(progress.each(range(3), "outside", unit="mode")) == [0, 1, 2]
+    with progress.shown_during(True):
+        fitted = PODGaussianProcessBaseline().fit_coefficients(designs, coefficients)
+    assert fitted.num_modes == 3
+    shown = terminal.getvalue()
+    assert "one Gaussian process per mode" in shown and "3/3" in shown and "outside" not in shown

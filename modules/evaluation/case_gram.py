@@ -15,7 +15,7 @@ are exact (not approximations), and memory is one block of timesteps of every ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -138,24 +138,29 @@ class GramPCA:
         return pooled_from_relative(self.gram, indices, self.relative_errors(indices))
 
 
-def pod_gp_relative_errors(pca: GramPCA, design_features: np.ndarray, query_indices: Sequence[int],
-                           random_state: int = 0) -> np.ndarray:
-    """POD+GP (PODGaussianProcessBaseline's per-mode GPs) fitted on the training cases, error on `query_indices`.
+def pod_gp_relative_errors(pca: GramPCA, design_features: np.ndarray,
+                           query_splits: Dict[str, Sequence[int]], random_state: int = 0) -> Dict[str, np.ndarray]:
+    """POD+GP (PODGaussianProcessBaseline's per-mode GPs) fitted once on the training cases, error on each
+    split of `query_splits` (name -> case indices). One fit for all splits: at several hundred designs it
+    takes minutes.
 
     design_features: [all cases, features], one row per case of the sweep.
     """
     gram = pca.gram
-    query = np.asarray(query_indices, dtype=np.int64)
-    actual = pca.coefficients(query)
-    if pca.num_modes_with_variance == 0:
-        predicted = np.zeros_like(actual)  # no training variation: the prediction is the mean case
-    else:
+    process = None
+    if pca.num_modes_with_variance > 0:
         process = PODGaussianProcessBaseline(random_state=random_state).fit_coefficients(
             design_features[gram.train_indices], pca.coefficients(gram.train_indices))
-        predicted = process.predict_coefficients(design_features[query])
-    squared = (pca.centred_squared_norms(query) - 2.0 * (predicted * actual).sum(axis=1)
-               + (predicted ** 2).sum(axis=1))
-    return relative_errors(gram, query, squared)
+    errors = {}
+    for name, query_indices in query_splits.items():
+        query = np.asarray(query_indices, dtype=np.int64)
+        actual = pca.coefficients(query)
+        # no training variation: the prediction is the mean case
+        predicted = np.zeros_like(actual) if process is None else process.predict_coefficients(design_features[query])
+        squared = (pca.centred_squared_norms(query) - 2.0 * (predicted * actual).sum(axis=1)
+                   + (predicted ** 2).sum(axis=1))
+        errors[name] = relative_errors(gram, query, squared)
+    return errors
 
 
 def nearest_relative_errors(gram: CaseGram, design_features: np.ndarray, query_indices: Sequence[int]) -> np.ndarray:

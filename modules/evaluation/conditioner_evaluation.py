@@ -87,8 +87,8 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
         gram = case_gram if case_gram is not None else \
             accumulate_case_gram(sweep.array, config.data, sweep.train_indices)
         pod = GramPCA(gram, latent_numbers)
+        errors["pod_gp"].update(pod_gp_relative_errors(pod, features, held_out))
         for split, indices in held_out.items():
-            errors["pod_gp"][split] = pod_gp_relative_errors(pod, features, indices)
             errors["nearest_neighbour"][split] = nearest_relative_errors(gram, features, indices)
             for name in ("pod_gp", "nearest_neighbour"):
                 pooled[name][split] = pooled_from_relative(gram, indices, errors[name][split])

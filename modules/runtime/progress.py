@@ -1,6 +1,6 @@
 """Progress bars for the passes over a sweep that take minutes at large sizes (the NaN check and scaler fit,
-the projection on the spatial modes, the report's Gram matrix): a user of a 37 GB sweep sees the rate and
-an ETA instead of a silent console.
+the projection on the spatial modes, the report's Gram matrix and its POD + GP fit): a user of a 37 GB sweep
+sees the rate and an ETA instead of a silent console.
 
 Whether bars show is the run's choice (`--quiet`, rank 0 only), made once for the whole run with
 `shown_during`, so the data and evaluation code that runs the passes needs no display argument; outside a run
@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Sequence, TypeVar, Union
 from tqdm import tqdm
 
 Chunk = TypeVar("Chunk", bound=Union[Sequence, slice])
+Item = TypeVar("Item")
 
 _shown = False
 
@@ -40,3 +41,12 @@ def counted(chunks: Iterable[Chunk], total: int, description: str, unit: str = "
         for chunk in chunks:
             yield chunk
             bar.update(chunk.stop - chunk.start if isinstance(chunk, slice) else len(chunk))
+
+
+def each(items: Sequence[Item], description: str, unit: str) -> Iterator[Item]:
+    """Yield each item while a bar counts them (steps that take seconds each, e.g. one Gaussian process per
+    mode)."""
+    if not _shown:
+        yield from items
+        return
+    yield from tqdm(items, desc=description, unit=unit, dynamic_ncols=True, leave=False, disable=None)
