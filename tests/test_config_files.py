@@ -253,3 +253,18 @@ def test_a_fresh_prediction_decoder_is_read_and_needs_fine_tuning(tmp_path):
             f"    fix: set both to 1, or e2e_decoder_start vae") in problems(preset, condition)
     edit(condition, "e2e_decoder_start\tfresh", "e2e_decoder_start\tnew")
     assert "key 'e2e_decoder_start': must be one of vae, fresh, got 'new'" in problems(preset, condition)
+
+
+def test_an_ensemble_is_read_and_needs_a_fresh_prediction_decoder_per_member(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "use_e2e_training\t0", "use_e2e_training\t1")
+    edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"
+         "conditioner_ensemble\t3")
+    config, _ = load_run_config(preset, condition)
+    assert config.conditioner.ensemble_members == 3
+    edit(condition, "e2e_decoder_start\tfresh", "e2e_decoder_start\tvae")
+    assert (f"{condition}:{line_of(condition, 'conditioner_ensemble')}, key 'conditioner_ensemble': 3 members need "
+            f"each its own prediction decoder (use_e2e_training 1, e2e_finetune_decoder 1, e2e_decoder_start fresh)\n"
+            f"    fix: set those three keys, or conditioner_ensemble 1") in problems(preset, condition)
+    edit(condition, "conditioner_ensemble\t3", "conditioner_ensemble\t0")
+    assert "key 'conditioner_ensemble': must be at least 1, got 0" in problems(preset, condition)

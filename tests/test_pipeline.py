@@ -244,6 +244,40 @@ def test_a_fresh_prediction_decoder_is_saved_with_the_conditioner_and_leaves_the
     assert history["train_field"][-1] < history["train_field"][0]
 
 
+def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_that_prediction(entry, tmp_path):
+    extra = ("use_e2e_training\t1\nuse_latent_regularization\t0\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"
+             "conditioner_ensemble\t2\n")
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=extra)
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    bundle = load_state(out / "latent_conditioner.pt")
+    assert bundle["ensemble_members"] == 2 and len(bundle["member_decoder_weights"]) == 1
+    # two prediction paths, each with its own decoder
+    assert not torch.equal(bundle["vae_weights"]["decoder.readout.0.weight"],
+                           bundle["member_decoder_weights"][0]["readout.0.weight"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["conditioner"]["ensemble_members"] == 2
+    assert "own decoder, mean of 2, epoch " in (out / "report.txt").read_text()
+    surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
+    val = report["vae"]["val_case_indices"]
+    designs = np.loadtxt(tmp_path / "data" / "params.csv", delimiter=",", skiprows=1)[val]
+    truth = np.load(tmp_path / "data" / "dataset1.npy")[val]
+    # The saved ensemble predicts what the report measured.
+    predicted = surrogate.predict(designs).fields
+    errors = np.linalg.norm((predicted - truth).reshape(len(val), -1), axis=1) / \
+        np.linalg.norm(truth.reshape(len(val), -1), axis=1)
+    reported = report["conditioner"]["prediction_relative_l2"]["conditioner"]["val"]["mean"]
+    assert errors.mean() == pytest.approx(reported, rel=1e-4)
+    # ... which is the mean of its members' own predictions, each decoded by its own decoder.
+    flat = surrogate.predict_latents(designs)
+    first, second = flat.split(flat.shape[1] // 2, dim=1)
+    with torch.no_grad():
+        members = [decoder.eval().decode_flat(code, projected=True)
+                   for decoder, code in zip(surrogate.prediction_decoder.decoders, (first, second))]
+    assert not torch.allclose(members[0], members[1], atol=1e-4)
+    torch.testing.assert_close(surrogate.decode_coefficients(flat), (members[0] + members[1]) / 2)
+
+
 def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):
     extra = "image_size\t16\n"
     args = write_config(tmp_path, epochs=2, lc_epochs=4, extra=extra)

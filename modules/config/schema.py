@@ -509,6 +509,10 @@ class ConditionerConfig:
     image_pca_components: int = 0
     """Images only: project each image onto this many PCA components of the training images and
     feed those numbers to an MLP (0 = feed the pixels to the CNN/ViT)."""
+    ensemble_members: int = 1
+    """conditioner_ensemble: train this many prediction paths (conditioner + its own decoder) from different
+    seeds and predict their mean (models/ensemble.py); needs the fresh prediction decoder. Each member costs
+    one conditioner's training time."""
 
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
@@ -540,6 +544,9 @@ class ConditionerConfig:
             out.append(issue("dropout_rate", f"must be in [0, 1), got {self.dropout_rate}", "use e.g. 0.1"))
         if self.early_stopping_patience < 0:
             out.append(issue("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}", "use 0"))
+        if self.ensemble_members < 1:
+            out.append(issue("ensemble_members", f"must be at least 1, got {self.ensemble_members}",
+                             "use 1 (one conditioner) or e.g. 3"))
         return out
 
 
@@ -625,6 +632,10 @@ class RunConfig:
             out.append(issue("physics.spatial_weight", "needs the mesh: neither coordinates_path nor "
                         "mesh_connectivity_path is set", "add one of them to condition.txt, or set "
                         "physics_spatial_weight 0"))
+        if self.conditioner.ensemble_members > 1 and self.end_to_end.prediction_decoder != "fresh":
+            out.append(issue("conditioner.ensemble_members", f"{self.conditioner.ensemble_members} members need "
+                             "each its own prediction decoder (use_e2e_training 1, e2e_finetune_decoder 1, "
+                             "e2e_decoder_start fresh)", "set those three keys, or conditioner_ensemble 1"))
         out += self._pod_projection_problems()
         if self.plot_mode not in (0, 1, 2):
             out.append(issue("plot_mode", f"must be 0, 1 or 2, got {self.plot_mode}", "use --plot=1 to save PNGs"))

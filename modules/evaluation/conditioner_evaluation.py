@@ -97,7 +97,8 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
         errors=errors, pooled=pooled,
         val_predictions={int(sweep.val_indices[position]): field for position, field in zip(positions, plotted)},
         val_latents_true=latents["flat"][sweep.val_indices],
-        val_latents_predicted=predicted_latents["val"].numpy(), pod_modes=pod_modes)
+        # An ensemble's code holds its members' codes side by side: the first member's is compared.
+        val_latents_predicted=predicted_latents["val"][:, :latents["flat"].shape[1]].numpy(), pod_modes=pod_modes)
 
 
 def conditioner_report_section(evaluation: ConditionerEvaluation, training: Optional[Dict[str, Any]],
@@ -113,6 +114,7 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "image_pca_components": 0 if trained.image_pca is None else trained.image_pca.num_components,
         "on_design_prior": trained.on_design_prior,
         "prediction_decoder": config.end_to_end.prediction_decoder,
+        "ensemble_members": trained.members,
         "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
                                           for split, errors in per_split.items()}
                                    for name, per_split in evaluation.errors.items()},

@@ -68,6 +68,7 @@ def format_run_report(report: Dict[str, Any]) -> str:
         decoder = lc.get("prediction_decoder", "vae")
         notes = ((["end-to-end"] if lc["end_to_end"] else [])
                  + ([PREDICTION_DECODER_NOTES[decoder]] if decoder in PREDICTION_DECODER_NOTES else [])
+                 + ([f"mean of {lc['ensemble_members']}"] if lc.get("ensemble_members", 1) > 1 else [])
                  + (["on the design prior"] if lc.get("on_design_prior") and decoder != "fresh" else [])
                  + ([lc_kept[2:]] if lc_kept else []))
         name = f"{lc['architecture'].upper()} conditioner + decoder" + (f" ({', '.join(notes)})" if notes else "")

@@ -2,14 +2,14 @@
 
 The bundle holds the network's weights and settings, the input scaler, the image PCA when there is one,
 the per-latent validation error that `predict --samples` draws with, and the decoder weights when
-end-to-end training fine-tuned them. State dicts and plain values only, loaded with weights_only=True.
+end-to-end training fine-tuned them (one decoder per member of an ensemble). State dicts and plain values only, loaded with weights_only=True.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from modules.data.designs import scaled_inputs
 from modules.data.image_pca import ImagePCA
 from modules.errors import CheckpointError
 from modules.models.conditioners import build_conditioner
+from modules.models.ensemble import ConditionerEnsemble
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
@@ -50,6 +51,13 @@ class TrainedConditioner:
     on_design_prior: bool = False
     """The conditioner predicts a correction to the VAE's own design-prior code (design_latent) of the same
     standardised parameters, not the code itself (see training/conditioner_stage.py)."""
+    member_decoder_weights: List[Dict[str, torch.Tensor]] = dataclasses.field(default_factory=list)
+    """With conditioner_ensemble > 1: the prediction decoders (decoder state dicts) of members 2, 3, ...; the
+    first member's is decoder_weights. `model` is then a ConditionerEnsemble (models/ensemble.py)."""
+
+    @property
+    def members(self) -> int:
+        return 1 + len(self.member_decoder_weights)
 
     def model_inputs(self, designs: np.ndarray) -> torch.Tensor:
         """Raw designs -> what the network reads (see `model_inputs`)."""
@@ -64,8 +72,9 @@ def model_inputs(designs: np.ndarray, input_scaler: InputScaler, image_pca: Opti
 
 
 def predict_latents(conditioner: torch.nn.Module, inputs: torch.Tensor, device: torch.device,
-                    batch_size: int = 256, prior: Optional[HierarchicalVAE] = None) -> torch.Tensor:
-    """Flat latent codes [k, F]; with `prior` (an on_design_prior conditioner) its design_latent is added."""
+                    batch_size: int = 256, prior: Optional[torch.nn.Module] = None) -> torch.Tensor:
+    """Flat latent codes [k, F]; with `prior` (an on_design_prior conditioner) its design_latent is added
+    (an ensemble's: a DecoderEnsemble, one design-prior code per member)."""
     outputs = []
     with evaluation_mode(conditioner):
         for batch in memory.chunks(inputs, batch_size):
@@ -96,6 +105,9 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
     if trained.band is not None:
         state["band"] = dataclasses.asdict(trained.band)
     state["on_design_prior"] = trained.on_design_prior
+    if trained.member_decoder_weights:
+        state["ensemble_members"] = trained.members
+        state["member_decoder_weights"] = trained.member_decoder_weights
     return save_state(path, state)
 
 
@@ -105,9 +117,15 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
         raise CheckpointError(f"{path}: not a SimulGenVAE latent conditioner (format {state.get('format')!r})")
     cfg = ConditionerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["conditioner_config"].items()})
     latent_dim_main, latent_dim_hier, levels = state["latent_dims"]
-    model = build_conditioner(cfg, latent_dim_main, latent_dim_hier, levels, in_channels=state["in_channels"],
-                              spectral_norm=state["spectral_norm"])
+    members = int(state.get("ensemble_members", 1))
+    networks = [build_conditioner(cfg, latent_dim_main, latent_dim_hier, levels, in_channels=state["in_channels"],
+                                  spectral_norm=state["spectral_norm"]) for _ in range(members)]
+    model = networks[0] if members == 1 else ConditionerEnsemble(networks)
     load_weights(model, state["model"], path)
+    member_decoders = list(state.get("member_decoder_weights", []))
+    if len(member_decoders) != members - 1:
+        raise CheckpointError(f"{path}: an ensemble of {members} conditioners needs {members - 1} more prediction "
+                              f"decoders, the file holds {len(member_decoders)}; it is damaged, retrain the conditioner")
     model.to(device).eval()
     # Bundles written before image PCA existed have neither the key nor the setting: they load as before.
     image_pca = ImagePCA.from_state_dict(state["image_pca"]) if "image_pca" in state else None
@@ -119,4 +137,4 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
     return TrainedConditioner(model, InputScaler.from_state_dict(state["input_scaler"]), state["input_kind"],
                               state["in_channels"], state["latent_residual_std"], state.get("vae_weights"), cfg,
                               image_pca, BandCalibration(**state["band"]) if state.get("band") else None,
-                              bool(state.get("on_design_prior", False)))
+                              bool(state.get("on_design_prior", False)), member_decoders)

@@ -9,6 +9,7 @@ batch at a time.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from modules.config.schema import DataConfig
 from modules.data.scaling import NodeScaler
 from modules.data.sweep_file import read_cases
 from modules.data.variables import as_node_variables
+from modules.models.ensemble import DecoderEnsemble
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
@@ -59,6 +61,8 @@ class Surrogate:
     triangles: Optional[np.ndarray] = None
     """[M, 3] mesh triangles of the window, when known (for VTU output)."""
     conditioner: Optional[TrainedConditioner] = None
+    prediction_decoder: Optional[DecoderEnsemble] = None
+    """With an ensemble conditioner: its members' decoders, which decode predicted codes (else the VAE's)."""
 
     def user_layout(self, fields: np.ndarray) -> np.ndarray:
         """[..., channels] -> what users get: [..., nodes], or [..., nodes, variables] with num_var > 1."""
@@ -78,9 +82,23 @@ class Surrogate:
         return surrogate.with_conditioner(load_conditioner_bundle(conditioner_path, device), conditioner_path)
 
     def with_conditioner(self, conditioner: TrainedConditioner, source: Optional[Path] = None) -> "Surrogate":
+        """source: the bundle's path when loaded from disk (its decoder weights go into the VAE); None after
+        training, whose VAE already holds them."""
         if conditioner.decoder_weights is not None and source is not None:
             load_weights(self.vae, conditioner.decoder_weights, source)
-        return replace(self, conditioner=conditioner)
+        ensemble = None
+        if conditioner.member_decoder_weights:
+            decoders = [self.vae]
+            for weights in conditioner.member_decoder_weights:
+                member = copy.deepcopy(self.vae, memo={id(self.vae.basis): self.vae.basis})  # one shared basis
+                load_weights(member.decoder, weights, source or Path("latent_conditioner.pt"))
+                decoders.append(member)
+            ensemble = DecoderEnsemble(decoders).to(self.device)
+        return replace(self, conditioner=conditioner, prediction_decoder=ensemble)
+
+    def _predicting(self):
+        """What decodes predicted codes: the ensemble's decoders, or the VAE."""
+        return self.vae if self.prediction_decoder is None else self.prediction_decoder
 
     # ------------------------------------------------------------------ reduction: fields <-> latent codes
     def encode_cases(self, array: np.ndarray, batch_size: int = 32) -> Dict[str, np.ndarray]:
@@ -149,9 +167,10 @@ class Surrogate:
         """Flat latent codes [k, Lm + K*Lh] -> spatial-mode coefficients [k, C, T] (basis units), before the
         basis reads them out: what a prediction's error can be measured on without its field."""
         out = torch.empty((len(flat), self.vae.num_modes, self.vae.num_timesteps), dtype=torch.float32)
-        with evaluation_mode(self.vae):
+        decoder = self._predicting()
+        with evaluation_mode(decoder):
             for chunk in memory.chunk_slices(len(flat), batch_size):
-                out[chunk] = self.vae.decode_flat(flat[chunk].to(self.device), projected=True).float().cpu()
+                out[chunk] = decoder.decode_flat(flat[chunk].to(self.device), projected=True).float().cpu()
         return out
 
     def decode(self, flat: torch.Tensor, batch_size: int = 64, channels: Optional[np.ndarray] = None) -> np.ndarray:
@@ -163,9 +182,10 @@ class Surrogate:
         else:
             scaler, nodes, width = self.scaler.restricted(channels), torch.as_tensor(channels), len(channels)
         out = np.empty((len(flat), self.vae.num_timesteps, width), np.float32)
-        with evaluation_mode(self.vae):
+        decoder = self._predicting()
+        with evaluation_mode(decoder):
             for chunk in memory.chunk_slices(len(flat), batch_size):
-                coefficients = self.vae.decode_flat(flat[chunk].to(self.device), projected=True)
+                coefficients = decoder.decode_flat(flat[chunk].to(self.device), projected=True)
                 out[chunk] = self._physical(self.vae.basis.readout(coefficients, nodes), scaler)
         return out
 
@@ -173,8 +193,8 @@ class Surrogate:
     def predict_latents(self, designs: np.ndarray, batch_size: int = 256) -> torch.Tensor:
         """Raw designs (parameters [k, p] or images [k, C, S, S]) -> predicted flat latent codes [k, ...]."""
         conditioner = self._trained_conditioner()
-        prior = self.vae if conditioner.on_design_prior else None
-        with evaluation_mode(self.vae):
+        prior = self._predicting() if conditioner.on_design_prior else None
+        with evaluation_mode(self._predicting()):
             return predict_latents(conditioner.model, conditioner.model_inputs(designs), self.device, batch_size, prior)
 
     def predict(self, designs: np.ndarray, batch_size: int = 64, samples: int = 0, seed: int = 0,

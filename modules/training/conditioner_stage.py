@@ -2,6 +2,7 @@
 through the decoder, and saved with what prediction needs."""
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from typing import Any, Dict, Optional, Tuple
 
@@ -15,6 +16,7 @@ from modules.data.image_pca import ImagePCA
 from modules.data.prepared_sweep import PreparedSweep
 from modules.config.conditioner_rules import resolve_architecture
 from modules.models.conditioners import build_conditioner, count_parameters
+from modules.models.ensemble import ConditionerEnsemble, DecoderEnsemble
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
@@ -25,7 +27,8 @@ from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inpu
 from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
-from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
+from modules.training.objectives import (ConditionedDecoder, ConditionedDecoderEnsemble, ConditionerObjective,
+                                         EndToEndObjective)
 from modules.training.run_log import RunLog
 
 
@@ -54,8 +57,9 @@ def zero_output_heads(conditioner: torch.nn.Module) -> None:
                 head.bias.zero_()
 
 
-def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int) -> torch.nn.Module:
-    torch.manual_seed(config.train.seed + 1)
+def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int, member: int = 0) -> torch.nn.Module:
+    """The conditioner network, seeded per ensemble member (member 0: as a run without an ensemble)."""
+    torch.manual_seed(config.train.seed + 1 + 1000 * member)
     layout = vae.layout
     return build_conditioner(config.conditioner, layout.main, layout.hier, layout.levels, in_channels=in_channels,
                              spectral_norm=config.model.spectral_norm)
@@ -74,10 +78,15 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     inputs = model_inputs(designs, scaler, image_pca)
     targets = torch.as_tensor(latents["flat"], dtype=torch.float32)
     in_channels = designs.shape[1] if designs.ndim == 4 else 1
-    conditioner = build(config, vae, in_channels)
+    members = config.conditioner.ensemble_members
+    # Every member's decoder copy shares the VAE's frozen spatial basis (95,008 x 256 floats at the seed's size).
+    vaes = [vae] + [copy.deepcopy(vae, memo={id(vae.basis): vae.basis}) for _ in range(members - 1)]
+    conditioners = [build(config, vae, in_channels, member) for member in range(members)]
+    conditioner = conditioners[0]
     on_prior = starts_on_design_prior(vae, inputs)
     if on_prior:
-        zero_output_heads(conditioner)
+        for network in conditioners:
+            zero_output_heads(network)
     e2e = config.end_to_end.enabled
     # Without end-to-end training the conditioner regresses the latents; on the design prior, what the prior misses.
     regressed = targets
@@ -88,8 +97,9 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     val_set = DesignDataset(inputs, regressed, sweep.val_indices, coefficients if e2e else None)
     fresh = config.end_to_end.prediction_decoder == "fresh"
     if e2e:
-        model: torch.nn.Module = ConditionedDecoder(conditioner, vae, config.end_to_end.finetune_decoder, on_prior,
-                                                    fresh_decoder=fresh)
+        paths = [ConditionedDecoder(network, copy_of_vae, config.end_to_end.finetune_decoder, on_prior,
+                                    fresh_decoder=fresh) for network, copy_of_vae in zip(conditioners, vaes)]
+        model: torch.nn.Module = paths[0] if members == 1 else ConditionedDecoderEnsemble(paths)
         objective: Any = EndToEndObjective(config.end_to_end)
     else:
         weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
@@ -99,20 +109,29 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
         (", as a correction to the VAE's design-prior prediction (zero at the start)" if on_prior and not fresh else "")
     projected = ("" if image_pca is None else f" projected onto {image_pca.num_components} whitened PCA components "
                  f"({image_pca.variance_explained:.1%} of the training images' variance)")
+    ensemble = "" if members == 1 else f", {members} of them (an ensemble, each with its own decoder)"
     log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
-             f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, trained {mode}")
+             f"parameters{ensemble}, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, "
+             f"trained {mode}")
     trainer = Trainer(model, objective, _settings(config, on_prior), runtime, log,
                       Checkpointer.for_stage(run_dir, "conditioner", config, runtime))
     if config.resume and run_dir.last_checkpoint("conditioner").is_file():
         trainer.resume(run_dir.last_checkpoint("conditioner"))
     result = trainer.fit(train_set, val_set, num_workers=0)
+    prior: torch.nn.Module = vae
+    if members > 1:
+        conditioner, prior = ConditionerEnsemble(conditioners), DecoderEnsemble(vaes)
     conditioner.eval()
-    residual = _latent_residual_std(conditioner, inputs[sweep.val_indices], targets[sweep.val_indices],
-                                    runtime.device, vae if on_prior else None)
+    # An ensemble's code is its members' codes side by side, each compared with the VAE's code.
+    residual = _latent_residual_std(conditioner, inputs[sweep.val_indices],
+                                    targets[sweep.val_indices].repeat(1, members), runtime.device,
+                                    prior if on_prior else None)
     decoder_weights = ({k: v.detach().cpu() for k, v in vae.state_dict().items()}
                        if e2e and config.end_to_end.finetune_decoder else None)
+    member_decoders = [{k: v.detach().cpu() for k, v in other.decoder.state_dict().items()} for other in vaes[1:]]
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
-                                 decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior)
+                                 decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
+                                 member_decoder_weights=member_decoders)
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
@@ -139,7 +158,7 @@ def field_sensitivity(vae: HierarchicalVAE, train_latents: torch.Tensor) -> torc
     return (sensitivity / sensitivity.mean().clamp_min(1e-30)).clamp_min(1e-3)
 
 
-def _latent_residual_std(conditioner, inputs, targets, device, prior: Optional[HierarchicalVAE]) -> torch.Tensor:
+def _latent_residual_std(conditioner, inputs, targets, device, prior: Optional[torch.nn.Module]) -> torch.Tensor:
     with evaluation_mode(prior) if prior is not None else nullcontext():
         predicted = predict_latents(conditioner, inputs, device, prior=prior)
     return (predicted - targets).std(dim=0, unbiased=len(targets) > 1).clamp_min(1e-6)
