@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 
-import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -13,7 +12,7 @@ from modules.models.vae import HierarchicalVAE
 from modules.runtime.distributed import Runtime
 from modules.training.checkpointing import Checkpointer, CheckpointPaths
 from modules.training.loop import LoopSettings, Trainer
-from modules.training.objectives import ConditionedDecoder, ConditionedDecoderEnsemble, EndToEndObjective
+from modules.training.objectives import ConditionedDecoder, EndToEndObjective
 from modules.training.run_log import RunLog
 
 NODES, TIMESTEPS, MODES, DESIGNS, PARAMS = 12, 8, 5, 16, 3
@@ -118,24 +117,3 @@ def test_a_conditioner_on_the_design_prior_starts_at_the_vaes_own_prediction():
     with torch.no_grad():
         conditioner.heads.main_head.bias.fill_(0.5)
     assert not torch.allclose(predict_latents(conditioner, designs, torch.device("cpu"), prior=vae), expected)
-
-
-def test_an_ensemble_trains_each_member_on_its_own_error_and_is_selected_on_its_mean_prediction():
-    torch.manual_seed(0)
-    paths = []
-    for _ in range(2):
-        vae = HierarchicalVAE(ModelConfig(encoder_filters=(8, 4), latent_dim_main=3, latent_dim_hier=2,
-                                          decoder_width=16), NODES, TIMESTEPS, MODES, design_features=PARAMS)
-        conditioner = build_conditioner(ConditionerConfig(num_params=PARAMS, filters=(16,)), 3, 2,
-                                        vae.num_hier_levels)
-        paths.append(ConditionedDecoder(conditioner, vae, finetune_decoder=True, fresh_decoder=True))
-    ensemble = ConditionedDecoderEnsemble(paths).eval()
-    inputs, targets, coefficients = designs_and_fields()[0].tensors
-    objective = EndToEndObjective(EndToEndConfig(enabled=True, finetune_decoder=True, use_latent_regularization=False))
-    with torch.no_grad():
-        loss, metrics = objective(ensemble, (inputs, targets, coefficients), epoch=0)
-        decoded = [path(inputs)[1] for path in paths]
-    own = [torch.nn.functional.mse_loss(recon, coefficients) for recon in decoded]
-    assert loss.item() == pytest.approx((own[0] + own[1]).item() / 2, rel=1e-5)
-    mean = torch.nn.functional.mse_loss((decoded[0] + decoded[1]) / 2, coefficients).item()
-    assert metrics["selection"] == pytest.approx(mean, rel=1e-5) and mean < loss.item()

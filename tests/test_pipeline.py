@@ -258,6 +258,17 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_th
     report = json.loads((out / "report.json").read_text())
     assert report["conditioner"]["ensemble_members"] == 2
     assert "own decoder, mean of 2, epoch " in (out / "report.txt").read_text()
+    assert (out / "checkpoints" / "conditioner_member2_best.pt").is_file()
+    # The first member is exactly the run without an ensemble (the members train one after another).
+    single = tmp_path / "single"
+    single.mkdir()
+    args = write_config(single, epochs=3, lc_epochs=6,
+                        extra=extra.replace("conditioner_ensemble\t2", "conditioner_ensemble\t1"))
+    assert entry.main(args + ["--out", str(single / "out")]) == 0
+    alone = load_state(single / "out" / "latent_conditioner.pt")
+    assert "ensemble_members" not in alone
+    assert all(torch.equal(value, bundle["model"][f"members.0.{name}"]) for name, value in alone["model"].items())
+    assert all(torch.equal(value, bundle["vae_weights"][name]) for name, value in alone["vae_weights"].items())
     surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
     val = report["vae"]["val_case_indices"]
     designs = np.loadtxt(tmp_path / "data" / "params.csv", delimiter=",", skiprows=1)[val]

@@ -65,8 +65,9 @@ class Checkpointer:
 
     @classmethod
     def for_stage(cls, run_dir: RunDirectory, stage: str, config: RunConfig, runtime: Runtime,
-                  extra_state: Optional[Dict[str, Any]] = None) -> "Checkpointer":
-        paths = CheckpointPaths(run_dir.last_checkpoint(stage), run_dir.best_checkpoint(stage))
+                  extra_state: Optional[Dict[str, Any]] = None, files: Optional[str] = None) -> "Checkpointer":
+        """files: the checkpoint files' stage name when it is not `stage` (an ensemble's later members)."""
+        paths = CheckpointPaths(run_dir.last_checkpoint(files or stage), run_dir.best_checkpoint(files or stage))
         return cls(paths, runtime, stage, must_match(config, stage), config.to_dict(),
                    config.train.keep_checkpoints, extra_state)
 

@@ -3,6 +3,7 @@ through the decoder, and saved with what prediction needs."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from contextlib import nullcontext
 from typing import Any, Dict, Optional, Tuple
 
@@ -27,8 +28,7 @@ from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inpu
 from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
-from modules.training.objectives import (ConditionedDecoder, ConditionedDecoderEnsemble, ConditionerObjective,
-                                         EndToEndObjective)
+from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
 from modules.training.run_log import RunLog
 
 
@@ -81,12 +81,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     members = config.conditioner.ensemble_members
     # Every member's decoder copy shares the VAE's frozen spatial basis (95,008 x 256 floats at the seed's size).
     vaes = [vae] + [copy.deepcopy(vae, memo={id(vae.basis): vae.basis}) for _ in range(members - 1)]
-    conditioners = [build(config, vae, in_channels, member) for member in range(members)]
-    conditioner = conditioners[0]
     on_prior = starts_on_design_prior(vae, inputs)
-    if on_prior:
-        for network in conditioners:
-            zero_output_heads(network)
     e2e = config.end_to_end.enabled
     # Without end-to-end training the conditioner regresses the latents; on the design prior, what the prior misses.
     regressed = targets
@@ -96,28 +91,34 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     train_set = DesignDataset(inputs, regressed, sweep.train_indices, coefficients if e2e else None)
     val_set = DesignDataset(inputs, regressed, sweep.val_indices, coefficients if e2e else None)
     fresh = config.end_to_end.prediction_decoder == "fresh"
-    if e2e:
-        paths = [ConditionedDecoder(network, copy_of_vae, config.end_to_end.finetune_decoder, on_prior,
-                                    fresh_decoder=fresh) for network, copy_of_vae in zip(conditioners, vaes)]
-        model: torch.nn.Module = paths[0] if members == 1 else ConditionedDecoderEnsemble(paths)
-        objective: Any = EndToEndObjective(config.end_to_end)
-    else:
-        weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
-        model, objective = conditioner, ConditionerObjective(weights, DesignAugmenter(config.augmentation))
     mode = ("end-to-end with its own prediction decoder (fresh start; the VAE keeps its decoder)" if fresh else
             "end-to-end through the decoder" if e2e else "on the VAE's latent vectors") + \
         (", as a correction to the VAE's design-prior prediction (zero at the start)" if on_prior and not fresh else "")
     projected = ("" if image_pca is None else f" projected onto {image_pca.num_components} whitened PCA components "
                  f"({image_pca.variance_explained:.1%} of the training images' variance)")
-    ensemble = "" if members == 1 else f", {members} of them (an ensemble, each with its own decoder)"
-    log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
-             f"parameters{ensemble}, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, "
-             f"trained {mode}")
-    trainer = Trainer(model, objective, _settings(config, on_prior), runtime, log,
-                      Checkpointer.for_stage(run_dir, "conditioner", config, runtime))
-    if config.resume and run_dir.last_checkpoint("conditioner").is_file():
-        trainer.resume(run_dir.last_checkpoint("conditioner"))
-    result = trainer.fit(train_set, val_set, num_workers=0)
+    conditioners, results = [], []
+    # Members train one after another, each exactly as a run of its own seed (weights and batch order): trained
+    # side by side on the same batches, the members' mean was no better than a single run (README, ablations).
+    for member in range(members):
+        conditioner = build(config, vae, in_channels, member)
+        if on_prior:
+            zero_output_heads(conditioner)
+        if e2e:
+            model: torch.nn.Module = ConditionedDecoder(conditioner, vaes[member], config.end_to_end.finetune_decoder,
+                                                        on_prior, fresh_decoder=fresh)
+            objective: Any = EndToEndObjective(config.end_to_end)
+        else:
+            weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
+            model, objective = conditioner, ConditionerObjective(weights, DesignAugmenter(config.augmentation))
+        if member == 0:
+            ensemble = "" if members == 1 else f"; {members} of them, each with its own decoder, predicting their mean"
+            log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
+                     f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, "
+                     f"trained {mode}{ensemble}")
+        results.append(_fit_member(config, model, objective, on_prior, member, runtime, run_dir, log, train_set,
+                                   val_set))
+        conditioners.append(conditioner)
+    conditioner, result = conditioners[0], results[0]
     prior: torch.nn.Module = vae
     if members > 1:
         conditioner, prior = ConditionerEnsemble(conditioners), DecoderEnsemble(vaes)
@@ -135,9 +136,32 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
-    log.info(f"conditioner: best validation loss {result.best_val_loss:.4g} at epoch {result.best_epoch + 1}; "
-             f"saved {run_dir.conditioner_bundle}")
+    kept = ", ".join(f"{member.best_val_loss:.4g} at epoch {member.best_epoch + 1}" for member in results)
+    log.info(f"conditioner: best validation loss {kept}; saved {run_dir.conditioner_bundle}")
     return trained, result
+
+
+def member_stage(member: int) -> str:
+    """The checkpoint files' stage name of an ensemble member: 'conditioner' for the first, as without one."""
+    return "conditioner" if member == 0 else f"conditioner_member{member + 1}"
+
+
+def _fit_member(config: RunConfig, model: torch.nn.Module, objective: Any, on_prior: bool, member: int,
+                runtime: Runtime, run_dir: RunDirectory, log: RunLog, train_set: DesignDataset,
+                val_set: DesignDataset) -> TrainingResult:
+    """Train one member (resumed from its own checkpoint when the run is resumed)."""
+    members, stage = config.conditioner.ensemble_members, member_stage(member)
+    settings = _settings(config, on_prior)
+    if members > 1:
+        later = members - 1 - member
+        settings = dataclasses.replace(
+            settings, name=stage, seed=settings.seed + 1000 * member,
+            still_to_come=f"+ {later} more member{'s' if later > 1 else ''} and the report" if later else "+ the report")
+    trainer = Trainer(model, objective, settings, runtime, log,
+                      Checkpointer.for_stage(run_dir, "conditioner", config, runtime, files=stage))
+    if config.resume and run_dir.last_checkpoint(stage).is_file():
+        trainer.resume(run_dir.last_checkpoint(stage))
+    return trainer.fit(train_set, val_set, num_workers=0)
 
 
 @torch.no_grad()

@@ -87,8 +87,9 @@ class LoopSettings:
         section = getattr(config, STAGE_SECTIONS[stage])
         values = {name: getattr(section, name) for name in PER_STAGE_FIELDS}
         values.update({name: getattr(config.train, name) for name in SHARED_FIELDS})
-        still_to_come = (f"+ conditioner, {config.conditioner.epochs} epochs, and the report" if stage == "vae"
-                         else "+ the report")
+        members = config.conditioner.ensemble_members
+        epochs = f"{members} x {config.conditioner.epochs}" if members > 1 else f"{config.conditioner.epochs}"
+        still_to_come = f"+ conditioner, {epochs} epochs, and the report" if stage == "vae" else "+ the report"
         return cls(name=stage, divergence_hint=divergence_hint, evaluate_start=evaluate_start,
                    sweep_in_memory=config.data.load_all, still_to_come=still_to_come, **values)
 

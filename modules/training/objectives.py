@@ -5,7 +5,7 @@ be wrapped in DistributedDataParallel, so objectives only call it (forward).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -173,20 +173,6 @@ class ConditionedDecoder(torch.nn.Module):
         return flat, self.vae.decode_flat(flat, projected=True)
 
 
-class ConditionedDecoderEnsemble(torch.nn.Module):
-    """Several ConditionedDecoder members (each its own conditioner and prediction decoder), trained side by side
-    on the same batches: (codes [members, B, F], coefficients [members, B, C, T]). EndToEndObjective trains each
-    member on its own error and keeps the epoch whose mean prediction is best (models/ensemble.py)."""
-
-    def __init__(self, members: Sequence[ConditionedDecoder]):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-
-    def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        outputs = [member(inputs) for member in self.members]
-        return torch.stack([flat for flat, _ in outputs]), torch.stack([recon for _, recon in outputs])
-
-
 class EndToEndObjective:
     """LC_alpha x field loss through the decoder (+ latent_reg_weight x latent MSE toward the VAE's code).
 
@@ -201,18 +187,12 @@ class EndToEndObjective:
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         inputs, targets, coefficients = batch
         flat, recon = model(inputs)
-        if recon.dim() == 3:  # one prediction path; an ensemble gives [members, ...]
-            flat, recon = flat[None], recon[None]
-        recon = recon.float()
-        # Mean-reduced losses over members of equal size: the mean of the members' own losses, so each member
-        # trains on its own error as if alone.
-        field = self.field_loss(recon, coefficients.expand_as(recon))
+        field = self.field_loss(recon.float(), coefficients)
         total = self.config.recon_weight * field
-        latent = torch.nn.functional.mse_loss(flat.float(), targets.expand_as(flat))
+        latent = torch.nn.functional.mse_loss(flat.float(), targets)
         if self.config.use_latent_regularization:
             total = total + self.config.latent_reg_weight * latent
         metrics = {"loss": total.item(), "field": field.item(), "latent": latent.item()}
         if not model.training:
-            # The kept epoch is the one whose (mean) prediction is best.
-            metrics["selection"] = self.field_loss(recon.mean(dim=0), coefficients).item()
+            metrics["selection"] = field.item()
         return total, metrics
