@@ -267,4 +267,4 @@ def test_an_ensemble_is_read_and_needs_a_fresh_prediction_decoder_per_member(tmp
             f"each its own prediction decoder (use_e2e_training 1, e2e_finetune_decoder 1, e2e_decoder_start fresh)\n"
             f"    fix: set those three keys, or conditioner_ensemble 1") in problems(preset, condition)
     edit(condition, "conditioner_ensemble\t3", "conditioner_ensemble\t0")
-    assert "key 'conditioner_ensemble': must be at least 1, got 0" in problems(preset, condition)
+    assert "key 'conditioner_ensemble': must be 1 to 10, got 0" in problems(preset, condition)

@@ -244,10 +244,59 @@ def test_a_fresh_prediction_decoder_is_saved_with_the_conditioner_and_leaves_the
     assert history["train_field"][-1] < history["train_field"][0]
 
 
-def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_that_prediction(entry, tmp_path):
-    extra = ("use_e2e_training\t1\nuse_latent_regularization\t0\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"
-             "conditioner_ensemble\t2\n")
-    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=extra)
+ENSEMBLE = ("use_e2e_training\t1\nuse_latent_regularization\t0\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"
+            "conditioner_ensemble\t{}\n")
+
+
+def predicted_val_errors_and_report(tmp_path: Path, out: Path):
+    """(mean relative error of `predict` on the validation designs, from the saved files; the report.json)."""
+    report = json.loads((out / "report.json").read_text())
+    surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
+    val = report["vae"]["val_case_indices"]
+    designs = np.loadtxt(tmp_path / "data" / "params.csv", delimiter=",", skiprows=1)[val]
+    truth = np.load(tmp_path / "data" / "dataset1.npy")[val]
+    predicted = surrogate.predict(designs).fields
+    errors = np.linalg.norm((predicted - truth).reshape(len(val), -1), axis=1) / \
+        np.linalg.norm(truth.reshape(len(val), -1), axis=1)
+    return errors.mean(), report, surrogate, designs
+
+
+def test_ensemble_members_train_as_runs_of_their_own_seeds_and_the_best_on_validation_are_kept(entry, tmp_path):
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(3))
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    bundle = load_state(out / "latent_conditioner.pt")
+    kept = bundle["ensemble_kept"]
+    assert bundle["ensemble_trained"] == 3 and 1 <= len(kept) <= 3 and kept == sorted(kept)
+    assert bundle.get("ensemble_members", 1) == len(kept) == len(bundle.get("member_decoder_weights", [])) + 1
+    # The model holds the kept members: the first kept one's conditioner and decoder are its checkpoint's.
+    stage = "conditioner" if kept[0] == 0 else f"conditioner_member{kept[0] + 1}"
+    trained = load_state(out / "checkpoints" / f"{stage}_best.pt")["model"]
+    prefix = "members.0." if len(kept) > 1 else ""
+    assert all(torch.equal(value, bundle["model"][prefix + name[len("conditioner."):]])
+               for name, value in trained.items() if name.startswith("conditioner."))
+    assert all(torch.equal(value, bundle["vae_weights"][name[len("vae."):]])
+               for name, value in trained.items() if name.startswith("vae.decoder."))
+    error, report, _, _ = predicted_val_errors_and_report(tmp_path, out)
+    assert report["conditioner"]["ensemble_kept"] == [member + 1 for member in kept]
+    assert error == pytest.approx(report["conditioner"]["prediction_relative_l2"]["conditioner"]["val"]["mean"],
+                                  rel=1e-4)
+    # Member 1 is exactly the run without an ensemble.
+    single = tmp_path / "single"
+    single.mkdir()
+    args = write_config(single, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(1))
+    assert entry.main(args + ["--out", str(single / "out")]) == 0
+    alone = load_state(single / "out" / "checkpoints" / "conditioner_best.pt")["model"]
+    first = load_state(out / "checkpoints" / "conditioner_best.pt")["model"]
+    assert "ensemble_trained" not in load_state(single / "out" / "latent_conditioner.pt")
+    assert all(torch.equal(value, first[name]) for name, value in alone.items())
+
+
+def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_that_prediction(entry, tmp_path,
+                                                                                               monkeypatch):
+    from modules.training import conditioner_stage
+    monkeypatch.setattr(conditioner_stage, "best_subset", lambda predictions, truth: (list(range(len(predictions))), 0.0))
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(2))
     out = tmp_path / "out"
     assert entry.main(args + ["--out", str(out)]) == 0
     bundle = load_state(out / "latent_conditioner.pt")
@@ -255,30 +304,12 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_th
     # two prediction paths, each with its own decoder
     assert not torch.equal(bundle["vae_weights"]["decoder.readout.0.weight"],
                            bundle["member_decoder_weights"][0]["readout.0.weight"])
-    report = json.loads((out / "report.json").read_text())
-    assert report["conditioner"]["ensemble_members"] == 2
     assert "own decoder, mean of 2, epoch " in (out / "report.txt").read_text()
-    assert (out / "checkpoints" / "conditioner_member2_best.pt").is_file()
-    # The first member is exactly the run without an ensemble (the members train one after another).
-    single = tmp_path / "single"
-    single.mkdir()
-    args = write_config(single, epochs=3, lc_epochs=6,
-                        extra=extra.replace("conditioner_ensemble\t2", "conditioner_ensemble\t1"))
-    assert entry.main(args + ["--out", str(single / "out")]) == 0
-    alone = load_state(single / "out" / "latent_conditioner.pt")
-    assert "ensemble_members" not in alone
-    assert all(torch.equal(value, bundle["model"][f"members.0.{name}"]) for name, value in alone["model"].items())
-    assert all(torch.equal(value, bundle["vae_weights"][name]) for name, value in alone["vae_weights"].items())
-    surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
-    val = report["vae"]["val_case_indices"]
-    designs = np.loadtxt(tmp_path / "data" / "params.csv", delimiter=",", skiprows=1)[val]
-    truth = np.load(tmp_path / "data" / "dataset1.npy")[val]
-    # The saved ensemble predicts what the report measured.
-    predicted = surrogate.predict(designs).fields
-    errors = np.linalg.norm((predicted - truth).reshape(len(val), -1), axis=1) / \
-        np.linalg.norm(truth.reshape(len(val), -1), axis=1)
-    reported = report["conditioner"]["prediction_relative_l2"]["conditioner"]["val"]["mean"]
-    assert errors.mean() == pytest.approx(reported, rel=1e-4)
+    error, report, surrogate, designs = predicted_val_errors_and_report(tmp_path, out)
+    assert report["conditioner"]["ensemble_members"] == 2
+    # The saved ensemble predicts what the report measured ...
+    assert error == pytest.approx(report["conditioner"]["prediction_relative_l2"]["conditioner"]["val"]["mean"],
+                                  rel=1e-4)
     # ... which is the mean of its members' own predictions, each decoded by its own decoder.
     flat = surrogate.predict_latents(designs)
     first, second = flat.split(flat.shape[1] // 2, dim=1)

@@ -544,8 +544,8 @@ class ConditionerConfig:
             out.append(issue("dropout_rate", f"must be in [0, 1), got {self.dropout_rate}", "use e.g. 0.1"))
         if self.early_stopping_patience < 0:
             out.append(issue("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}", "use 0"))
-        if self.ensemble_members < 1:
-            out.append(issue("ensemble_members", f"must be at least 1, got {self.ensemble_members}",
+        if not 1 <= self.ensemble_members <= 10:  # the kept members are chosen among all 2^N - 1 subsets
+            out.append(issue("ensemble_members", f"must be 1 to 10, got {self.ensemble_members}",
                              "use 1 (one conditioner) or e.g. 3"))
         return out
 

@@ -115,6 +115,8 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "on_design_prior": trained.on_design_prior,
         "prediction_decoder": config.end_to_end.prediction_decoder,
         "ensemble_members": trained.members,
+        "ensemble_trained": trained.members_trained,
+        "ensemble_kept": [member + 1 for member in trained.members_kept],
         "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
                                           for split, errors in per_split.items()}
                                    for name, per_split in evaluation.errors.items()},

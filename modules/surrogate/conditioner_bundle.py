@@ -55,6 +55,11 @@ class TrainedConditioner:
     """With conditioner_ensemble > 1: the prediction decoders (decoder state dicts) of members 2, 3, ...; the
     first member's is decoder_weights. `model` is then a ConditionerEnsemble (models/ensemble.py)."""
 
+    members_trained: int = 1
+    """Members trained; the ensemble keeps those whose mean predicted the validation designs best."""
+    members_kept: List[int] = dataclasses.field(default_factory=lambda: [0])
+    """Which trained members (0-based, in training order) the model holds."""
+
     @property
     def members(self) -> int:
         return 1 + len(self.member_decoder_weights)
@@ -105,6 +110,9 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
     if trained.band is not None:
         state["band"] = dataclasses.asdict(trained.band)
     state["on_design_prior"] = trained.on_design_prior
+    if trained.members_trained > 1:
+        state["ensemble_trained"] = trained.members_trained
+        state["ensemble_kept"] = list(trained.members_kept)
     if trained.member_decoder_weights:
         state["ensemble_members"] = trained.members
         state["member_decoder_weights"] = trained.member_decoder_weights
@@ -137,4 +145,6 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
     return TrainedConditioner(model, InputScaler.from_state_dict(state["input_scaler"]), state["input_kind"],
                               state["in_channels"], state["latent_residual_std"], state.get("vae_weights"), cfg,
                               image_pca, BandCalibration(**state["band"]) if state.get("band") else None,
-                              bool(state.get("on_design_prior", False)), member_decoders)
+                              bool(state.get("on_design_prior", False)), member_decoders,
+                              int(state.get("ensemble_trained", members)),
+                              list(state.get("ensemble_kept", range(members))))
