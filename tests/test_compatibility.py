@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from modules.config.compatibility import must_match
-from modules.config.schema import RunConfig, TrainConfig
+from modules.config.compatibility import must_match, saved_with_defaults
+from modules.config.schema import ConditionerConfig, EndToEndConfig, RunConfig, TrainConfig
 from modules.storage.state_files import differing_keys
 
 
@@ -30,3 +30,15 @@ def test_the_vae_is_bound_by_its_window_and_split_the_conditioner_by_its_own_set
     assert differing_keys(must_match(base, "conditioner"), must_match(other_lc, "conditioner")) == \
         ["conditioner.epochs: saved 200, now 7"]
     assert must_match(base, "vae")["model"] == must_match(base, "conditioner")["model"]
+
+
+def test_a_checkpoint_written_before_a_setting_existed_matches_its_default_and_only_that():
+    fresh = RunConfig(end_to_end=EndToEndConfig(enabled=True, finetune_decoder=True, decoder_start="fresh"))
+    three = dataclasses.replace(fresh, conditioner=ConditionerConfig(ensemble_members=3))
+    saved = must_match(fresh, "conditioner")
+    del saved["conditioner"]["ensemble_members"]  # as written before conditioner_ensemble existed
+    current = must_match(fresh, "conditioner")
+    assert differing_keys(saved, current) == ["conditioner.ensemble_members: saved '<missing>', now 1"]
+    assert differing_keys(saved_with_defaults(saved, "conditioner"), current) == []
+    assert differing_keys(saved_with_defaults(saved, "conditioner"), must_match(three, "conditioner")) == \
+        ["conditioner.ensemble_members: saved 1, now 3"]

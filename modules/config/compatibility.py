@@ -33,3 +33,22 @@ def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
         return {"conditioner": dataclasses.asdict(config.conditioner),
                 "end_to_end": dataclasses.asdict(config.end_to_end), "model": model, "train": schedule}
     raise ValueError(f"must_match: unknown stage {stage!r}; stages are 'vae' and 'conditioner'")
+
+
+def saved_with_defaults(saved: Dict[str, Any], stage: str) -> Dict[str, Any]:
+    """A checkpoint's must_match with the settings added since it was written filled in at their defaults: they
+    did not exist then, and a new setting's default keeps the earlier behaviour, so the checkpoint was trained
+    as with it (a run resumed after an upgrade is not refused over a key it never had)."""
+    if stage not in ("vae", "conditioner"):
+        return saved
+    return _filled(saved, must_match(RunConfig(), stage))
+
+
+def _filled(saved: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _filled(out[key], value)
+    return out

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from modules.config.compatibility import must_match
+from modules.config.compatibility import must_match, saved_with_defaults
 from modules.config.schema import RunConfig
 from modules.errors import CheckpointError, SimulGenError
 from modules.runtime.distributed import Runtime
@@ -136,7 +136,8 @@ class Checkpointer:
         state = load_state(path)
         if state.get("stage") != self.stage:
             raise SimulGenError(f"{path} is a '{state.get('stage')}' checkpoint, not '{self.stage}'")
-        require_matching(path, state["must_match"], self.must_match, f"{self.stage} checkpoint")
+        require_matching(path, saved_with_defaults(state["must_match"], self.stage), self.must_match,
+                         f"{self.stage} checkpoint")
         return state
 
     def restore_rng(self, state: Dict[str, Any], reseed: int) -> None:
