@@ -9,7 +9,6 @@ batch at a time.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from modules.config.schema import DataConfig
 from modules.data.scaling import NodeScaler
 from modules.data.sweep_file import read_cases
 from modules.data.variables import as_node_variables
-from modules.models.ensemble import DecoderEnsemble
+from modules.models.ensemble import DecoderEnsemble, decoder_copy
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
@@ -90,7 +89,7 @@ class Surrogate:
         if conditioner.member_decoder_weights:
             decoders = [self.vae]
             for weights in conditioner.member_decoder_weights:
-                member = copy.deepcopy(self.vae, memo={id(self.vae.basis): self.vae.basis})  # one shared basis
+                member = decoder_copy(self.vae)
                 load_weights(member.decoder, weights, source or Path("latent_conditioner.pt"))
                 decoders.append(member)
             ensemble = DecoderEnsemble(decoders).to(self.device)

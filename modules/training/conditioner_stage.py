@@ -2,7 +2,6 @@
 through the decoder, and saved with what prediction needs."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import math
@@ -19,7 +18,7 @@ from modules.data.image_pca import ImagePCA
 from modules.data.prepared_sweep import PreparedSweep
 from modules.config.conditioner_rules import resolve_architecture
 from modules.models.conditioners import build_conditioner, count_parameters
-from modules.models.ensemble import ConditionerEnsemble, DecoderEnsemble
+from modules.models.ensemble import ConditionerEnsemble, DecoderEnsemble, decoder_copy
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
@@ -81,8 +80,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     targets = torch.as_tensor(latents["flat"], dtype=torch.float32)
     in_channels = designs.shape[1] if designs.ndim == 4 else 1
     members = config.conditioner.ensemble_members
-    # Every member's decoder copy shares the VAE's frozen spatial basis (95,008 x 256 floats at the seed's size).
-    vaes = [vae] + [copy.deepcopy(vae, memo={id(vae.basis): vae.basis}) for _ in range(members - 1)]
+    vaes = [vae] + [decoder_copy(vae) for _ in range(members - 1)]
     on_prior = starts_on_design_prior(vae, inputs)
     e2e = config.end_to_end.enabled
     # Without end-to-end training the conditioner regresses the latents; on the design prior, what the prior misses.
@@ -113,7 +111,8 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
             weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
             model, objective = conditioner, ConditionerObjective(weights, DesignAugmenter(config.augmentation))
         if member == 0:
-            ensemble = "" if members == 1 else f"; {members} of them, each with its own decoder, predicting their mean"
+            ensemble = "" if members == 1 else (f"; {members} of them, each with its own decoder, keeping those whose "
+                                                "mean predicts the validation designs best")
             log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
                      f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, "
                      f"trained {mode}{ensemble}")
@@ -146,8 +145,8 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
-    kept = ", ".join(f"{member.best_val_loss:.4g} at epoch {member.best_epoch + 1}" for member in results)
-    log.info(f"conditioner: best validation loss {kept}; saved {run_dir.conditioner_bundle}")
+    best = ", ".join(f"{member.best_val_loss:.4g} at epoch {member.best_epoch + 1}" for member in results)
+    log.info(f"conditioner: best validation loss {best}; saved {run_dir.conditioner_bundle}")
     return trained, result
 
 
@@ -160,11 +159,15 @@ def best_subset(member_predictions: Sequence[torch.Tensor], truth: torch.Tensor)
     best: Tuple[List[int], float] = ([], math.inf)
     for size in range(1, len(member_predictions) + 1):
         for subset in itertools.combinations(range(len(member_predictions)), size):
-            mean = torch.stack([member_predictions[i] for i in subset]).mean(dim=0)
-            error = ((mean - truth) ** 2).mean().item()
+            error = _mean_squared_error([member_predictions[i] for i in subset], truth)
             if error < best[1]:
                 best = (list(subset), error)
     return best
+
+
+def _mean_squared_error(predictions: Sequence[torch.Tensor], truth: torch.Tensor) -> float:
+    """Of the predictions' mean."""
+    return ((torch.stack(list(predictions)).mean(dim=0) - truth) ** 2).mean().item()
 
 
 def _keep_members(paths: Sequence[torch.nn.Module], val_set: DesignDataset, device: torch.device,
@@ -176,8 +179,8 @@ def _keep_members(paths: Sequence[torch.nn.Module], val_set: DesignDataset, devi
         with evaluation_mode(path):
             predictions.append(path(val_set.inputs.to(device))[1].float().cpu())
     kept, error = best_subset(predictions, val_set.coefficients)
-    alone = ", ".join(f"{((p - val_set.coefficients) ** 2).mean().item():.4g}" for p in predictions)
-    everyone = ((torch.stack(predictions).mean(dim=0) - val_set.coefficients) ** 2).mean().item()
+    alone = ", ".join(f"{_mean_squared_error([p], val_set.coefficients):.4g}" for p in predictions)
+    everyone = _mean_squared_error(predictions, val_set.coefficients)
     log.info(f"conditioner: keeping member{'s' if len(kept) > 1 else ''} {', '.join(str(i + 1) for i in kept)} of "
              f"{len(paths)}: validation MSE of their mean {error:.4g} (all {len(paths)}: {everyone:.4g}; each: {alone})")
     return kept
