@@ -6,8 +6,8 @@ import torch
 
 from modules.training.augmentation import (DesignAugmenter, FieldAugmenter, ImageAugmenter, ParameterPerturber,
                                           gaussian_blur, mask_node_groups, time_warp)
-from modules.config.schema import AugmentationConfig, TrainConfig
-from modules.training.objectives import ConditionerObjective, VAEObjective
+from modules.config.schema import AugmentationConfig, EndToEndConfig, TrainConfig
+from modules.training.objectives import ConditionerObjective, EndToEndObjective, VAEObjective
 from modules.models.vae import VAEOutput
 
 
@@ -128,3 +128,34 @@ def test_design_augmenter_treats_parameters_and_images_each_with_their_own_setti
     assert only_images.active and torch.equal(only_images(params), params)
     assert not torch.equal(only_images(torch.zeros(2, 1, 8, 8)), torch.zeros(2, 1, 8, 8))
     assert not DesignAugmenter(AugmentationConfig()).active
+
+
+class SpyConditionedDecoder(torch.nn.Module):
+    """Records the design inputs the end-to-end objective feeds it; predicts zeros."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, inputs):
+        self.seen.append(inputs.clone())
+        return torch.zeros(inputs.shape[0], 2), torch.zeros(inputs.shape[0], 3, 4)
+
+
+@pytest.mark.parametrize("shape, config", [
+    ((5, 3), AugmentationConfig(param_noise_probability=1.0)),
+    ((5, 1, 8, 8), AugmentationConfig(image_noise_probability=1.0, image_noise_std=0.1))])
+def test_end_to_end_training_augments_the_designs_in_training_only(shape, config):
+    """The shipped conditioner trains end to end: its parameter jitter and image noise must reach that path too."""
+    objective = EndToEndObjective(EndToEndConfig(), DesignAugmenter(config))
+    model, designs = SpyConditionedDecoder(), torch.randn(*shape)
+    batch = (designs, torch.zeros(shape[0], 2), torch.zeros(shape[0], 3, 4))
+    model.eval()
+    objective(model, batch, 0)
+    assert torch.equal(model.seen[-1], designs)
+    model.train()
+    objective(model, batch, 0)
+    assert model.seen[-1].shape == designs.shape and not torch.equal(model.seen[-1], designs)
+    untouched = EndToEndObjective(EndToEndConfig(), DesignAugmenter(AugmentationConfig()))
+    untouched(model, batch, 0)
+    assert torch.equal(model.seen[-1], designs)

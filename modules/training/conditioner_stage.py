@@ -106,7 +106,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
         if e2e:
             model: torch.nn.Module = ConditionedDecoder(conditioner, vaes[member], config.end_to_end.finetune_decoder,
                                                         on_prior, fresh_decoder=fresh)
-            objective: Any = EndToEndObjective(config.end_to_end)
+            objective: Any = EndToEndObjective(config.end_to_end, DesignAugmenter(config.augmentation))
         else:
             weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
             model, objective = conditioner, ConditionerObjective(weights, DesignAugmenter(config.augmentation))

@@ -180,12 +180,16 @@ class EndToEndObjective:
     physically weighted field error up to the constant the modes cannot hold, at a cost independent of the
     mesh. 'selection' is the latent-free field part, so the kept epoch is the one that predicts fields best."""
 
-    def __init__(self, end_to_end: EndToEndConfig):
+    def __init__(self, end_to_end: EndToEndConfig, augmenter: Optional[DesignAugmenter] = None):
+        """augmenter: the design inputs' jitter (parameters) or noise and blur (images), in training only."""
         self.config = end_to_end
         self.field_loss = E2E_LOSSES[end_to_end.loss_function]
+        self.augmenter = augmenter if augmenter is not None and augmenter.active else None
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         inputs, targets, coefficients = batch
+        if model.training and self.augmenter is not None:
+            inputs = self.augmenter(inputs)
         flat, recon = model(inputs)
         field = self.field_loss(recon.float(), coefficients)
         total = self.config.recon_weight * field
