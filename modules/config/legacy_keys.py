@@ -99,6 +99,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "spatial_energy": ("model.spatial_energy", _to_float),
     "decoder_width": ("model.decoder_width", _to_int),
     "decoder_depth": ("model.decoder_depth", _to_int),
+    "case_pca_path": ("model.case_pca_path", _to_text),
     "design_prior": ("model.design_prior", _to_flag),
     "refine_steps": ("model.refine_steps", _to_int),
     "Training_epochs": ("train.epochs", _to_int),

@@ -185,6 +185,9 @@ class DataConfig:
         return out
 
 
+CASE_PCA_PATH_VALUES = ("auto", "1", "0")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the hierarchical VAE."""
@@ -211,6 +214,10 @@ class ModelConfig:
     error 0.269 / 0.302 (reconstruct / predict) against 0.305 / 0.343 on the wave sweep (README, ablations)."""
     decoder_depth: int = 4
     """Hidden layers of the per-timestep MLP that turns [case state, time] into the mode coefficients."""
+    case_pca_path: str = "auto"
+    """case_pca_path: 1 = start the VAE at PCA with as many components as latent numbers, through a linear path
+    beside the encoder and the decoder (models/case_pca.py); 0 = no such path; auto = 1 when that PCA leaves under
+    CASE_PCA_AUTO_UNEXPLAINED of the validation cases' variance unexplained (a nearly linear sweep)."""
     design_prior: bool = True
     """Train the VAE with a design-conditioned prior of the main latent (a small MLP of the designs) when the
     run has designs: the decoder then learns a latent space laid out by the designs (README, ablations)."""
@@ -238,6 +245,9 @@ class ModelConfig:
                              "use 0 to choose the modes by spatial_energy"))
         if not 0.0 < self.spatial_energy <= 1.0:
             out.append(issue("spatial_energy", f"must be in (0, 1], got {self.spatial_energy}", "use e.g. 0.99999"))
+        if self.case_pca_path not in CASE_PCA_PATH_VALUES:
+            out.append(issue("case_pca_path", f"must be one of {', '.join(CASE_PCA_PATH_VALUES)}, got "
+                             f"'{self.case_pca_path}'", "use auto"))
         for name in ("decoder_width", "decoder_depth"):
             if getattr(self, name) <= 0:
                 out.append(issue(name, f"must be positive, got {getattr(self, name)}", "use e.g. 256 and 3"))

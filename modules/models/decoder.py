@@ -77,6 +77,17 @@ class Decoder(nn.Module):
         # (HierarchicalVAE.set_mode_spread): POD coefficients fall off by orders of magnitude from the first mode
         # to the last, and outputs of one common scale let every mode learn at the same pace.
         self.register_buffer("mode_spread", torch.ones(num_modes))
+        self.case_readout: Optional[nn.Linear] = None
+        """With the case PCA path: flat code -> mean + PCA field of the training cases [C * T] (add_case_readout)."""
+
+    def add_case_readout(self, flat_size: int) -> nn.Linear:
+        """The case PCA path's linear readout (to be loaded by CasePCA.load_into); the MLP readout's last layer
+        goes to zero, so the decoder's output is that readout's alone until training moves it."""
+        self.case_readout = nn.Linear(flat_size, self.readout[-1].out_features * self.num_timesteps)
+        with torch.no_grad():
+            self.readout[-1].weight.zero_()
+            self.readout[-1].bias.zero_()
+        return self.case_readout
 
     @property
     def num_hier_levels(self) -> int:
@@ -85,13 +96,16 @@ class Decoder(nn.Module):
     def forward(self, z_main: torch.Tensor, encoder_features: Optional[List[torch.Tensor]] = None,
                 z_hier: Optional[List[torch.Tensor]] = None, stochastic: bool = False,
                 generator: Optional[torch.Generator] = None, with_recon: bool = True,
-                timesteps: Optional[torch.Tensor] = None) -> DecoderOutput:
+                timesteps: Optional[torch.Tensor] = None,
+                posterior_offsets: Optional[List[torch.Tensor]] = None) -> DecoderOutput:
         """One top-down pass.
 
         At each level the latent is z_hier[k] if given; else drawn from the posterior when `encoder_features`
         (deep-to-shallow, [B, summary_width] each) are given, otherwise from the prior; `stochastic` samples it
         (with `generator`, on z_main's device), else its mean is used. `with_recon=False` stops after the last
-        latent (encoding only). timesteps [B, n] (optional): decode only those timesteps of each case."""
+        latent (encoding only). timesteps [B, n] (optional): decode only those timesteps of each case.
+        posterior_offsets (deep-to-shallow, [B, Lh] each): added to each level's posterior mean (the case PCA
+        scores of that level's latent numbers, see HierarchicalVAE.add_case_pca)."""
         state = self.start(z_main)
         priors: List[DiagonalNormal] = []
         posteriors: List[DiagonalNormal] = []
@@ -103,6 +117,8 @@ class Decoder(nn.Module):
             if encoder_features is not None:
                 correction = self.posterior_heads[k](torch.cat([encoder_features[k], state], dim=-1))
                 delta_mu, delta_logvar = correction.chunk(2, dim=-1)
+                if posterior_offsets is not None:
+                    delta_mu = delta_mu + posterior_offsets[k]
                 chosen = DiagonalNormal(prior.mu + delta_mu, prior.logvar + delta_logvar)
                 posteriors.append(chosen)
             if z_hier is not None:
@@ -113,7 +129,17 @@ class Decoder(nn.Module):
             state = state + self.merges[k](z)
         if not with_recon:
             return DecoderOutput(None, priors, posteriors, used)
-        return DecoderOutput(self.decode_timesteps(state, timesteps), priors, posteriors, used)
+        recon = self.decode_timesteps(state, timesteps)
+        if self.case_readout is not None:
+            recon = recon + self.linear_readout(torch.cat([z_main, *used], dim=-1), timesteps)
+        return DecoderOutput(recon, priors, posteriors, used)
+
+    def linear_readout(self, flat: torch.Tensor, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The case PCA path: flat code [B, L] -> [B, C, T] (or [B, C, n] at timesteps [B, n])."""
+        full = self.case_readout(flat).view(flat.shape[0], -1, self.num_timesteps)
+        if timesteps is None:
+            return full
+        return full.gather(2, timesteps[:, None, :].expand(-1, full.shape[1], -1))
 
     def decode_timesteps(self, state: torch.Tensor, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """state [B, W] -> [B, C, T] (or [B, C, n] at timesteps [B, n])."""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from modules.config.schema import ModelConfig
+from modules.models.case_pca import CasePCA
 from modules.models.decoder import Decoder
 from modules.models.distributions import DiagonalNormal
 from modules.models.encoder import Encoder
@@ -81,7 +82,7 @@ class HierarchicalVAE(nn.Module):
     """Hierarchical VAE over fields [B, num_nodes, num_timesteps] scaled to [-0.7, 0.7]."""
 
     def __init__(self, cfg: ModelConfig, num_nodes: int, num_timesteps: int, num_modes: int,
-                 design_features: int = 0):
+                 design_features: int = 0, case_pca: bool = False):
         super().__init__()
         if min(num_nodes, num_timesteps, num_modes) <= 0 or design_features < 0:
             raise ValueError(f"HierarchicalVAE needs num_nodes, num_timesteps, num_modes > 0 and design_features "
@@ -96,6 +97,33 @@ class HierarchicalVAE(nn.Module):
         self.decoder = Decoder(cfg, num_modes, num_timesteps)
         self.design_prior = (mlp(design_features, DESIGN_PRIOR_WIDTH, cfg.latent_dim_main, 2)
                              if design_features else None)
+        self.case_projection: Optional[nn.Linear] = None
+        """With the case PCA path: coefficients [C * T] -> whitened PCA scores, added to the encoder's code."""
+        if case_pca:
+            self.add_case_pca()
+
+    @property
+    def case_pca(self) -> bool:
+        """Whether the VAE has the case PCA path (models/case_pca.py)."""
+        return self.case_projection is not None
+
+    def add_case_pca(self, train_coefficients: Optional[torch.Tensor] = None) -> Optional[CasePCA]:
+        """Add the case PCA path: a linear map from the coefficients to the code, added to the encoder's output
+        (whose main mean starts at zero), and one from the code to the coefficients, added to the decoder's MLP
+        (whose output starts at zero). With the training cases' coefficients [k, C, T] (basis units) both are
+        set to their PCA, so that the untrained VAE reconstructs exactly as that PCA does; without, they wait for
+        saved weights. Added after the other layers, so a run without the path draws the same weights as before."""
+        flat_size = self.layout.flat_size
+        self.case_projection = nn.Linear(self.num_modes * self.num_timesteps, flat_size).to(self.basis.modes.device)
+        readout = self.decoder.add_case_readout(flat_size).to(self.basis.modes.device)
+        with torch.no_grad():
+            self.encoder.main_head.weight[:self.cfg.latent_dim_main].zero_()
+            self.encoder.main_head.bias[:self.cfg.latent_dim_main].zero_()
+        if train_coefficients is None:
+            return None
+        pca = CasePCA.fit(train_coefficients, flat_size)
+        pca.load_into(self.case_projection, readout)
+        return pca
 
     @property
     def num_modes(self) -> int:
@@ -121,6 +149,15 @@ class HierarchicalVAE(nn.Module):
         spread = spread.clamp_min(1e-3 * float(spread.max().clamp_min(1e-30))).float()
         self.encoder.mode_spread.copy_(spread)
         self.decoder.mode_spread.copy_(spread)
+
+    def _encoded(self, coefficients: torch.Tensor):
+        """The encoder's (main_mu, main_logvar, features) and, with the case PCA path, each level's posterior
+        offset (its latent numbers' PCA scores; the main ones are already added to main_mu)."""
+        main_mu, main_logvar, features = self.encoder(coefficients)
+        if self.case_projection is None:
+            return main_mu, main_logvar, features, None
+        main, levels = self.layout.split(self.case_projection(coefficients.flatten(1)))
+        return main_mu + main, main_logvar, features, levels
 
     def _coefficients(self, x: torch.Tensor, projected: bool) -> torch.Tensor:
         expected = (self.num_modes, "modes") if projected else (self.num_nodes, "nodes")
@@ -148,11 +185,11 @@ class HierarchicalVAE(nn.Module):
         latent's KL is then taken to the design prior, and `design_recon` decoded from it. timesteps [B, n]:
         decode only those timesteps (training on a sample of the transient)."""
         coefficients = self._coefficients(x, projected)
-        main_mu, main_logvar, features = self.encoder(coefficients)
+        main_mu, main_logvar, features, offsets = self._encoded(coefficients)
         main = DiagonalNormal(main_mu, main_logvar)
         z_main = main.mu if use_mean else main.rsample(generator)
         top_down = self.decoder(z_main, encoder_features=features, stochastic=not use_mean, generator=generator,
-                                timesteps=timesteps)
+                                timesteps=timesteps, posterior_offsets=offsets)
         design_mu = design_recon = None
         if design is not None:
             self._check_design(design, x.shape[0])
@@ -178,8 +215,9 @@ class HierarchicalVAE(nn.Module):
     def encode(self, x: torch.Tensor, projected: bool = False) -> LatentCode:
         """x [B, N, T] (or coefficients when `projected`) -> LatentCode. Deterministic: each level's posterior
         is conditioned on the posterior means of the levels above it."""
-        main_mu, main_logvar, features = self.encoder(self._coefficients(x, projected))
-        top_down = self.decoder(main_mu, encoder_features=features, stochastic=False, with_recon=False)
+        main_mu, main_logvar, features, offsets = self._encoded(self._coefficients(x, projected))
+        top_down = self.decoder(main_mu, encoder_features=features, stochastic=False, with_recon=False,
+                                posterior_offsets=offsets)
         return LatentCode(main_mu, DiagonalNormal(main_mu, main_logvar).logvar,
                           [q.mu for q in top_down.posteriors], [q.logvar for q in top_down.posteriors])
 

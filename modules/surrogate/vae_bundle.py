@@ -51,6 +51,7 @@ def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scale
         "num_timesteps": model.num_timesteps,
         "num_modes": model.num_modes,
         "design_features": model.design_features,
+        "case_pca": model.case_pca,
         "time_indices": torch.as_tensor(config.data.timestep_indices, dtype=torch.int64),
         "scaler": scaler.state_dict(),
         "train_indices": torch.as_tensor(train_indices, dtype=torch.int64),
@@ -79,7 +80,7 @@ def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
                               f"    fix: train it again; every variable is trained now")
     _require_saved_time_indices(path, state, config)
     model = HierarchicalVAE(model_config, state["num_nodes"], state["num_timesteps"], state["num_modes"],
-                            state["design_features"])
+                            state["design_features"], case_pca=bool(state.get("case_pca", False)))
     load_weights(model, state["model"], path)
     model.to(device).eval()
     coordinates = None if state.get("coordinates") is None else state["coordinates"].numpy()

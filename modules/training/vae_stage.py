@@ -16,6 +16,7 @@ from modules.data.prepared_sweep import PreparedSweep
 from modules.data.scaling import SCALED_LIMIT
 from modules.data.sweep_file import read_cases
 from modules.data.variables import variable_shares
+from modules.models.case_pca import use_case_pca
 from modules.models.spatial_basis import SpatialModes, fit_spatial_modes
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory, progress
@@ -170,6 +171,15 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
                           1.0)
     projection = rescale_basis(model, project_all_cases(model, sweep, config, runtime, weights), sweep.train_indices)
     model.set_mode_spread(projection.coefficients[torch.as_tensor(sweep.train_indices)])
+    train_coefficients = projection.coefficients[torch.as_tensor(sweep.train_indices)]
+    on, reason = use_case_pca(config.model.case_pca_path, train_coefficients,
+                              projection.coefficients[torch.as_tensor(sweep.val_indices)], model.layout.flat_size)
+    if on:
+        pca = model.add_case_pca(train_coefficients)
+        log.info(f"VAE: starts at PCA of the training cases with {pca.count} components, through a linear path "
+                 f"beside the encoder and the decoder ({reason})")
+    else:
+        log.info(f"VAE: no PCA start ({reason})")
     held = float(modes.energy.sum() / max(modes.total_energy, 1e-300))
     log.info(f"VAE: {model.num_modes} spatial modes from {used} training cases hold {held:.5%} of their snapshots' "
              f"energy; all {config.data.num_cases} cases projected in {time.perf_counter() - started:.1f} s")
