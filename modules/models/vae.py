@@ -11,7 +11,7 @@ generalise to unseen designs from a few hundred cases (README, ablations). Witho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -150,7 +150,8 @@ class HierarchicalVAE(nn.Module):
         self.encoder.mode_spread.copy_(spread)
         self.decoder.mode_spread.copy_(spread)
 
-    def _encoded(self, coefficients: torch.Tensor):
+    def _encoded(self, coefficients: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor],
+                                                             Optional[List[torch.Tensor]]]:
         """The encoder's (main_mu, main_logvar, features) and, with the case PCA path, each level's posterior
         offset (its latent numbers' PCA scores; the main ones are already added to main_mu)."""
         main_mu, main_logvar, features = self.encoder(coefficients)

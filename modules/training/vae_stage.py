@@ -170,8 +170,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     model.basis.set_modes(modes.modes.float(), node_half_range(sweep) if config.train.physical_weighting else None,
                           1.0)
     projection = rescale_basis(model, project_all_cases(model, sweep, config, runtime, weights), sweep.train_indices)
-    model.set_mode_spread(projection.coefficients[torch.as_tensor(sweep.train_indices)])
     train_coefficients = projection.coefficients[torch.as_tensor(sweep.train_indices)]
+    model.set_mode_spread(train_coefficients)
     on, reason = use_case_pca(config.model.case_pca_path, train_coefficients,
                               projection.coefficients[torch.as_tensor(sweep.val_indices)], model.layout.flat_size)
     if on:
