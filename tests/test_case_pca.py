@@ -40,7 +40,7 @@ def pca_reconstruction(train: torch.Tensor, fields: torch.Tensor, components: in
 def vae_at_pca_start(train: torch.Tensor, seed: int = 0) -> HierarchicalVAE:
     torch.manual_seed(seed)
     vae = HierarchicalVAE(CONFIG, 20, TIMESTEPS, MODES)
-    vae.add_case_pca(train)
+    vae.add_case_pca(CasePCA.fit(train, vae.layout.flat_size))
     return vae.eval()
 
 
@@ -75,13 +75,13 @@ def test_fewer_training_cases_than_latent_numbers_keep_only_the_data_rank():
 
 def test_auto_turns_the_path_on_only_for_a_nearly_linear_sweep_and_1_and_0_decide_alone():
     train, held_out = coefficients(40), coefficients(10, seed=1)
-    assert use_case_pca("auto", train, held_out, components=12)[0]  # 12 patterns: PCA misses nothing
-    on, reason = use_case_pca("auto", train, held_out, components=3)
+    assert use_case_pca("auto", train, held_out, components=12)[0] is not None  # 12 patterns: PCA misses nothing
+    pca, reason = use_case_pca("auto", train, held_out, components=3)
     share = CasePCA.fit(train, 3).unexplained(held_out)
-    assert not on and share > CASE_PCA_AUTO_UNEXPLAINED and f"{share:.1%}" in reason
-    assert use_case_pca("1", train, held_out, components=3)[0]
-    assert not use_case_pca("0", train, held_out, components=12)[0]
-    assert not use_case_pca("auto", train, held_out[:0], components=12)[0]  # nothing to decide on
+    assert pca is None and share > CASE_PCA_AUTO_UNEXPLAINED and f"{share:.1%}" in reason
+    assert use_case_pca("1", train, held_out, components=3)[0].count == 3
+    assert use_case_pca("0", train, held_out, components=12)[0] is None
+    assert use_case_pca("auto", train, held_out[:0], components=12)[0] is None  # nothing to decide on
 
 
 def test_a_vae_saved_with_the_path_is_rebuilt_with_it(tmp_path):

@@ -10,7 +10,7 @@ worse (19 % against 7 %); a linear path extrapolates as PCA does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -72,15 +72,19 @@ class CasePCA:
             readout.bias.copy_(self.mean.to(readout.bias.dtype))
 
 
-def use_case_pca(setting: str, train: torch.Tensor, validation: torch.Tensor, components: int) -> Tuple[bool, str]:
+def use_case_pca(setting: str, train: torch.Tensor, validation: torch.Tensor,
+                 components: int) -> Tuple[Optional[CasePCA], str]:
     """case_pca_path ('auto', '1' or '0') resolved for training coefficients [k, C, T] and validation [m, C, T]:
-    (whether to add the path, the reason in words for the log)."""
-    if setting != "auto":
-        return setting == "1", f"case_pca_path {setting}"
+    (the training cases' PCA to start the VAE at, or None for no path; the reason in words for the log)."""
+    if setting == "0":
+        return None, "case_pca_path 0"
+    if setting == "1":
+        return CasePCA.fit(train, components), "case_pca_path 1"
     if len(validation) == 0 or len(train) < 2:
-        return False, "case_pca_path auto: no validation cases to decide on, so no PCA start"
-    share = CasePCA.fit(train, components).unexplained(validation)
-    verdict = "under" if share < CASE_PCA_AUTO_UNEXPLAINED else "not under"
-    return share < CASE_PCA_AUTO_UNEXPLAINED, (
+        return None, "case_pca_path auto: no validation cases to decide on, so no PCA start"
+    pca = CasePCA.fit(train, components)
+    share = pca.unexplained(validation)
+    on = share < CASE_PCA_AUTO_UNEXPLAINED
+    return pca if on else None, (
         f"case_pca_path auto: PCA with {components} components leaves {share:.1%} of the validation cases' variance "
-        f"unexplained, {verdict} {CASE_PCA_AUTO_UNEXPLAINED:.0%}")
+        f"unexplained, {'under' if on else 'not under'} {CASE_PCA_AUTO_UNEXPLAINED:.0%}")

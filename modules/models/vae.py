@@ -107,23 +107,20 @@ class HierarchicalVAE(nn.Module):
         """Whether the VAE has the case PCA path (models/case_pca.py)."""
         return self.case_projection is not None
 
-    def add_case_pca(self, train_coefficients: Optional[torch.Tensor] = None) -> Optional[CasePCA]:
+    def add_case_pca(self, pca: Optional[CasePCA] = None) -> None:
         """Add the case PCA path: a linear map from the coefficients to the code, added to the encoder's output
         (whose main mean starts at zero), and one from the code to the coefficients, added to the decoder's MLP
-        (whose output starts at zero). With the training cases' coefficients [k, C, T] (basis units) both are
-        set to their PCA, so that the untrained VAE reconstructs exactly as that PCA does; without, they wait for
-        saved weights. Added after the other layers, so a run without the path draws the same weights as before."""
+        (whose output starts at zero). With `pca` (of the training cases' coefficients, in basis units) both are
+        set to it, so that the untrained VAE reconstructs exactly as that PCA does; without, they wait for saved
+        weights. Added after the other layers, so a run without the path draws the same weights as before."""
         flat_size = self.layout.flat_size
         self.case_projection = nn.Linear(self.num_modes * self.num_timesteps, flat_size).to(self.basis.modes.device)
         readout = self.decoder.add_case_readout(flat_size).to(self.basis.modes.device)
         with torch.no_grad():
             self.encoder.main_head.weight[:self.cfg.latent_dim_main].zero_()
             self.encoder.main_head.bias[:self.cfg.latent_dim_main].zero_()
-        if train_coefficients is None:
-            return None
-        pca = CasePCA.fit(train_coefficients, flat_size)
-        pca.load_into(self.case_projection, readout)
-        return pca
+        if pca is not None:
+            pca.load_into(self.case_projection, readout)
 
     @property
     def num_modes(self) -> int:

@@ -172,10 +172,10 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     projection = rescale_basis(model, project_all_cases(model, sweep, config, runtime, weights), sweep.train_indices)
     train_coefficients = projection.coefficients[torch.as_tensor(sweep.train_indices)]
     model.set_mode_spread(train_coefficients)
-    on, reason = use_case_pca(config.model.case_pca_path, train_coefficients,
-                              projection.coefficients[torch.as_tensor(sweep.val_indices)], model.layout.flat_size)
-    if on:
-        pca = model.add_case_pca(train_coefficients)
+    pca, reason = use_case_pca(config.model.case_pca_path, train_coefficients,
+                               projection.coefficients[torch.as_tensor(sweep.val_indices)], model.layout.flat_size)
+    if pca is not None:
+        model.add_case_pca(pca)
         log.info(f"VAE: starts at PCA of the training cases with {pca.count} components, through a linear path "
                  f"beside the encoder and the decoder ({reason})")
     else:
