@@ -55,7 +55,9 @@ def test_full_run_writes_models_latents_and_an_honest_report(trained_run):
         for split in ("train", "val"):
             assert 0 <= vae["relative_l2"][model][split]["mean"] < 1
     lc = report["conditioner"]["prediction_relative_l2"]
-    assert set(lc) == {"conditioner", "pod_gp", "nearest_neighbour"}
+    # With the POD + GP blend the conditioners alone are measured too ("network").
+    blended = report["conditioner"]["pod_gp_blend"] is not None
+    assert set(lc) == {"conditioner", "pod_gp", "nearest_neighbour"} | ({"network"} if blended else set())
     for stage in (vae, report["conditioner"]):  # the profile of each stage is in the report, not only the log
         phases = stage["training"]["seconds_per_phase"]
         assert set(phases) == {"data", "forward", "backward", "optimizer", "validation+checkpoints"}
@@ -296,10 +298,11 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_th
                                                                                                monkeypatch):
     from modules.training import conditioner_stage
     monkeypatch.setattr(conditioner_stage, "best_subset", lambda predictions, truth: (list(range(len(predictions))), 0.0))
-    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(2))
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(2) + "pod_gp_blend\t0\n")
     out = tmp_path / "out"
     assert entry.main(args + ["--out", str(out)]) == 0
     bundle = load_state(out / "latent_conditioner.pt")
+    assert "pod_gp_blend" not in bundle and "pod_gp_blend 0: the conditioners alone" in (out / "train_log.txt").read_text()
     assert bundle["ensemble_members"] == 2 and len(bundle["member_decoder_weights"]) == 1
     # two prediction paths, each with its own decoder
     assert not torch.equal(bundle["vae_weights"]["decoder.readout.0.weight"],
@@ -318,6 +321,35 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_th
                    for decoder, code in zip(surrogate.prediction_decoder.decoders, (first, second))]
     assert not torch.allclose(members[0], members[1], atol=1e-4)
     torch.testing.assert_close(surrogate.decode_coefficients(flat), (members[0] + members[1]) / 2)
+
+
+def test_the_pod_gp_blend_is_saved_predicted_by_predict_and_reported_beside_the_conditioners_alone(
+        entry, tmp_path, monkeypatch):
+    from modules.training import pod_gp_blend_fit
+    monkeypatch.setattr(pod_gp_blend_fit, "BLEND_WEIGHTS", (0.5,))  # a blend whatever validation says
+    args = write_config(tmp_path, epochs=3, lc_epochs=4, extra=ENSEMBLE.format(2))
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    assert load_state(out / "latent_conditioner.pt")["pod_gp_blend"]["weight"] == 0.5
+    error, report, surrogate, designs = predicted_val_errors_and_report(tmp_path, out)
+    section = report["conditioner"]
+    assert section["pod_gp_blend"] == {"weight_on_conditioners": 0.5, "gaussian_processes": 11}  # 12 training cases
+    # The saved surrogate predicts what the report measured as the tool's prediction ...
+    assert error == pytest.approx(section["prediction_relative_l2"]["conditioner"]["val"]["mean"], rel=1e-4)
+    # ... half the conditioners' field and half POD + GP's; the conditioners alone are reported beside it.
+    alone = surrogate.without_blend()
+    network = alone.predict(designs).fields
+    truth = np.load(tmp_path / "data" / "dataset1.npy")[report["vae"]["val_case_indices"]]
+    alone_error = np.mean(np.linalg.norm((network - truth).reshape(len(truth), -1), axis=1) /
+                          np.linalg.norm(truth.reshape(len(truth), -1), axis=1))
+    assert alone_error == pytest.approx(section["prediction_relative_l2"]["network"]["val"]["mean"], rel=1e-4)
+    blend = surrogate.conditioner.blend
+    inputs = surrogate.conditioner.model_inputs(designs)
+    pod_gp = alone._physical(surrogate.vae.basis.readout(blend.coefficients(blend.gp(inputs))))
+    np.testing.assert_allclose(surrogate.predict(designs).fields, 0.5 * network + 0.5 * pod_gp, rtol=1e-4,
+                               atol=1e-4 * np.abs(network).max())
+    text = (out / "report.txt").read_text()
+    assert "0.5 x conditioner + 0.5 x POD + GP (11 modes; the tool's prediction)" in text and ", alone " in text
 
 
 def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):

@@ -115,7 +115,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             log.info(f"report: predicting the held-out designs, fitting POD + GP ({model.flat_latent_dim} Gaussian "
                      f"processes) and the nearest-design baseline...")
             lc_evaluation = evaluate_conditioner(surrogate, designs, latents, sweep, config, evaluation.case_gram,
-                                                 _predicted_norms(surrogate, projection, config))
+                                                 _predicted_norms(projection, config))
             log.info(f"report: prediction measured in {time.perf_counter() - started:.1f} s")
             report["conditioner"] = conditioner_report_section(lc_evaluation, _summary(lc_result), config, surrogate)
             report["conditioner"]["band"] = _band_report(surrogate, designs, sweep, config)
@@ -165,13 +165,14 @@ def _known_norms(surrogate: Surrogate, projection: ProjectedSweep, config: RunCo
         indices, surrogate.reconstruct_coefficients(projection.coefficients[torch.as_tensor(indices)]))
 
 
-def _predicted_norms(surrogate: Surrogate, projection: ProjectedSweep, config: RunConfig
-                     ) -> Optional[Callable[[np.ndarray, torch.Tensor], np.ndarray]]:
+def _predicted_norms(projection: ProjectedSweep, config: RunConfig
+                     ) -> Optional[Callable[[Surrogate, np.ndarray, torch.Tensor], np.ndarray]]:
     """The predictions' errors from every case's coefficients, as _known_norms (the prediction decoder reads
     out through the same frozen basis)."""
     if not config.train.physical_weighting:
         return None
-    return lambda indices, flat: projection.physical_squared_norms(indices, surrogate.decode_coefficients(flat))
+    return lambda surrogate, indices, flat: projection.physical_squared_norms(indices,
+                                                                              surrogate.decode_coefficients(flat))
 
 
 def _calibrated_band(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep, config: RunConfig,

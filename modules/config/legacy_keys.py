@@ -149,6 +149,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "e2e_finetune_decoder": ("end_to_end.finetune_decoder", _to_flag),
     "e2e_decoder_start": ("end_to_end.decoder_start", _to_text),
     "conditioner_ensemble": ("conditioner.ensemble_members", _to_int),
+    "pod_gp_blend": ("conditioner.pod_gp_blend", _to_text),
     "aug_time_warp_probability": ("augmentation.time_warp_probability", _to_float),
     "aug_time_warp_range": ("augmentation.time_warp_range", _to_float),
     "aug_node_mask_probability": ("augmentation.node_mask_probability", _to_float),

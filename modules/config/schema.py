@@ -186,6 +186,7 @@ class DataConfig:
 
 
 CASE_PCA_PATH_VALUES = ("auto", "1", "0")
+POD_GP_BLEND_VALUES = ("auto", "0")
 
 
 @dataclass(frozen=True)
@@ -523,9 +524,15 @@ class ConditionerConfig:
     """conditioner_ensemble: train this many prediction paths (conditioner + its own decoder) from different
     seeds and predict their mean (models/ensemble.py); needs the fresh prediction decoder. Each member costs
     one conditioner's training time."""
+    pod_gp_blend: str = "auto"
+    """pod_gp_blend: auto = predict w x (the conditioners' field) + (1 - w) x (POD + Gaussian processes' field),
+    w in 0, 0.1, ..., 1 picked on the validation designs (models/pod_gp_blend.py); 0 = the conditioners alone."""
 
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
+        if self.pod_gp_blend not in POD_GP_BLEND_VALUES:
+            out.append(issue("pod_gp_blend", f"must be one of {', '.join(POD_GP_BLEND_VALUES)}, got "
+                             f"'{self.pod_gp_blend}'", "use auto, or 0 for the conditioners alone"))
         if self.image_pca_components < 0:
             out.append(issue("image_pca_components", f"must be >= 0, got {self.image_pca_components}",
                         "use 0 to feed pixels, or e.g. 32"))

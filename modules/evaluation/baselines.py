@@ -14,17 +14,15 @@ predictions are returned in the dtype of the training fields.
 """
 from __future__ import annotations
 
-import warnings
 from typing import List, Optional
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.preprocessing import StandardScaler
 
 from modules.errors import DataError
-from modules.runtime import progress
+from modules.models.design_gp import fit_gaussian_processes
 
 def _check_fields(fields: np.ndarray, what: str) -> np.ndarray:
     fields = np.asarray(fields)
@@ -123,11 +121,7 @@ class PODGaussianProcessBaseline:
     The design matrix is any [cases, features] array: CSV parameters, or images
     the caller flattened to one row per case. Inputs are standardised on the
     training rows (a constant column gets scale 1, as it carries no information).
-    One GP per mode, each with its own ARD kernel ConstantKernel * RBF(length scale
-    per feature) + WhiteKernel: the standard POD-GPR. (A single GP shared by all modes
-    was measured first: its hyperparameters, fitted to all 56 modes of the demo at
-    once, follow the many small noisy modes, and its held-out error was 15.0 % against
-    4.9 % per mode.)
+    One GP per mode (models/design_gp.py).
     Optimiser warnings (e.g. a length scale at its bound) are kept in
     `fit_warnings` for the report instead of being printed or dropped.
     """
@@ -152,8 +146,8 @@ class PODGaussianProcessBaseline:
         self.pod.fit(fields, num_modes)
         return self.fit_coefficients(inputs, self.pod.encode(fields))
 
-    def fit_coefficients(self, train_design_inputs: np.ndarray,
-                         coefficients: np.ndarray) -> "PODGaussianProcessBaseline":
+    def fit_coefficients(self, train_design_inputs: np.ndarray, coefficients: np.ndarray,
+                         label: str = "report: POD + GP, one Gaussian process per mode") -> "PODGaussianProcessBaseline":
         """Only the Gaussian processes: design inputs [k, features] -> given mode coefficients [k, modes].
 
         For callers that found the POD some other way (modules/case_gram.py gets it from the
@@ -166,21 +160,8 @@ class PODGaussianProcessBaseline:
                             f"got shape {coefficients.shape}; expected one row per design row")
         self.scaler = StandardScaler().fit(inputs)
         scaled = self.scaler.transform(inputs)
-        num_features = inputs.shape[1]
-        self.gaussian_processes = []
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            # Minutes at several hundred designs (the seed's 388): a bar counts the modes.
-            for mode in progress.each(range(coefficients.shape[1]), "report: POD + GP, one Gaussian process "
-                                      "per mode", unit="mode"):
-                kernel = (ConstantKernel(1.0, (1e-3, 1e3))
-                          * RBF(length_scale=np.ones(num_features), length_scale_bounds=(1e-2, 1e3))
-                          + WhiteKernel(noise_level=1e-5, noise_level_bounds=(1e-10, 1e0)))
-                process = GaussianProcessRegressor(kernel=kernel, normalize_y=True,
-                                                   n_restarts_optimizer=self.n_restarts_optimizer,
-                                                   random_state=self.random_state)
-                self.gaussian_processes.append(process.fit(scaled, coefficients[:, mode]))
-        self.fit_warnings = [str(warning.message) for warning in caught]
+        self.gaussian_processes, self.fit_warnings = fit_gaussian_processes(
+            scaled, coefficients, label, self.random_state, self.n_restarts_optimizer)
         return self
 
     def predict(self, design_inputs: np.ndarray) -> np.ndarray:

@@ -38,8 +38,8 @@ class ConditionerEvaluation:
 
 
 
-PredictionNorms = Callable[[np.ndarray, torch.Tensor], np.ndarray]
-"""(case indices, their predicted flat codes) -> metrics.squared_norms rows of the decoded predictions."""
+PredictionNorms = Callable[[Surrogate, np.ndarray, torch.Tensor], np.ndarray]
+"""(surrogate, case indices, their predicted flat codes) -> metrics.squared_norms rows of the decoded predictions."""
 
 
 def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dict[str, np.ndarray],
@@ -54,21 +54,16 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
     measures the predictions without reading the fields (from the training's projection of every case).
     """
     latent_numbers = surrogate.vae.flat_latent_dim
-    chunk_cases = cases_per_chunk(sweep.array)
     splits = evaluated_splits(sweep)
     errors: Dict[str, Dict[str, np.ndarray]] = {"conditioner": {}, "pod_gp": {}, "nearest_neighbour": {}}
     pooled: Dict[str, Dict[str, float]] = {name: {} for name in errors}
-    predicted_latents = {}
-    for split, indices in splits.items():
-        flat = surrogate.predict_latents(designs[indices])
-        if known_norms is not None:
-            norms = known_norms(indices, flat)
-        else:
-            norms = np.concatenate([squared_norms(read_cases(sweep.array, indices[rows], config.data),
-                                                  surrogate.decode(flat[rows]))
-                                    for rows in memory.chunk_slices(len(indices), chunk_cases)])
-        errors["conditioner"][split], pooled["conditioner"][split] = relative_from_norms(norms), pooled_relative_l2(norms)
-        predicted_latents[split] = flat
+    predicted_latents = _measure_predictions(surrogate, designs, splits, sweep, config, known_norms,
+                                             errors["conditioner"], pooled["conditioner"])
+    if surrogate.conditioner is not None and surrogate.conditioner.blend is not None:
+        # The conditioners alone beside the blend, so that the report shows what each part brings.
+        errors["network"], pooled["network"] = {}, {}
+        _measure_predictions(surrogate.without_blend(), designs, splits, sweep, config, known_norms,
+                             errors["network"], pooled["network"])
     positions = list(plotted_positions(errors["conditioner"]["val"]).values())
     plotted = surrogate.decode(predicted_latents["val"][positions])
     features = baseline_features(designs, sweep.train_indices)
@@ -101,6 +96,25 @@ def evaluate_conditioner(surrogate: Surrogate, designs: np.ndarray, latents: Dic
         val_latents_predicted=predicted_latents["val"][:, :latents["flat"].shape[1]].numpy(), pod_modes=pod_modes)
 
 
+def _measure_predictions(surrogate: Surrogate, designs: np.ndarray, splits: Dict[str, np.ndarray],
+                         sweep: PreparedSweep, config: RunConfig, known_norms: Optional[PredictionNorms],
+                         errors: Dict[str, np.ndarray], pooled: Dict[str, float]) -> Dict[str, torch.Tensor]:
+    """Fill errors and pooled per split with the surrogate's prediction errors; returns its predicted codes."""
+    chunk_cases = cases_per_chunk(sweep.array)
+    predicted_latents = {}
+    for split, indices in splits.items():
+        flat = surrogate.predict_latents(designs[indices])
+        if known_norms is not None:
+            norms = known_norms(surrogate, indices, flat)
+        else:
+            norms = np.concatenate([squared_norms(read_cases(sweep.array, indices[rows], config.data),
+                                                  surrogate.decode(flat[rows]))
+                                    for rows in memory.chunk_slices(len(indices), chunk_cases)])
+        errors[split], pooled[split] = relative_from_norms(norms), pooled_relative_l2(norms)
+        predicted_latents[split] = flat
+    return predicted_latents
+
+
 def conditioner_report_section(evaluation: ConditionerEvaluation, training: Optional[Dict[str, Any]],
                                config: RunConfig, surrogate: Surrogate) -> Dict[str, Any]:
     """The report's conditioner entry; `training` is the stage's TrainingResult.summary()."""
@@ -117,6 +131,8 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "ensemble_members": trained.members,
         "ensemble_trained": trained.members_trained,
         "ensemble_kept": [member + 1 for member in trained.members_kept],
+        "pod_gp_blend": ({"weight_on_conditioners": trained.blend.weight, "gaussian_processes": trained.blend.scores}
+                         if trained.blend is not None else None),
         "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
                                           for split, errors in per_split.items()}
                                    for name, per_split in evaluation.errors.items()},

@@ -81,7 +81,14 @@ def format_run_report(report: Dict[str, Any]) -> str:
                  + (["on the design prior"] if lc.get("on_design_prior") and decoder != "fresh" else [])
                  + ([lc_kept[2:]] if lc_kept else []))
         name = f"{lc['architecture'].upper()} conditioner + decoder" + (f" ({', '.join(notes)})" if notes else "")
-        rows = [(name, split, summary) for split, summary in errors["conditioner"].items()]
+        blend = lc.get("pod_gp_blend")
+        if blend:
+            weight = blend["weight_on_conditioners"]
+            rows = [(f"{weight:.1f} x conditioner + {1 - weight:.1f} x POD + GP ({blend['gaussian_processes']} "
+                     "modes; the tool's prediction)", split, summary) for split, summary in errors["conditioner"].items()]
+            rows += [(name + ", alone", split, summary) for split, summary in errors["network"].items()]
+        else:
+            rows = [(name, split, summary) for split, summary in errors["conditioner"].items()]
         for key, label in (("pod_gp", f"POD ({lc['pod_gp_modes']} modes) + Gaussian process"),
                            ("nearest_neighbour", "nearest training design")):
             rows += [(label, split, summary) for split, summary in errors[key].items()]

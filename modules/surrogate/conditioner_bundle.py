@@ -21,6 +21,7 @@ from modules.data.image_pca import ImagePCA
 from modules.errors import CheckpointError
 from modules.models.conditioners import build_conditioner
 from modules.models.ensemble import ConditionerEnsemble
+from modules.models.pod_gp_blend import PodGpBlend
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
@@ -59,6 +60,14 @@ class TrainedConditioner:
     """Members trained; the ensemble keeps those whose mean predicted the validation designs best."""
     members_kept: List[int] = dataclasses.field(default_factory=lambda: [0])
     """Which trained members (0-based, in training order) the model holds."""
+    blend: Optional[PodGpBlend] = None
+    """With pod_gp_blend auto, when validation chose one: the POD + Gaussian processes mixed into the prediction
+    (models/pod_gp_blend.py). `model` is the conditioners alone; `predictor` adds the processes' scores."""
+
+    @property
+    def predictor(self) -> torch.nn.Module:
+        """Design inputs -> the predicted code: the network's, with the blend's scores side by side."""
+        return self.model if self.blend is None else self.blend.conditioner(self.model)
 
     @property
     def members(self) -> int:
@@ -113,6 +122,8 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
     if trained.members_trained > 1:
         state["ensemble_trained"] = trained.members_trained
         state["ensemble_kept"] = list(trained.members_kept)
+    if trained.blend is not None:
+        state["pod_gp_blend"] = trained.blend.state_dict()
     if trained.member_decoder_weights:
         state["ensemble_members"] = trained.members
         state["member_decoder_weights"] = trained.member_decoder_weights
@@ -147,4 +158,16 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               image_pca, BandCalibration(**state["band"]) if state.get("band") else None,
                               bool(state.get("on_design_prior", False)), member_decoders,
                               int(state.get("ensemble_trained", members)),
-                              list(state.get("ensemble_kept", range(members))))
+                              list(state.get("ensemble_kept", range(members))), _blend(state, path, device))
+
+
+def _blend(state: Dict[str, Any], path: Path, device: torch.device) -> Optional[PodGpBlend]:
+    if "pod_gp_blend" not in state:  # bundles written before the blend existed predict as they did
+        return None
+    try:
+        blend = PodGpBlend.from_state_dict(state["pod_gp_blend"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: the POD + GP blend in the bundle is damaged ({error}); retrain the "
+                              "conditioner (python SimulGen-VAE.py --lc_only=1)") from error
+    blend.gp.to(device)
+    return blend

@@ -60,8 +60,9 @@ class Surrogate:
     triangles: Optional[np.ndarray] = None
     """[M, 3] mesh triangles of the window, when known (for VTU output)."""
     conditioner: Optional[TrainedConditioner] = None
-    prediction_decoder: Optional[DecoderEnsemble] = None
-    """With an ensemble conditioner: its members' decoders, which decode predicted codes (else the VAE's)."""
+    prediction_decoder: Optional[torch.nn.Module] = None
+    """What decodes predicted codes when it is not the VAE: an ensemble's members' decoders (DecoderEnsemble),
+    and with a POD + GP blend that wrapped in its BlendedDecoder."""
 
     def user_layout(self, fields: np.ndarray) -> np.ndarray:
         """[..., channels] -> what users get: [..., nodes], or [..., nodes, variables] with num_var > 1."""
@@ -85,15 +86,25 @@ class Surrogate:
         training, whose VAE already holds them."""
         if conditioner.decoder_weights is not None and source is not None:
             load_weights(self.vae, conditioner.decoder_weights, source)
-        ensemble = None
+        decoder: Optional[torch.nn.Module] = None
         if conditioner.member_decoder_weights:
             decoders = [self.vae]
             for weights in conditioner.member_decoder_weights:
                 member = decoder_copy(self.vae)
                 load_weights(member.decoder, weights, source or Path("latent_conditioner.pt"))
                 decoders.append(member)
-            ensemble = DecoderEnsemble(decoders).to(self.device)
-        return replace(self, conditioner=conditioner, prediction_decoder=ensemble)
+            decoder = DecoderEnsemble(decoders).to(self.device)
+        if conditioner.blend is not None:
+            decoder = conditioner.blend.decoder(self.vae if decoder is None else decoder)
+        return replace(self, conditioner=conditioner, prediction_decoder=decoder)
+
+    def without_blend(self) -> "Surrogate":
+        """The same surrogate predicting with the conditioners alone (no POD + GP blend)."""
+        if self.conditioner is None or self.conditioner.blend is None:
+            return self
+        network_decoder = self.prediction_decoder.network_decoder
+        return replace(self, conditioner=replace(self.conditioner, blend=None),
+                       prediction_decoder=None if network_decoder is self.vae else network_decoder)
 
     def _predicting(self):
         """What decodes predicted codes: the ensemble's decoders, or the VAE."""
@@ -194,7 +205,8 @@ class Surrogate:
         conditioner = self._trained_conditioner()
         prior = self._predicting() if conditioner.on_design_prior else None
         with evaluation_mode(self._predicting()):
-            return predict_latents(conditioner.model, conditioner.model_inputs(designs), self.device, batch_size, prior)
+            return predict_latents(conditioner.predictor, conditioner.model_inputs(designs), self.device, batch_size,
+                                   prior)
 
     def predict(self, designs: np.ndarray, batch_size: int = 64, samples: int = 0, seed: int = 0,
                 channels: Optional[np.ndarray] = None) -> Prediction:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from contextlib import nullcontext
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,6 +28,7 @@ from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inpu
 from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
+from modules.training.pod_gp_blend_fit import fit_pod_gp_blend
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
 from modules.training.run_log import RunLog
 
@@ -127,21 +127,32 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
             vae.decoder.load_state_dict(vaes[kept[0]].decoder.state_dict())
         conditioners, vaes = [conditioners[i] for i in kept], [vae] + [vaes[i] for i in kept[1:]]
     conditioner, result = conditioners[0], results[kept[0]]
-    prior: torch.nn.Module = vae
+    decoder: torch.nn.Module = vae
     if len(kept) > 1:
-        conditioner, prior = ConditionerEnsemble(conditioners), DecoderEnsemble(vaes)
+        conditioner, decoder = ConditionerEnsemble(conditioners), DecoderEnsemble(vaes)
     conditioner.eval()
-    # An ensemble's code is its members' codes side by side, each compared with the VAE's code.
-    residual = _latent_residual_std(conditioner, inputs[sweep.val_indices],
-                                    targets[sweep.val_indices].repeat(1, len(kept)), runtime.device,
-                                    prior if on_prior else None)
+    prior = decoder if on_prior else None
+    val_inputs = inputs[sweep.val_indices]
+    with evaluation_mode(decoder):
+        predicted = predict_latents(conditioner, val_inputs, runtime.device, prior=prior)
+        network_validation = _decoded(decoder, predicted, runtime.device)
+    blend, reason = fit_pod_gp_blend(config.conditioner.pod_gp_blend, inputs, coefficients, sweep.train_indices,
+                                     sweep.val_indices, network_validation, vae.flat_latent_dim)
+    log.info(f"conditioner: {reason}")
+    # An ensemble's code is its members' codes side by side, each compared with the VAE's code; with the blend,
+    # the Gaussian processes' scores follow, compared with the validation cases' own scores.
+    residual = _residual_std(predicted, targets[sweep.val_indices].repeat(1, len(kept)))
+    if blend is not None:
+        with torch.no_grad():
+            residual = torch.cat([residual, _residual_std(blend.gp(val_inputs),
+                                                          blend.pca.scores(coefficients[sweep.val_indices]).float())])
     decoder_weights = ({k: v.detach().cpu() for k, v in vae.state_dict().items()}
                        if e2e and config.end_to_end.finetune_decoder else None)
     member_decoders = [{k: v.detach().cpu() for k, v in other.decoder.state_dict().items()} for other in vaes[1:]]
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
                                  member_decoder_weights=member_decoders, members_trained=members,
-                                 members_kept=kept)
+                                 members_kept=kept, blend=blend)
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
@@ -227,9 +238,12 @@ def field_sensitivity(vae: HierarchicalVAE, train_latents: torch.Tensor) -> torc
     return (sensitivity / sensitivity.mean().clamp_min(1e-30)).clamp_min(1e-3)
 
 
-def _latent_residual_std(conditioner, inputs, targets, device, prior: Optional[torch.nn.Module]) -> torch.Tensor:
-    with evaluation_mode(prior) if prior is not None else nullcontext():
-        predicted = predict_latents(conditioner, inputs, device, prior=prior)
+def _decoded(decoder: torch.nn.Module, codes: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Mode coefficients [k, C, T] (basis units) of flat codes, a chunk at a time."""
+    with torch.no_grad():
+        return torch.cat([decoder.decode_flat(chunk.to(device), projected=True).float().cpu()
+                          for chunk in memory.chunks(codes, 256)])
+
+
+def _residual_std(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (predicted - targets).std(dim=0, unbiased=len(targets) > 1).clamp_min(1e-6)
-
-

