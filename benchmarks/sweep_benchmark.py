@@ -81,6 +81,12 @@ def pooled(section: Dict, model: str, split: str) -> Optional[float]:
     return section.get(model, {}).get(split, {}).get("pooled")
 
 
+def _blend_note(blend: Optional[Dict]) -> str:
+    if not blend:
+        return ""
+    return f", {blend['weight_on_conditioners']:.1f} x it + {1 - blend['weight_on_conditioners']:.1f} x POD + GP"
+
+
 def print_report(name: str, report: Dict, seconds: float, baselines: Optional[Dict]) -> None:
     vae, lc = report["vae"], report["conditioner"]
     split = "test" if "test" in vae["relative_l2"]["vae"] else "val"
@@ -88,11 +94,13 @@ def print_report(name: str, report: Dict, seconds: float, baselines: Optional[Di
     print(f"\n{name}: errors ||X - X_hat||_F / ||X||_F over the {split} designs; training + report {seconds:.0f} s")
     rows = [(f"reconstruct: VAE ({vae['latent_numbers']} latent numbers)", pooled(recon, "vae", split)),
             (f"reconstruct: PCA ({vae['pca_components']} components)", pooled(recon, "pca", split)),
-            (f"predict from {lc['input_type']}: {lc['architecture']} conditioner + decoder",
-             pooled(prediction, "conditioner", split)),
-            (f"predict: POD ({lc['pod_gp_modes']} modes) + GP per mode (the tool's baseline)",
-             pooled(prediction, "pod_gp", split)),
-            ("predict: nearest training design", pooled(prediction, "nearest_neighbour", split))]
+            (f"predict from {lc['input_type']}: {lc['architecture']} conditioner + decoder"
+             + _blend_note(lc.get("pod_gp_blend")), pooled(prediction, "conditioner", split))]
+    if "network" in prediction:
+        rows.append(("predict: the conditioner + decoder alone", pooled(prediction, "network", split)))
+    rows += [(f"predict: POD ({lc['pod_gp_modes']} modes) + GP per mode (the tool's baseline)",
+              pooled(prediction, "pod_gp", split)),
+             ("predict: nearest training design", pooled(prediction, "nearest_neighbour", split))]
     for label, value in rows:
         print(f"  {label:<70} {value:.4f}" if value is not None else f"  {label:<70} -")
     if baselines is not None:

@@ -128,6 +128,13 @@ def test_predict_gives_fields_in_physical_units_with_an_uncertainty_band(trained
     band = json.loads((out / "report.json").read_text())["conditioner"]["band"]
     assert band["nominal"] == 0.9 and band["scale"] > 0 and set(band["coverage"]) == {"val"}
     assert 0.0 <= band["coverage"]["val"] <= 1.0
+    # The validation coverage comes from the calibration pass; a second pass over those cases measures the same.
+    from modules.evaluation.band_coverage import band_coverage
+    surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
+    val = np.asarray(json.loads((out / "report.json").read_text())["vae"]["val_case_indices"])
+    all_designs = np.loadtxt(root / "data" / "params.csv", delimiter=",", skiprows=1)
+    again = band_coverage(surrogate, all_designs, {"val": val}, truth, surrogate.window)
+    assert again["val"] == pytest.approx(band["coverage"]["val"], abs=1e-9)
     assert np.all(lower <= prediction) and np.all(prediction <= upper)
     np.testing.assert_allclose(prediction - lower, upper - prediction, rtol=1e-5, atol=1e-5)
     assert np.allclose(upper - prediction, band["scale"] * std, rtol=1e-4, atol=1e-4 * std.max())

@@ -45,7 +45,10 @@ def calibrate_band(surrogate: Surrogate, designs: np.ndarray, indices: np.ndarra
     scores = []
     for chunk, (truth, center, std) in enumerate(_sampled_chunks(surrogate, designs, indices, array, data)):
         scores.append(normalised_residuals(truth, center, std, std_floor(std), seed=chunk))
-    return BandCalibration(scale=conformal_scale(np.concatenate(scores), nominal), nominal=nominal, cases=len(indices))
+    scores = np.concatenate(scores)
+    scale = conformal_scale(scores, nominal)
+    return BandCalibration(scale=scale, nominal=nominal, cases=len(indices),
+                           covered_on_calibration=float(np.mean(scores <= scale)))
 
 
 def band_coverage(surrogate: Surrogate, designs: np.ndarray, splits: Dict[str, np.ndarray], array,

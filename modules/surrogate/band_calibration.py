@@ -30,6 +30,9 @@ class BandCalibration:
     """The share of values the band is calibrated to cover."""
     cases: int
     """Calibration cases it was fitted on."""
+    covered_on_calibration: Optional[float] = None
+    """Share of the calibration cases' scored values inside the band: their coverage, known without a second
+    pass over them (None in bundles written before it was kept)."""
 
 
 def std_floor(std: np.ndarray) -> float:
