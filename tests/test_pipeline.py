@@ -331,7 +331,7 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_th
 
 
 def test_the_pod_gp_blend_is_saved_predicted_by_predict_and_reported_beside_the_conditioners_alone(
-        entry, tmp_path, monkeypatch):
+        entry, tmp_path, monkeypatch, capsys):
     from modules.training import pod_gp_blend_fit
     monkeypatch.setattr(pod_gp_blend_fit, "BLEND_WEIGHTS", (0.5,))  # a blend whatever validation says
     args = write_config(tmp_path, epochs=3, lc_epochs=4, extra=ENSEMBLE.format(2))
@@ -357,6 +357,12 @@ def test_the_pod_gp_blend_is_saved_predicted_by_predict_and_reported_beside_the_
                                atol=1e-4 * np.abs(network).max())
     text = (out / "report.txt").read_text()
     assert "0.5 x conditioner + 0.5 x POD + GP (11 modes; the tool's prediction)" in text and ", alone " in text
+    designs_file = tmp_path / "designs.csv"
+    designs_file.write_text("\n".join((tmp_path / "data" / "params.csv").read_text().splitlines()[:3]) + "\n")
+    capsys.readouterr()
+    assert entry.main(["predict", "--model", str(out), "--params", str(designs_file), "--out", str(tmp_path / "p.npy"),
+                       "--device", "cpu"]) == 0
+    assert "the prediction is 0.5 x the conditioners' field + 0.5 x POD + Gaussian processes'" in capsys.readouterr().out
 
 
 def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):

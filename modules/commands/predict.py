@@ -82,6 +82,10 @@ def run_predict(args: argparse.Namespace) -> Prediction:
           f"({result.seconds * 1000 / max(count, 1):.1f} ms per design) on {device}")
     print(f"wrote {args.out}: float32 {list(result.fields.shape)} ({axis_names(surrogate.window, 'designs')}), "
           f"physical units; {time_window.describe(surrogate.window.num_timesteps, surrogate.window.timestep_indices)}")
+    if conditioner.blend is not None:
+        print(f"the prediction is {conditioner.blend.weight:.1f} x the conditioners' field + "
+              f"{1 - conditioner.blend.weight:.1f} x POD + Gaussian processes' (pod_gp_blend auto, weight picked on "
+              "the validation designs)")
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
     if result.lower is not None:
