@@ -28,7 +28,11 @@ def test_the_torch_processes_give_scikit_learns_posterior_means():
     inputs, targets = rng.normal(size=(30, 3)) * [1, 10, 0.1], rng.normal(size=(30, 4))
     targets[:, 0] += np.sin(inputs[:, 0])
     scaler = StandardScaler().fit(inputs)
-    processes, _ = fit_gaussian_processes(scaler.transform(inputs), targets, "test")
+    # The first two targets get their own kernels; the last two reuse the second's (weak scores fit noise).
+    processes, _ = fit_gaussian_processes(scaler.transform(inputs), targets, "test", optimised_targets=2)
+    assert str(processes[2].kernel_) == str(processes[3].kernel_) == str(processes[1].kernel_)
+    assert str(processes[0].kernel_) != str(processes[1].kernel_)
+    assert not np.allclose(processes[2].alpha_, processes[3].alpha_)  # each still solved for its own target
     queries = rng.normal(size=(7, 3)) * [1, 10, 0.1]
     expected = np.stack([process.predict(scaler.transform(queries)) for process in processes], axis=1)
     got = DesignGaussianProcess.from_sklearn(scaler, processes)(torch.as_tensor(queries)).double().numpy()

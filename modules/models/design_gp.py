@@ -10,7 +10,7 @@ POD + GP blend (models/pod_gp_blend.py) both fit them here.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,19 +21,30 @@ from modules.runtime import progress
 
 
 def fit_gaussian_processes(scaled_inputs: np.ndarray, targets: np.ndarray, label: str, random_state: int = 0,
-                           n_restarts_optimizer: int = 1) -> Tuple[List[GaussianProcessRegressor], List[str]]:
+                           n_restarts_optimizer: int = 1, optimised_targets: Optional[int] = None
+                           ) -> Tuple[List[GaussianProcessRegressor], List[str]]:
     """One fitted process per column of targets [k, m] on standardised inputs [k, p]; and the optimiser's
-    warnings (e.g. a length scale at its bound), kept for the caller instead of printed or dropped."""
-    processes = []
+    warnings (e.g. a length scale at its bound), kept for the caller instead of printed or dropped.
+
+    optimised_targets: only the first that many columns (the strongest scores) get their own kernel
+    hyperparameters by maximum likelihood; each later column reuses the last optimised kernel as it is (a
+    solve, no optimisation). None: every column is optimised (the textbook POD-GPR)."""
+    processes: List[GaussianProcessRegressor] = []
+    optimised = targets.shape[1] if optimised_targets is None else max(1, optimised_targets)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # Minutes at several hundred designs (the seed's 388): a bar counts the processes.
         for target in progress.each(range(targets.shape[1]), label, unit="mode"):
-            kernel = (ConstantKernel(1.0, (1e-3, 1e3))
-                      * RBF(length_scale=np.ones(scaled_inputs.shape[1]), length_scale_bounds=(1e-2, 1e3))
-                      + WhiteKernel(noise_level=1e-5, noise_level_bounds=(1e-10, 1e0)))
-            process = GaussianProcessRegressor(kernel=kernel, normalize_y=True,
-                                               n_restarts_optimizer=n_restarts_optimizer, random_state=random_state)
+            if target < optimised:
+                kernel = (ConstantKernel(1.0, (1e-3, 1e3))
+                          * RBF(length_scale=np.ones(scaled_inputs.shape[1]), length_scale_bounds=(1e-2, 1e3))
+                          + WhiteKernel(noise_level=1e-5, noise_level_bounds=(1e-10, 1e0)))
+                process = GaussianProcessRegressor(kernel=kernel, normalize_y=True,
+                                                   n_restarts_optimizer=n_restarts_optimizer,
+                                                   random_state=random_state)
+            else:
+                process = GaussianProcessRegressor(kernel=processes[optimised - 1].kernel_, normalize_y=True,
+                                                   optimizer=None)
             processes.append(process.fit(scaled_inputs, targets[:, target]))
     return processes, [str(warning.message) for warning in caught]
 
