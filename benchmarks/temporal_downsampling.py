@@ -87,13 +87,13 @@ def main() -> None:
         "dynamics-weighted (reference)": dynamics_weighted(train, args.keep),
     }
     rows = [["kept steps", "steps", "interp. only", f"PCA {PCA_COMPONENTS} kept", f"PCA {PCA_COMPONENTS} all",
-             "tool kept", "tool all", "tool s"]]
+             "tool kept", "tool all", "tool s", "peak MiB"]]
     for name, kept in choices.items():
         interpolated = relative_errors(test, back_to_every_step(test[:, kept], kept, steps)).mean()
         pca = pca_reconstruction(train[:, kept], test[:, kept], PCA_COMPONENTS)
         pca_kept = relative_errors(test[:, kept], pca).mean()
         pca_all = relative_errors(test, back_to_every_step(pca, kept, steps)).mean()
-        tool = ["-", "-", "-"]
+        tool = ["-", "-", "-", "-"]
         if args.epochs > 0 and not name.endswith("(reference)"):
             keys = {} if name == "all steps" else {"Dim2_red": str(args.keep), "Dim2_red_mode": name}
             run = name.split()[0]
@@ -102,7 +102,8 @@ def main() -> None:
             recon = reconstruct(work, run, sweep.dataset)[test_idx]
             tool = [f"{vae_held_out(report):.2%}",
                     f"{relative_errors(test, back_to_every_step(recon.astype(np.float64), kept, steps)).mean():.2%}",
-                    f"{report['seconds']:.0f}"]
+                    f"{report['seconds']:.0f}",
+                    "-" if report.get("peak_mib") is None else f"{report['peak_mib']:.0f}"]
         shown = ", ".join(map(str, kept)) if len(kept) <= 12 else f"{len(kept)} steps"
         rows.append([name, shown, f"{interpolated:.2%}", f"{pca_kept:.2%}", f"{pca_all:.2%}"] + tool)
     print(f"{sweep.name}: {cases} cases x {steps} timesteps x {array.shape[2]} nodes; {len(test_idx)} held-out "
