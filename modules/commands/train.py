@@ -193,11 +193,11 @@ def _band_report(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep
     # The validation cases' coverage came with the calibration on them: they are not decoded and read again.
     known = {} if band.covered_on_calibration is None else {"val": band.covered_on_calibration}
     splits = {"val": sweep.val_indices, **({"test": sweep.test_indices} if len(sweep.test_indices) else {})}
-    measured = band_coverage(surrogate, designs, {split: indices for split, indices in splits.items()
-                                                  if split not in known}, sweep.array, config.data)
+    coverage = {**known, **band_coverage(surrogate, designs, {split: indices for split, indices in splits.items()
+                                                                if split not in known}, sweep.array, config.data)}
     return {"nominal": band.nominal, "scale": band.scale, "samples": BAND_SAMPLES,
             "calibrated_on": f"the {band.cases} validation cases, split-conformal on |truth - prediction| / std",
-            "coverage": {split: {**known, **measured}[split] for split in splits}}
+            "coverage": coverage}
 
 
 def _vae_finished(run_dir: RunDirectory) -> bool:

@@ -47,6 +47,11 @@ def time_features(num_timesteps: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
+
+def at_timesteps(values: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """values [B, C, T] at each case's own timesteps [B, n] -> [B, C, n]."""
+    return values.gather(2, timesteps[:, None, :].expand(-1, values.shape[1], -1))
+
 class Decoder(nn.Module):
     """z_main [B, Lm] (+ hierarchical latents) -> coefficients [B, C, T] (see the module docstring)."""
 
@@ -137,9 +142,7 @@ class Decoder(nn.Module):
     def linear_readout(self, flat: torch.Tensor, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The case PCA path: flat code [B, L] -> [B, C, T] (or [B, C, n] at timesteps [B, n])."""
         full = self.case_readout(flat).view(flat.shape[0], -1, self.num_timesteps)
-        if timesteps is None:
-            return full
-        return full.gather(2, timesteps[:, None, :].expand(-1, full.shape[1], -1))
+        return full if timesteps is None else at_timesteps(full, timesteps)
 
     def decode_timesteps(self, state: torch.Tensor, timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """state [B, W] -> [B, C, T] (or [B, C, n] at timesteps [B, n])."""

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from modules.models.case_pca import CasePCA
+from modules.models.decoder import at_timesteps
 from modules.models.design_gp import DesignGaussianProcess
 from modules.models.ensemble import MembersCode
 
@@ -98,7 +99,7 @@ class BlendedDecoder(torch.nn.Module):
         network = self.network_decoder.decode_flat(flat[:, :-width], projected=True, timesteps=timesteps)
         pod_gp = self.blend.coefficients(flat[:, -width:]).to(network.device, network.dtype)
         if timesteps is not None:
-            pod_gp = torch.gather(pod_gp, 2, timesteps[:, None, :].expand(-1, pod_gp.shape[1], -1))
+            pod_gp = at_timesteps(pod_gp, timesteps)
         return self.blend.mix(network, pod_gp)
 
     def design_latent(self, design: torch.Tensor) -> torch.Tensor:
