@@ -222,9 +222,9 @@ class ModelConfig:
     design_prior: bool = True
     """Train the VAE with a design-conditioned prior of the main latent (a small MLP of the designs) when the
     run has designs: the decoder then learns a latent space laid out by the designs (README, ablations)."""
-    refine_steps: int = 100
-    """Encoding a field (reconstruct, latents for the conditioner) refines the encoder's latent code with this
-    many gradient steps on the field's own reconstruction error (0 = the encoder's output as it is)."""
+    refine_steps: int = 50
+    """Encoding a field (reconstruct, the report's reconstruction) refines the encoder's latent code with at most
+    this many L-BFGS iterations on the field's own reconstruction error (0 = the encoder's output as it is)."""
 
     @property
     def num_hier_levels(self) -> int:

@@ -14,8 +14,9 @@ import torch
 
 from modules.models.vae import HierarchicalVAE
 
-REFINE_LEARNING_RATE = 1e-2
-"""Adam step on latent codes of unit prior scale."""
+REFINE_HISTORY = 20
+"""L-BFGS memory (curvature pairs); the code has a few dozen numbers per case."""
+
 REFINE_TIMESTEPS = 40
 """Longer transients are refined on this many evenly spread timesteps (all are decoded afterwards): each step
 decodes and differentiates through every refined timestep, so at the seed's 200 timesteps refining all of
@@ -32,23 +33,39 @@ def refined_timesteps(num_timesteps: int, batch: int, device: torch.device) -> O
 
 
 def refine_latents(vae: HierarchicalVAE, coefficients: torch.Tensor, initial: torch.Tensor, steps: int) -> torch.Tensor:
-    """coefficients [k, C, T] (basis.project of the fields), initial flat codes [k, F] -> refined codes [k, F]."""
+    """coefficients [k, C, T] (basis.project of the fields), initial flat codes [k, F] -> refined codes [k, F].
+
+    Each case is refined on its own (its code does not depend on the cases it is batched with), by L-BFGS with
+    a strong-Wolfe line search, at most `steps` iterations. Measured on the test designs (README, ablations): at
+    the same cost as 200 Adam steps (lr 0.1, cosine) it gets further (advection 0.481 against 0.487, wave 0.266
+    against 0.267), and 50 iterations did what 100 Adam steps at the earlier 1e-2 did not (demo 0.0486 against
+    0.0526 on the same VAE). The case keeps the best code any evaluation gave it, never worse than its guess."""
     best = initial.detach().clone()
     if steps <= 0 or len(best) == 0:
         return best
-    timesteps = refined_timesteps(coefficients.shape[2], len(best), coefficients.device)
-    target = coefficients.detach() if timesteps is None else coefficients.detach()[:, :, timesteps[0]]
-    code = best.clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([code], lr=REFINE_LEARNING_RATE)
-    best_error = torch.full((len(best),), float("inf"), device=best.device)
+    timesteps = refined_timesteps(coefficients.shape[2], 1, coefficients.device)
+    targets = coefficients.detach() if timesteps is None else coefficients.detach()[:, :, timesteps[0]]
     with torch.enable_grad():
-        for _ in range(steps + 1):
-            recon = vae.decode_flat(code, projected=True, timesteps=timesteps)
-            per_case = (recon.float() - target).pow(2).flatten(1).sum(dim=1)
-            improved = per_case.detach() < best_error
-            best_error = torch.where(improved, per_case.detach(), best_error)
-            best[improved] = code.detach()[improved]
-            (gradient,) = torch.autograd.grad(per_case.sum(), code)
-            code.grad = gradient
-            optimiser.step()
+        for case in range(len(best)):
+            best[case] = _refined_case(vae, targets[case:case + 1], best[case:case + 1], steps, timesteps)[0]
+    return best
+
+
+def _refined_case(vae: HierarchicalVAE, target: torch.Tensor, initial: torch.Tensor, steps: int,
+                  timesteps: Optional[torch.Tensor]) -> torch.Tensor:
+    """One case: target [1, C, n], initial [1, F] -> the best code [1, F] L-BFGS evaluated."""
+    best, best_error = initial.clone(), float("inf")
+    code = initial.clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS([code], lr=1.0, max_iter=steps, history_size=REFINE_HISTORY,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
+
+    def error() -> torch.Tensor:
+        nonlocal best, best_error
+        value = (vae.decode_flat(code, projected=True, timesteps=timesteps).float() - target).pow(2).sum()
+        (code.grad,) = torch.autograd.grad(value, code)
+        if float(value.detach()) < best_error:
+            best, best_error = code.detach().clone(), float(value.detach())
+        return value.detach()
+
+    optimiser.step(error)
     return best

@@ -143,7 +143,7 @@ class Surrogate:
 
     def reconstruct(self, fields: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """decode(encode(x)): [k, T, N] in and out, physical units. The encoder's code is refined on the
-        field's own error (refine_steps gradient steps, surrogate/refinement.py) before it is decoded."""
+        field's own error (at most refine_steps L-BFGS iterations, surrogate/refinement.py) before it is decoded."""
         out = np.empty(fields.shape, dtype=np.float32)
         with evaluation_mode(self.vae):
             for chunk in memory.chunk_slices(len(fields), batch_size):

@@ -160,9 +160,9 @@ class ConditionedDecoder(torch.nn.Module):
         if fresh_decoder:
             if not finetune_decoder:
                 raise ValueError("a fresh prediction decoder must be trained: pass finetune_decoder=True")
-            # The case PCA path (case_pca_path) keeps the VAE's trained linear readout (started at the training cases'
-            # PCA) instead of a random map; zeroed, or left out, it predicted the demo no better (0.096 and 0.101
-            # against 0.097, one conditioner each; README, ablations).
+            # The case PCA path (case_pca_path) keeps the VAE's linear readout (the training cases' PCA, frozen)
+            # instead of a random map; zeroed, or left out, it predicted the demo no better (0.096 and 0.101
+            # against 0.097, one conditioner each, when the readout was still trained; README, ablations).
             reinitialise(module for name, module in on_path.items() if name != "case_readout")
         trainable = {id(parameter) for module in on_path.values() for parameter in module.parameters()
                      if finetune_decoder}
