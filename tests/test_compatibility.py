@@ -42,3 +42,16 @@ def test_a_checkpoint_written_before_a_setting_existed_matches_its_default_and_o
     assert differing_keys(saved_with_defaults(saved, "conditioner"), current) == []
     assert differing_keys(saved_with_defaults(saved, "conditioner"), must_match(three, "conditioner")) == \
         ["conditioner.ensemble_members: saved 1, now 3"]
+
+
+def test_refinement_iterations_bind_no_stage_even_in_checkpoints_that_saved_them():
+    before = RunConfig(model=dataclasses.replace(RunConfig().model, refine_steps=100))
+    now = RunConfig(model=dataclasses.replace(RunConfig().model, refine_steps=50))
+    other_width = RunConfig(model=dataclasses.replace(RunConfig().model, decoder_width=64))
+    for stage in ("vae", "conditioner"):
+        assert differing_keys(must_match(before, stage), must_match(now, stage)) == []
+        written_then = must_match(before, stage)
+        written_then["model"]["refine_steps"] = 100  # as checkpoints of earlier versions hold it
+        assert differing_keys(saved_with_defaults(written_then, stage), must_match(now, stage)) == []
+        assert differing_keys(saved_with_defaults(written_then, stage), must_match(other_width, stage)) == \
+            [f"model.decoder_width: saved {RunConfig().model.decoder_width}, now 64"]

@@ -14,6 +14,9 @@ VAE_DATA_FIELDS = ("num_cases", "num_timesteps", "num_nodes", "num_variables", "
 # Training settings that change where or how often a run writes, not what it learns.
 VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "keep_checkpoints",
                                     "early_stopping_patience", "memory_warning_fraction")
+# Model settings used only when a trained VAE encodes a field (reconstruct): they change no weight, so a VAE
+# trained with other values is reused and resumed as it is.
+MODEL_FIELDS_THAT_MAY_CHANGE = ("refine_steps",)
 # Training settings the conditioner takes from TrainConfig and learns differently with.
 CONDITIONER_TRAIN_FIELDS = ("lr_schedule", "min_lr_fraction", "grad_clip", "seed", "grad_accumulation_steps")
 
@@ -21,7 +24,8 @@ CONDITIONER_TRAIN_FIELDS = ("lr_schedule", "min_lr_fraction", "grad_clip", "seed
 def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
     """{section: {field: value}} a 'vae' or 'conditioner' checkpoint must share with the run that resumes or
     reuses it; `["model"]` alone is what a VAE reused by --lc_only=1 must share."""
-    model = dataclasses.asdict(config.model)
+    model = {key: value for key, value in dataclasses.asdict(config.model).items()
+             if key not in MODEL_FIELDS_THAT_MAY_CHANGE}
     if stage == "vae":
         window = {name: getattr(config.data, name) for name in VAE_DATA_FIELDS}
         training = {key: value for key, value in dataclasses.asdict(config.train).items()
@@ -38,10 +42,15 @@ def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
 def saved_with_defaults(saved: Dict[str, Any], stage: str) -> Dict[str, Any]:
     """A checkpoint's must_match with the settings added since it was written filled in at their defaults: they
     did not exist then, and a new setting's default keeps the earlier behaviour, so the checkpoint was trained
-    as with it (a run resumed after an upgrade is not refused over a key it never had)."""
+    as with it (a run resumed after an upgrade is not refused over a key it never had). Settings that may change
+    (MODEL_FIELDS_THAT_MAY_CHANGE) are dropped from what it saved."""
     if stage not in ("vae", "conditioner"):
         return saved
-    return _filled(saved, must_match(RunConfig(), stage))
+    filled = _filled(saved, must_match(RunConfig(), stage))
+    if isinstance(filled.get("model"), dict):  # written before those settings were let change
+        filled["model"] = {key: value for key, value in filled["model"].items()
+                           if key not in MODEL_FIELDS_THAT_MAY_CHANGE}
+    return filled
 
 
 def _filled(saved: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:
