@@ -107,8 +107,10 @@ def test_kill_9_mid_training_keeps_the_checkpoint_and_resume_equals_an_uninterru
     assert not (out / "SimulGen-VAE").exists()
 
     assert entry.main(args + ["--out", str(out), "--resume"]) == 0
-    assert f"resumed from {out / 'checkpoints' / 'vae_last.pt'} at epoch {stopped['epoch'] + 1}" in \
-        (out / "train_log.txt").read_text()
+    log = (out / "train_log.txt").read_text()
+    assert f"resumed from {out / 'checkpoints' / 'vae_last.pt'} at epoch {stopped['epoch'] + 1}" in log
+    # the sweep was not projected again: the first run's projection was read back (and gave the same run)
+    assert f"VAE: resuming: projection read from {out / 'projection.pt'}" in log
     # The bundle holds the best epoch's weights (here possibly the PCA start), so the last checkpoint is
     # compared too: its weights, optimiser moments and history show every epoch was trained identically.
     for name in ("SimulGen-VAE", "checkpoints/vae_last.pt", "latent_conditioner.pt"):

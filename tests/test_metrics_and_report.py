@@ -178,18 +178,18 @@ def test_the_run_report_names_the_kept_epoch_and_the_band_coverage():
     assert "MLP conditioner + decoder (end-to-end, own decoder, epoch 6 of 9)  val" in report.format_run_report(run)
 
 
-def test_a_large_sweep_measures_its_training_fit_on_spread_cases_and_says_so():
+def test_the_training_fit_is_measured_on_spread_cases_and_the_report_says_so():
     from types import SimpleNamespace
     from modules.evaluation.report import format_run_report
-    from modules.evaluation.vae_evaluation import LARGE_SWEEP_TRAIN_CASES, measured_splits
+    from modules.evaluation.vae_evaluation import TRAIN_FIT_CASES, measured_splits
     sweep = SimpleNamespace(train_indices=np.arange(3, 303), val_indices=np.arange(303, 340),
                             test_indices=np.arange(340, 380))
-    small = measured_splits(sweep, large=False)
-    assert np.array_equal(small["train"], sweep.train_indices) and np.array_equal(small["test"], sweep.test_indices)
-    large = measured_splits(sweep, large=True)
-    assert len(large["train"]) == LARGE_SWEEP_TRAIN_CASES and large["train"][0] == 3 and large["train"][-1] == 302
-    assert len(set(large["train"])) == LARGE_SWEEP_TRAIN_CASES
-    assert np.array_equal(large["val"], sweep.val_indices) and np.array_equal(large["test"], sweep.test_indices)
+    splits = measured_splits(sweep)
+    assert len(splits["train"]) == TRAIN_FIT_CASES and splits["train"][0] == 3 and splits["train"][-1] == 302
+    assert len(set(splits["train"])) == TRAIN_FIT_CASES
+    assert np.array_equal(splits["val"], sweep.val_indices) and np.array_equal(splits["test"], sweep.test_indices)
+    few = SimpleNamespace(train_indices=np.arange(10), val_indices=np.arange(10, 12), test_indices=np.arange(0))
+    assert np.array_equal(measured_splits(few)["train"], few.train_indices) and "test" not in measured_splits(few)
     summary = {"count": 64, "pooled": 0.1, "mean": 0.1, "median": 0.1, "max": 0.2, "min": 0.05, "argmax": 0,
                "argmedian": 0}
     vae = {"latent_numbers": 28, "pca_components": 28, "train_cases": 300,

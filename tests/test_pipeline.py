@@ -191,6 +191,7 @@ def test_lc_only_retrains_the_conditioner_and_keeps_the_vae(trained_run, entry, 
                       ["--out", str(copy), "--lc_only=1", "--overwrite", "--seed", "7"]) == 0
     assert (copy / "SimulGen-VAE").read_bytes() == vae_before
     assert (copy / "latent_conditioner.pt").read_bytes() != lc_before
+    assert f"VAE: projection read from {copy / 'projection.pt'}" in (copy / "train_log.txt").read_text()
     history = load_state(copy / "checkpoints" / "conditioner_last.pt")["history"]
     assert history["train_loss"][-1] < history["train_loss"][0]
 

@@ -149,8 +149,7 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
                                   f"(validation_fraction, split_seed or Dim1 differ); restore those settings")
         require_matching(path, must_match(bundle.config, "vae")["model"], must_match(config, "vae")["model"], "VAE")
         log.info(f"VAE: using the trained model {path}")
-        weights = vae_stage.loss_node_weights(sweep, config)
-        return bundle.model, None, vae_stage.project_all_cases(bundle.model, sweep, config, runtime, weights)
+        return bundle.model, None, vae_stage.reused_projection(bundle.model, path, sweep, config, runtime, log)
     features = design_features(designs, sweep.train_indices) if config.model.design_prior else None
     return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features)
 

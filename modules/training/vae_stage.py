@@ -1,6 +1,7 @@
 """Stage 1 of a run: fit the spatial modes, train the hierarchical VAE, save it and every case's projection."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from modules.training.loop import LoopSettings, Trainer, TrainingResult
 from modules.training.losses import physical_node_weights
 from modules.training.objectives import VAEObjective
 from modules.training.physics_loss import PhysicsLoss
+from modules.training import projection_cache
 from modules.training.projected_training import (ProjectedCases, ProjectedSweep, ProjectedVAEObjective,
                                                  physical_per_weighted, project_fields)
 from modules.training.run_log import RunLog
@@ -122,6 +124,23 @@ def project_all_cases(model: HierarchicalVAE, sweep: PreparedSweep, config: RunC
                           physical_per_weighted(node_weights, to_physical), data.channels)
 
 
+def reused_projection(model: HierarchicalVAE, bundle_path: Path, sweep: PreparedSweep, config: RunConfig,
+                      runtime: Runtime, log: RunLog) -> ProjectedSweep:
+    """Every case's projection on a trained VAE's basis (--lc_only=1): the one its training saved beside it when
+    it was made from the same data on the same modes, else a new pass over the sweep."""
+    cached = None
+    if not runtime.distributed:
+        cached, reason = projection_cache.load_projection(
+            projection_cache.cache_path(bundle_path), projection_cache.cache_key(config, sweep), sweep,
+            modes=model.basis.modes)
+        if cached is not None and not math.isclose(cached.projection.scale, float(model.basis.scale), rel_tol=1e-6):
+            cached, reason = None, "the saved projection has another basis scale than this VAE's; projecting again"
+        log.info(f"VAE: {reason}")
+    if cached is not None:
+        return cached.projection
+    return project_all_cases(model, sweep, config, runtime, loss_node_weights(sweep, config))
+
+
 def loss_node_weights(sweep: PreparedSweep, config: RunConfig) -> torch.Tensor:
     """[channels] the weight of each node's squared error: physical (range squared) or all 1."""
     if config.train.physical_weighting:
@@ -162,14 +181,28 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     """Train (or resume) the VAE; returns it on its best validation epoch (saved as the bundle) and the
     projection of every case. designs [num_cases, D]: the design prior's features (None = no design prior)."""
     started = time.perf_counter()
-    modes, used = fit_modes(sweep, config)
     weights = loss_node_weights(sweep, config)
+    key, cache = projection_cache.cache_key(config, sweep), projection_cache.cache_path(run_dir.vae_bundle)
+    cached = None
+    if config.resume and not runtime.distributed:
+        cached, reason = projection_cache.load_projection(cache, key, sweep)
+        log.info(f"VAE: resuming: {reason}")
+    modes, used = (cached.modes, cached.fitting_cases) if cached is not None else fit_modes(sweep, config)
     torch.manual_seed(config.train.seed)
     model = HierarchicalVAE(config.model, config.data.channels, config.data.timesteps, modes.modes.shape[1],
                             0 if designs is None else designs.shape[1])
     model.basis.set_modes(modes.modes.float(), node_half_range(sweep) if config.train.physical_weighting else None,
                           1.0)
-    projection = rescale_basis(model, project_all_cases(model, sweep, config, runtime, weights), sweep.train_indices)
+    if cached is not None:
+        projection = cached.projection
+        with torch.no_grad():
+            model.basis.scale.fill_(projection.scale)
+    else:
+        projection = rescale_basis(model, project_all_cases(model, sweep, config, runtime, weights),
+                                   sweep.train_indices)
+        if runtime.is_main:
+            projection_cache.save_projection(cache, key, sweep,
+                                             projection_cache.CachedProjection(modes, used, projection))
     train_coefficients = projection.coefficients[torch.as_tensor(sweep.train_indices)]
     model.set_mode_spread(train_coefficients)
     pca, reason = use_case_pca(config.model.case_pca_path, train_coefficients,
@@ -182,7 +215,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         log.info(f"VAE: no PCA start ({reason})")
     held = float(modes.energy.sum() / max(modes.total_energy, 1e-300))
     log.info(f"VAE: {model.num_modes} spatial modes from {used} training cases hold {held:.5%} of their snapshots' "
-             f"energy; all {config.data.num_cases} cases projected in {time.perf_counter() - started:.1f} s")
+             f"energy; all {config.data.num_cases} cases "
+             f"{'read back' if cached is not None else 'projected'} in {time.perf_counter() - started:.1f} s")
     log.info(f"VAE: {model.parameter_count():,} parameters; {len(sweep.train_indices)} training and "
              f"{len(sweep.val_indices)} validation cases of {config.data.window_text}; device {runtime.device}"
              + (f", {runtime.world_size} processes" if runtime.distributed else "")
