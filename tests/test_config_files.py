@@ -252,10 +252,31 @@ def test_a_fresh_prediction_decoder_is_read_and_needs_fine_tuning(tmp_path):
             f"prediction decoder, which needs use_e2e_training 1 and e2e_finetune_decoder 1\n"
             f"    fix: set both to 1, or e2e_decoder_start vae") in problems(preset, condition)
     edit(condition, "e2e_decoder_start\tfresh", "e2e_decoder_start\tnew")
-    assert "key 'e2e_decoder_start': must be one of vae, fresh, got 'new'" in problems(preset, condition)
+    assert "key 'e2e_decoder_start': must be one of vae, fresh, auto, got 'new'" in problems(preset, condition)
 
 
-def test_an_ensemble_is_read_and_needs_a_fresh_prediction_decoder_per_member(tmp_path):
+def test_auto_decoder_start_is_fresh_for_parameters_and_the_vaes_decoder_for_image_pixels(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    edit(condition, "use_e2e_training\t0", "use_e2e_training\t1")
+    edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\tauto\n"
+         "conditioner_ensemble\t2")
+    config, _ = load_run_config(preset, condition)
+    assert config.conditioner.input_type == "csv" and config.end_to_end.prediction_decoder == "fresh"
+    edit(condition, "input_type\tcsvs", "input_type\timage")
+    config, _ = load_run_config(preset, condition)
+    assert config.end_to_end.decoder_start == "vae" and config.end_to_end.prediction_decoder == "fine-tuned"
+    assert config.conditioner.ensemble_members == 2  # each member fine-tunes its own copy of the VAE's decoder
+    edit(condition, "e2e_decoder_start\tauto", "e2e_decoder_start\tauto\nimage_pca_components\t4")
+    assert load_run_config(preset, condition)[0].end_to_end.decoder_start == "fresh"  # scores, not pixels
+    edit(condition, "input_type\timage", "input_type\tcsvs")
+    edit(condition, "image_pca_components\t4\n", "")
+    edit(condition, "conditioner_ensemble\t2", "conditioner_ensemble\t1")
+    edit(condition, "e2e_finetune_decoder\t1", "e2e_finetune_decoder\t0")
+    config, _ = load_run_config(preset, condition)  # no trained decoder: auto cannot mean fresh, and is no error
+    assert config.end_to_end.decoder_start == "vae" and config.end_to_end.prediction_decoder == "vae"
+
+
+def test_an_ensemble_is_read_and_needs_a_trained_prediction_decoder_per_member(tmp_path):
     preset, condition = legacy_copy(tmp_path)
     edit(condition, "use_e2e_training\t0", "use_e2e_training\t1")
     edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"
@@ -263,8 +284,10 @@ def test_an_ensemble_is_read_and_needs_a_fresh_prediction_decoder_per_member(tmp
     config, _ = load_run_config(preset, condition)
     assert config.conditioner.ensemble_members == 3
     edit(condition, "e2e_decoder_start\tfresh", "e2e_decoder_start\tvae")
+    assert load_run_config(preset, condition)[0].end_to_end.prediction_decoder == "fine-tuned"  # own copies
+    edit(condition, "e2e_finetune_decoder\t1", "e2e_finetune_decoder\t0")
     assert (f"{condition}:{line_of(condition, 'conditioner_ensemble')}, key 'conditioner_ensemble': 3 members need "
-            f"each its own prediction decoder (use_e2e_training 1, e2e_finetune_decoder 1, e2e_decoder_start fresh)\n"
-            f"    fix: set those three keys, or conditioner_ensemble 1") in problems(preset, condition)
+            f"each its own trained prediction decoder (use_e2e_training 1, e2e_finetune_decoder 1)\n"
+            f"    fix: set those two keys, or conditioner_ensemble 1") in problems(preset, condition)
     edit(condition, "conditioner_ensemble\t3", "conditioner_ensemble\t0")
     assert "key 'conditioner_ensemble': must be 1 to 10, got 0" in problems(preset, condition)

@@ -21,6 +21,7 @@ from modules.config.legacy_keys import (ACCEPTED_WITHOUT_EFFECT, CONDITION_KEYS,
                                         REQUIRED_CONDITION_KEYS, BadValue, legacy_key)
 from modules.config import time_window
 from modules.config.schema import RunConfig
+from modules.config.conditioner_rules import resolve_decoder_start
 from modules.config.validation import configuration_issues
 from modules.errors import ConfigError, ConfigIssue
 
@@ -274,4 +275,4 @@ def _assemble(values: Dict[str, Any], run_fields: Dict[str, Any]) -> RunConfig:
         section, name = field_path.split(".", 1)
         sections.setdefault(section, {})[name] = value
     replaced = {section: dataclasses.replace(getattr(base, section), **fields) for section, fields in sections.items()}
-    return dataclasses.replace(base, **replaced, **run_fields)
+    return resolve_decoder_start(dataclasses.replace(base, **replaced, **run_fields))

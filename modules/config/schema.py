@@ -20,7 +20,7 @@ from modules.errors import ConfigIssue
 
 LOSS_TYPE_NAMES = {1: "MSE", 2: "MAE", 3: "SmoothL1", 4: "Huber"}
 E2E_LOSS_NAMES = ("MSE", "MAE", "Huber", "SmoothL1")
-DECODER_STARTS = ("vae", "fresh")
+DECODER_STARTS = ("vae", "fresh", "auto")
 CONDITIONER_INPUT_TYPES = ("csv", "image")
 CONDITIONER_ARCHITECTURES = ("auto", "mlp", "cnn", "vit")
 LR_SCHEDULES = ("cosine", "constant")
@@ -587,7 +587,9 @@ class EndToEndConfig:
     """Also train the decoder (frozen by default)."""
     decoder_start: str = "vae"
     """e2e_decoder_start: with finetune_decoder, the prediction decoder starts from the VAE's decoder ('vae') or
-    from a fresh initialisation of the same architecture ('fresh'); the VAE keeps its own for reconstruction."""
+    from a fresh initialisation of the same architecture ('fresh'); the VAE keeps its own for reconstruction.
+    'auto' is resolved when the files are read (conditioner_rules.resolve_decoder_start): 'vae' for designs read
+    as image pixels (or when the decoder is not trained), 'fresh' otherwise."""
 
     @property
     def prediction_decoder(self) -> str:
@@ -649,10 +651,10 @@ class RunConfig:
             out.append(issue("physics.spatial_weight", "needs the mesh: neither coordinates_path nor "
                         "mesh_connectivity_path is set", "add one of them to condition.txt, or set "
                         "physics_spatial_weight 0"))
-        if self.conditioner.ensemble_members > 1 and self.end_to_end.prediction_decoder != "fresh":
+        if self.conditioner.ensemble_members > 1 and self.end_to_end.prediction_decoder == "vae":
             out.append(issue("conditioner.ensemble_members", f"{self.conditioner.ensemble_members} members need "
-                             "each its own prediction decoder (use_e2e_training 1, e2e_finetune_decoder 1, "
-                             "e2e_decoder_start fresh)", "set those three keys, or conditioner_ensemble 1"))
+                             "each its own trained prediction decoder (use_e2e_training 1, e2e_finetune_decoder 1)",
+                             "set those two keys, or conditioner_ensemble 1"))
         out += self._pod_projection_problems()
         if self.plot_mode not in (0, 1, 2):
             out.append(issue("plot_mode", f"must be 0, 1 or 2, got {self.plot_mode}", "use --plot=1 to save PNGs"))
