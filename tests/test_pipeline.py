@@ -3,6 +3,7 @@ end-to-end, predict and reconstruct."""
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 import signal
@@ -302,11 +303,15 @@ def test_ensemble_members_train_as_runs_of_their_own_seeds_and_the_best_on_valid
     assert all(torch.equal(value, first[name]) for name, value in alone.items())
 
 
+@pytest.mark.parametrize("start", ["fresh", "vae"])
 def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_that_prediction(entry, tmp_path,
-                                                                                               monkeypatch):
+                                                                                               monkeypatch, start):
+    """Each member trains its own decoder: a fresh one, or its own copy of the VAE's fine-tuned (image designs'
+    default, e2e_decoder_start auto)."""
     from modules.training import conditioner_stage
     monkeypatch.setattr(conditioner_stage, "best_subset", lambda predictions, truth: (list(range(len(predictions))), 0.0))
-    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(2) + "pod_gp_blend\t0\n")
+    extra = ENSEMBLE.format(2).replace("e2e_decoder_start\tfresh", f"e2e_decoder_start\t{start}")
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=extra + "pod_gp_blend\t0\n")
     out = tmp_path / "out"
     assert entry.main(args + ["--out", str(out)]) == 0
     bundle = load_state(out / "latent_conditioner.pt")
@@ -315,7 +320,11 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_th
     # two prediction paths, each with its own decoder
     assert not torch.equal(bundle["vae_weights"]["decoder.readout.0.weight"],
                            bundle["member_decoder_weights"][0]["readout.0.weight"])
-    assert "own decoder, mean of 2, epoch " in (out / "report.txt").read_text()
+    label = "own decoder" if start == "fresh" else "fine-tuned decoder"
+    assert re.search(f"{label}, mean of 2, (on the design prior, )?epoch ", (out / "report.txt").read_text())
+    if start == "vae":  # both copies started at the VAE's decoder, which the VAE bundle keeps for reconstruction
+        vae_decoder = load_state(out / "SimulGen-VAE")["model"]["decoder.readout.0.weight"]
+        assert not torch.equal(bundle["member_decoder_weights"][0]["readout.0.weight"], vae_decoder)
     error, report, surrogate, designs = predicted_val_errors_and_report(tmp_path, out)
     assert report["conditioner"]["ensemble_members"] == 2
     # The saved ensemble predicts what the report measured ...
