@@ -241,10 +241,17 @@ def test_inert_legacy_key_with_a_value_is_announced(tmp_path):
     assert len(inert) == 1 and "'Stretch 1' has no effect" in inert[0]
 
 
-def test_a_fresh_prediction_decoder_is_read_and_needs_fine_tuning(tmp_path):
-    preset, condition = legacy_copy(tmp_path)
+def end_to_end_files(folder: Path, decoder_start: str, extra: str = "") -> tuple:
+    """The legacy pair with end-to-end training, the decoder fine-tuned, e2e_decoder_start and `extra` lines."""
+    preset, condition = legacy_copy(folder)
     edit(condition, "use_e2e_training\t0", "use_e2e_training\t1")
-    edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh")
+    edit(condition, "LC_alpha    500",
+         f"LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\t{decoder_start}{extra}")
+    return preset, condition
+
+
+def test_a_fresh_prediction_decoder_is_read_and_needs_fine_tuning(tmp_path):
+    preset, condition = end_to_end_files(tmp_path, "fresh")
     config, _ = load_run_config(preset, condition)
     assert config.end_to_end.decoder_start == "fresh" and config.end_to_end.prediction_decoder == "fresh"
     edit(condition, "e2e_finetune_decoder\t1", "e2e_finetune_decoder\t0")
@@ -256,10 +263,7 @@ def test_a_fresh_prediction_decoder_is_read_and_needs_fine_tuning(tmp_path):
 
 
 def test_auto_decoder_start_is_fresh_for_parameters_and_the_vaes_decoder_for_image_pixels(tmp_path):
-    preset, condition = legacy_copy(tmp_path)
-    edit(condition, "use_e2e_training\t0", "use_e2e_training\t1")
-    edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\tauto\n"
-         "conditioner_ensemble\t2")
+    preset, condition = end_to_end_files(tmp_path, "auto", "\nconditioner_ensemble\t2")
     config, _ = load_run_config(preset, condition)
     assert config.conditioner.input_type == "csv" and config.end_to_end.prediction_decoder == "fresh"
     edit(condition, "input_type\tcsvs", "input_type\timage")
@@ -277,10 +281,7 @@ def test_auto_decoder_start_is_fresh_for_parameters_and_the_vaes_decoder_for_ima
 
 
 def test_an_ensemble_is_read_and_needs_a_trained_prediction_decoder_per_member(tmp_path):
-    preset, condition = legacy_copy(tmp_path)
-    edit(condition, "use_e2e_training\t0", "use_e2e_training\t1")
-    edit(condition, "LC_alpha    500", "LC_alpha    500\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"
-         "conditioner_ensemble\t3")
+    preset, condition = end_to_end_files(tmp_path, "fresh", "\nconditioner_ensemble\t3")
     config, _ = load_run_config(preset, condition)
     assert config.conditioner.ensemble_members == 3
     edit(condition, "e2e_decoder_start\tfresh", "e2e_decoder_start\tvae")

@@ -97,8 +97,8 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         figures = RunFigures(config, run_dir, sweep, log) if runtime.is_main and config.plot_mode in (0, 1) else None
         if runtime.is_main:
             started = time.perf_counter()
-            log.info(f"report: reconstructing every case (at most {config.model.refine_steps} L-BFGS refinement iterations each) and "
-                     f"fitting PCA with {model.flat_latent_dim} components...")
+            log.info(f"report: reconstructing every case (at most {config.model.refine_steps} L-BFGS refinement "
+                     f"iterations each) and fitting PCA with {model.flat_latent_dim} components...")
             evaluation = evaluate_vae(surrogate, sweep, config.data, _known_norms(surrogate, projection, config))
             log.info(f"report: reconstruction measured in {time.perf_counter() - started:.1f} s")
             vae_stage.save_latents(run_dir, latents, sweep)

@@ -24,8 +24,7 @@ CONDITIONER_TRAIN_FIELDS = ("lr_schedule", "min_lr_fraction", "grad_clip", "seed
 def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
     """{section: {field: value}} a 'vae' or 'conditioner' checkpoint must share with the run that resumes or
     reuses it; `["model"]` alone is what a VAE reused by --lc_only=1 must share."""
-    model = {key: value for key, value in dataclasses.asdict(config.model).items()
-             if key not in MODEL_FIELDS_THAT_MAY_CHANGE}
+    model = _binding_model_fields(dataclasses.asdict(config.model))
     if stage == "vae":
         window = {name: getattr(config.data, name) for name in VAE_DATA_FIELDS}
         training = {key: value for key, value in dataclasses.asdict(config.train).items()
@@ -48,9 +47,12 @@ def saved_with_defaults(saved: Dict[str, Any], stage: str) -> Dict[str, Any]:
         return saved
     filled = _filled(saved, must_match(RunConfig(), stage))
     if isinstance(filled.get("model"), dict):  # written before those settings were let change
-        filled["model"] = {key: value for key, value in filled["model"].items()
-                           if key not in MODEL_FIELDS_THAT_MAY_CHANGE}
+        filled["model"] = _binding_model_fields(filled["model"])
     return filled
+
+
+def _binding_model_fields(model: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in model.items() if key not in MODEL_FIELDS_THAT_MAY_CHANGE}
 
 
 def _filled(saved: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:

@@ -68,8 +68,8 @@ def format_run_report(report: Dict[str, Any]) -> str:
             + format_report_table(rows))
     measured = vae["relative_l2"]["vae"].get("train", {}).get("count", 0)
     if 0 < measured < vae.get("train_cases", measured):
-        text += (f"train: {measured} evenly spread training cases of {vae['train_cases']} (the fit, measured on at most "
-                 f"{measured} to bound the report's time; validation and test cases are measured whole)\n")
+        text += (f"train: {measured} evenly spread training cases of {vae['train_cases']} (the fit, measured on at "
+                 f"most {measured} to bound the report's time; validation and test cases are measured whole)\n")
     if "conditioner" in report:
         lc = report["conditioner"]
         errors = lc["prediction_relative_l2"]

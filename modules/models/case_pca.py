@@ -3,10 +3,11 @@
 With `case_pca_path 1` the latent code is laid out so that, at the start of training, the VAE *is* PCA with as
 many components as latent numbers: the encoder adds the case's whitened PCA scores to its (zero at the start)
 output, and the decoder adds the linear PCA readout of the code to its (zero at the start) per-timestep MLP.
-Both linear maps stay frozen at the PCA (the nonlinear parts learn what it misses): left trainable they drifted,
-and the demo's held-out reconstruction went from 0.0486 (frozen) to 0.0526, worse than PCA's 0.0509. Why: on smooth sweeps (the demo's heat conduction) the nonlinear decoder alone
-fitted the training cases twice as well as PCA but reconstructed designs at the edge of the design space 2-3x
-worse (19 % against 7 %); a linear path extrapolates as PCA does.
+Why: on smooth sweeps (the demo's heat conduction) the nonlinear decoder alone fitted the training cases twice as
+well as PCA but reconstructed designs at the edge of the design space 2-3x worse (19 % against 7 %); a linear path
+extrapolates as PCA does. Both linear maps stay frozen at the PCA (the nonlinear parts learn what it misses): left
+trainable they drifted, and the demo's held-out reconstruction went from 0.0486 (frozen) to 0.0526, worse than
+PCA's 0.0509.
 """
 from __future__ import annotations
 

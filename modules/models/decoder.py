@@ -47,10 +47,10 @@ def time_features(num_timesteps: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
-
 def at_timesteps(values: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """values [B, C, T] at each case's own timesteps [B, n] -> [B, C, n]."""
     return values.gather(2, timesteps[:, None, :].expand(-1, values.shape[1], -1))
+
 
 class Decoder(nn.Module):
     """z_main [B, Lm] (+ hierarchical latents) -> coefficients [B, C, T] (see the module docstring)."""

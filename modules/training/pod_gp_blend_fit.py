@@ -48,8 +48,8 @@ def fit_pod_gp_blend(setting: str, inputs: torch.Tensor, coefficients: torch.Ten
     train_inputs = inputs[train].double().numpy()
     scaler = StandardScaler().fit(train_inputs)
     processes, _ = fit_gaussian_processes(scaler.transform(train_inputs), pca.scores(coefficients[train]).numpy(),
-                                          "conditioner: POD + GP for the blend", n_restarts_optimizer=OPTIMISER_RESTARTS,
-                                          optimised_targets=OPTIMISED_SCORES)
+                                          "conditioner: POD + GP for the blend",
+                                          n_restarts_optimizer=OPTIMISER_RESTARTS, optimised_targets=OPTIMISED_SCORES)
     blend = PodGpBlend(1.0, DesignGaussianProcess.from_sklearn(scaler, processes), pca,
                        (int(coefficients.shape[1]), int(coefficients.shape[2])))
     with torch.no_grad():

@@ -20,7 +20,7 @@ from modules.config.schema import RunConfig
 from modules.data.prepared_sweep import PreparedSweep
 from modules.errors import CheckpointError
 from modules.models.spatial_basis import SpatialModes
-from modules.storage.state_files import load_state, save_state
+from modules.storage.state_files import differing_keys, load_state, save_state
 from modules.training.projected_training import ProjectedSweep
 
 CACHE_FORMAT = "simulgen-projection-1"
@@ -48,13 +48,9 @@ def cache_key(config: RunConfig, sweep: PreparedSweep) -> Dict[str, Any]:
     stat = Path(sweep.path).stat()
     return {"data": {"path": str(Path(sweep.path).resolve()), "size": int(stat.st_size),
                      "mtime_ns": int(stat.st_mtime_ns)},
-            "window": {name: _plain(getattr(config.data, name)) for name in VAE_DATA_FIELDS},
+            "window": {name: getattr(config.data, name) for name in VAE_DATA_FIELDS},
             "modes": {"spatial_modes": config.model.spatial_modes, "spatial_energy": config.model.spatial_energy,
                       "physical_weighting": bool(config.train.physical_weighting)}}
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def save_projection(path: Path, key: Dict[str, Any], sweep: PreparedSweep, cached: CachedProjection) -> None:
@@ -81,8 +77,9 @@ def load_projection(path: Path, key: Dict[str, Any], sweep: PreparedSweep,
         return None, f"the saved projection is unreadable ({error}); projecting again"
     if state.get("format") != CACHE_FORMAT:
         return None, f"{path} was written by another version; projecting again"
-    if state["key"] != key:
-        changed = [KEY_PARTS[part] for part in key if state["key"].get(part) != key[part]]
+    differences = differing_keys(state["key"], key)
+    if differences:
+        changed = sorted({KEY_PARTS.get(difference.split(".")[0], difference) for difference in differences})
         return None, f"the saved projection was made with another {' and '.join(changed)}; projecting again"
     same_scaler = (np.array_equal(state["scaler_min"].numpy(), np.asarray(sweep.scaler.data_min))
                    and np.array_equal(state["scaler_max"].numpy(), np.asarray(sweep.scaler.data_max)))
