@@ -10,7 +10,8 @@ For each design count, after one warm-up call, the median of --repeats calls of 
 memory -> float32 fields [designs, timesteps, nodes] in physical units) against the floor of writing that output:
 `np.save` of the returned array to a temporary folder (to the page cache), and the tool's own `save_array` (temp
 file + fsync + rename, what the `predict` command does). One more, instrumented call splits predict into its
-stages: conditioner (with the design prior), decoder MLP, basis readout, scaler inverse and the rest.
+stages: conditioner (with the design prior), decoder MLP, the field readout (the basis readout and the scaler's
+inverse folded into one matrix product, surrogate/field_readout.py) and the rest.
 
     python benchmarks/predict_latency.py [--nodes 95008] [--timesteps 200] [--modes 256] [--repeats 5]
         [--designs 1,32]
@@ -56,7 +57,7 @@ GOAL_SECONDS = {1: 0.050, 32: 0.500}
 GOAL_CORES = 2
 TRAINING_DESIGNS = 64
 """Random designs the conditioner's input scaler is fitted on (only their mean and spread matter)."""
-STAGES = ("conditioner + design prior", "decoder MLP", "basis readout", "scaler inverse")
+STAGES = ("conditioner + design prior", "decoder MLP", "field readout")
 
 
 # ----------------------------------------------------------------------------- the model
@@ -143,7 +144,7 @@ def timed_stages(surrogate: Surrogate) -> Iterator[StageClock]:
     methods are wrapped on these instances only and restored on exit."""
     clock = StageClock()
     targets = [(surrogate, "predict_latents"), (surrogate.vae.decoder, "decode_timesteps"),
-               (surrogate.vae.basis, "readout"), (surrogate.scaler, "inverse")]
+               (surrogate.field_readout(), "write")]
     for (owner, attribute), name in zip(targets, STAGES):
         setattr(owner, attribute, clock.wrap(name, getattr(owner, attribute)))
     try:
@@ -154,7 +155,7 @@ def timed_stages(surrogate: Surrogate) -> Iterator[StageClock]:
 
 
 def readout_flops(surrogate: Surrogate, designs: int) -> float:
-    """Multiply-adds x 2 of the basis readout: [N, C] x [C, T] per design."""
+    """Multiply-adds x 2 of the field readout: [T, C] x [C, N] per design."""
     vae = surrogate.vae
     return 2.0 * designs * vae.num_nodes * vae.num_modes * vae.num_timesteps
 
@@ -281,9 +282,9 @@ def print_report(surrogate: Surrogate, measurements: Sequence[Measurement], core
     for m in measurements:
         total = sum(m.stages.values())
         cells = [f"{1000 * seconds:>17.1f} ({seconds / total:>4.0%})" for seconds in m.stages.values()]
-        rate = readout_flops(surrogate, m.designs) / max(m.stages["basis readout"], 1e-12) / 1e9
+        rate = readout_flops(surrogate, m.designs) / max(m.stages["field readout"], 1e-12) / 1e9
         print(f"{m.designs:>7}  " + "  ".join(f"{cell:>26}" for cell in cells) + f"  {rate:>15.1f}")
-    print("other: the top-down pass to the case state, the float32 copies and the concatenation in Surrogate.decode")
+    print("other: the top-down pass to the case state and the rest of Surrogate.predict")
     print(f"peak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB")
 
 

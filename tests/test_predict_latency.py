@@ -62,9 +62,9 @@ def test_timing_the_stages_changes_nothing_and_unwraps_on_exit(surrogate):
     with timed_stages(surrogate) as clock:
         timed = surrogate.predict(designs).fields
     np.testing.assert_array_equal(timed, plain)
-    assert set(clock.seconds) == {"conditioner + design prior", "decoder MLP", "basis readout", "scaler inverse"}
+    assert set(clock.seconds) == {"conditioner + design prior", "decoder MLP", "field readout"}
     for owner, attribute in ((surrogate, "predict_latents"), (surrogate.vae.decoder, "decode_timesteps"),
-                             (surrogate.vae.basis, "readout"), (surrogate.scaler, "inverse")):
+                             (surrogate.field_readout(), "write")):
         assert attribute not in vars(owner)
 
 

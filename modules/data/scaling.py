@@ -10,7 +10,7 @@ validation values that fall slightly outside the training range.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -108,6 +108,11 @@ class NodeScaler:
             scaled = scaled.clamp(-SCALED_LIMIT, SCALED_LIMIT) if isinstance(scaled, torch.Tensor) else \
                 np.clip(scaled, -SCALED_LIMIT, SCALED_LIMIT, out=scaled)
         return self._finish(x, scaled)
+
+    def inverse_affine(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(offset, factor) float64 per node with physical = offset + factor x scaled: `inverse` as two arrays."""
+        center, _, backward = self._params()
+        return center, backward
 
     def inverse(self, x: ArrayLike, node_axis: int = -1) -> ArrayLike:
         """Undo transform: scaled x back to physical units (VAE output [batch, nodes, time]: node_axis=-2)."""

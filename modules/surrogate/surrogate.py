@@ -10,7 +10,7 @@ batch at a time.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -27,6 +27,7 @@ from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
 from modules.surrogate.band_calibration import std_floor
+from modules.surrogate.field_readout import FieldReadout
 from modules.surrogate.refinement import refine_latents
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
 from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
@@ -63,6 +64,8 @@ class Surrogate:
     prediction_decoder: Optional[torch.nn.Module] = None
     """What decodes predicted codes when it is not the VAE: an ensemble's members' decoders (DecoderEnsemble),
     and with a POD + GP blend that wrapped in its BlendedDecoder."""
+    _readout: Optional[FieldReadout] = field(default=None, init=False, repr=False, compare=False)
+    """The folded readout of all channels, built on first use (it holds a copy of the modes)."""
 
     def user_layout(self, fields: np.ndarray) -> np.ndarray:
         """[..., channels] -> what users get: [..., nodes], or [..., nodes, variables] with num_var > 1."""
@@ -149,7 +152,8 @@ class Surrogate:
             for chunk in memory.chunk_slices(len(fields), batch_size):
                 scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
                 coefficients = self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
-                out[chunk] = self._physical(self.vae.decode_flat(self._refined_code(coefficients)))
+                self.field_readout().write(self.vae.decode_flat(self._refined_code(coefficients), projected=True),
+                                            out[chunk])
         return out
 
     def reconstruct_coefficients(self, coefficients: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
@@ -166,12 +170,19 @@ class Surrogate:
         initial = self.vae.encode(coefficients, projected=True).flat()
         return refine_latents(self.vae, coefficients, initial, self.vae.cfg.refine_steps)
 
-    def _physical(self, scaled: torch.Tensor, scaler: Optional[NodeScaler] = None) -> np.ndarray:
-        """VAE output [k, N, T] (scaled units) -> [k, T, N] float32 in physical units. The scaler is undone on
-        the tensor, in float32 and in place of a float64 numpy copy: at the seed's size (95,008 nodes x 200
-        timesteps) the float64 path took 87 % of predicting 32 designs (benchmarks/predict_latency.py)."""
-        physical = (scaler or self.scaler).inverse(scaled.float(), node_axis=1)
-        return physical.transpose(1, 2).contiguous().cpu().numpy()
+    def field_readout(self, channels: Optional[np.ndarray] = None) -> FieldReadout:
+        """Coefficients -> physical fields (field_readout.py): cached for all channels, built for a subset."""
+        if channels is not None:
+            return FieldReadout(self.vae.basis, self.scaler, self.device, channels)
+        if self._readout is None:
+            self._readout = FieldReadout(self.vae.basis, self.scaler, self.device)
+        return self._readout
+
+    def fields(self, coefficients: torch.Tensor) -> np.ndarray:
+        """Spatial-mode coefficients [k, C, T] (basis units) -> fields [k, T, N] float32, physical units."""
+        out = np.empty((len(coefficients), coefficients.shape[2], self.vae.num_nodes), np.float32)
+        self.field_readout().write(coefficients, out)
+        return out
 
     def decode_coefficients(self, flat: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Flat latent codes [k, Lm + K*Lh] -> spatial-mode coefficients [k, C, T] (basis units), before the
@@ -187,16 +198,12 @@ class Surrogate:
         """Flat latent codes [k, Lm + K*Lh] -> fields [k, T, N] float32 in physical units; with `channels`
         (indices into the window's channels) only those [k, T, n], at their cost: the basis readout is nearly
         all of decoding a large mesh."""
-        if channels is None:
-            scaler, nodes, width = self.scaler, None, self.vae.num_nodes
-        else:
-            scaler, nodes, width = self.scaler.restricted(channels), torch.as_tensor(channels), len(channels)
-        out = np.empty((len(flat), self.vae.num_timesteps, width), np.float32)
+        readout = self.field_readout(channels)
+        out = np.empty((len(flat), self.vae.num_timesteps, readout.channels), np.float32)
         decoder = self._predicting()
         with evaluation_mode(decoder):
             for chunk in memory.chunk_slices(len(flat), batch_size):
-                coefficients = decoder.decode_flat(flat[chunk].to(self.device), projected=True)
-                out[chunk] = self._physical(self.vae.basis.readout(coefficients, nodes), scaler)
+                readout.write(decoder.decode_flat(flat[chunk].to(self.device), projected=True), out[chunk])
         return out
 
     # ------------------------------------------------------------------ approximation: design -> latent code

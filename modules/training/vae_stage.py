@@ -14,7 +14,6 @@ from modules.config.schema import DataConfig, RunConfig
 from modules.data.datasets import scale_to_node_major
 from modules.data.mesh_graph import build_mesh_graph
 from modules.data.prepared_sweep import PreparedSweep
-from modules.data.scaling import SCALED_LIMIT
 from modules.data.sweep_file import read_cases
 from modules.data.variables import variable_shares
 from modules.models.case_pca import use_case_pca
@@ -51,10 +50,8 @@ def loop_settings(config: RunConfig) -> LoopSettings:
 
 def physical_conversion(sweep: PreparedSweep) -> Tuple[torch.Tensor, torch.Tensor]:
     """(offset, factor) per node with physical = offset + factor * scaled (the inverse of the node scaler)."""
-    scaler = sweep.scaler
-    offset = torch.as_tensor((scaler.data_max + scaler.data_min) / 2.0, dtype=torch.float32)
-    factor = torch.as_tensor((scaler.data_max - scaler.data_min) / 2.0 / SCALED_LIMIT, dtype=torch.float32)
-    return offset, factor
+    offset, factor = sweep.scaler.inverse_affine()
+    return torch.as_tensor(offset, dtype=torch.float32), torch.as_tensor(factor, dtype=torch.float32)
 
 
 def node_half_range(sweep: PreparedSweep) -> torch.Tensor:
