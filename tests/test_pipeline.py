@@ -245,14 +245,29 @@ def test_a_fresh_prediction_decoder_is_saved_with_the_conditioner_and_leaves_the
     args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=extra)
     assert entry.main(args + ["--out", str(tmp_path / "out")]) == 0
     vae = load_state(tmp_path / "out" / "SimulGen-VAE")["model"]
-    prediction = load_state(tmp_path / "out" / "latent_conditioner.pt")["vae_weights"]
+    prediction = load_state(tmp_path / "out" / "latent_conditioner.pt")["decoder_weights"]
     # reconstruct decodes with the VAE's decoder, predict with the conditioner's; the encoder is shared, untouched
-    assert not torch.equal(vae["decoder.readout.0.weight"], prediction["decoder.readout.0.weight"])
-    assert all(torch.equal(vae[name], prediction[name]) for name in vae if name.startswith(("encoder.", "basis.")))
+    # (the conditioner's bundle holds the decoder only: every other weight is the VAE bundle's)
+    assert not torch.equal(vae["decoder.readout.0.weight"], prediction["readout.0.weight"])
+    assert set(prediction) == {name[len("decoder."):] for name in vae if name.startswith("decoder.")}
     report = (tmp_path / "out" / "report.txt").read_text()
     assert "conditioner + decoder (end-to-end, own decoder, " in report and "on the design prior" not in report
     history = load_state(tmp_path / "out" / "checkpoints" / "conditioner_last.pt")["history"]
     assert history["train_field"][-1] < history["train_field"][0]
+    # Bundles written before the decoder-only format held the whole VAE's state under "vae_weights": they
+    # predict as they did; without either the VAE's own decoder predicts, and differently.
+    from modules.storage.state_files import save_state
+    out, bundle = tmp_path / "out", load_state(tmp_path / "out" / "latent_conditioner.pt")
+    decoder = bundle.pop("decoder_weights")
+    bundle["vae_weights"] = {**vae, **{"decoder." + name: value for name, value in decoder.items()}}
+    save_state(tmp_path / "old.pt", bundle)
+    bundle.pop("vae_weights")
+    save_state(tmp_path / "none.pt", bundle)
+    designs = np.loadtxt(tmp_path / "data" / "params.csv", delimiter=",", skiprows=1, ndmin=2)[:4]
+    now, before, none = (Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), path).predict(designs).fields
+                         for path in (out / "latent_conditioner.pt", tmp_path / "old.pt", tmp_path / "none.pt"))
+    np.testing.assert_array_equal(before, now)
+    assert not np.allclose(none, now)
 
 
 ENSEMBLE = ("use_e2e_training\t1\nuse_latent_regularization\t0\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"
@@ -286,7 +301,7 @@ def test_ensemble_members_train_as_runs_of_their_own_seeds_and_the_best_on_valid
     prefix = "members.0." if len(kept) > 1 else ""
     assert all(torch.equal(value, bundle["model"][prefix + name[len("conditioner."):]])
                for name, value in trained.items() if name.startswith("conditioner."))
-    assert all(torch.equal(value, bundle["vae_weights"][name[len("vae."):]])
+    assert all(torch.equal(value, bundle["decoder_weights"][name[len("vae.decoder."):]])
                for name, value in trained.items() if name.startswith("vae.decoder."))
     error, report, _, _ = predicted_val_errors_and_report(tmp_path, out)
     assert report["conditioner"]["ensemble_kept"] == [member + 1 for member in kept]
@@ -318,7 +333,7 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_the_report_measures_th
     assert "pod_gp_blend" not in bundle and "pod_gp_blend 0: the conditioners alone" in (out / "train_log.txt").read_text()
     assert bundle["ensemble_members"] == 2 and len(bundle["member_decoder_weights"]) == 1
     # two prediction paths, each with its own decoder
-    assert not torch.equal(bundle["vae_weights"]["decoder.readout.0.weight"],
+    assert not torch.equal(bundle["decoder_weights"]["readout.0.weight"],
                            bundle["member_decoder_weights"][0]["readout.0.weight"])
     label = "own decoder" if start == "fresh" else "fine-tuned decoder"
     assert re.search(f"{label}, mean of 2, (on the design prior, )?epoch ", (out / "report.txt").read_text())
@@ -519,7 +534,7 @@ def test_case_pca_path_is_built_saved_and_used_by_reconstruct_and_predict_or_lef
     assert bundle["case_pca"] and "case_projection.weight" in bundle["model"]
     assert "VAE: starts at PCA of the training cases with" in log and "(case_pca_path 1)" in log
     # Each prediction decoder keeps (and trains) its own copy of the linear readout.
-    assert "decoder.case_readout.weight" in members["vae_weights"]
+    assert "case_readout.weight" in members["decoder_weights"]
     # reconstruct and predict through the saved bundles, and the report measured that same reconstruction
     target = tmp_path / "recon.npy"
     assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "data" / "dataset1.npy"),

@@ -42,7 +42,8 @@ class TrainedConditioner:
     latent_residual_std: torch.Tensor
     """[flat latent] std of (predicted - VAE latent) on validation designs: the sampling width of --samples."""
     decoder_weights: Optional[Dict[str, torch.Tensor]]
-    """VAE weights after end-to-end fine-tuning of the decoder, else None (use the VAE bundle)."""
+    """The VAE decoder's weights (decoder state dict) after end-to-end training of the decoder, else None (the
+    VAE bundle's decoder predicts)."""
     config: ConditionerConfig
     """The conditioner settings it was trained with (image_size, num_params)."""
     image_pca: Optional[ImagePCA] = None
@@ -113,7 +114,7 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         "seed": config.train.seed,
     }
     if trained.decoder_weights is not None:
-        state["vae_weights"] = trained.decoder_weights
+        state["decoder_weights"] = trained.decoder_weights
     if trained.image_pca is not None:
         state["image_pca"] = trained.image_pca.state_dict()
     if trained.band is not None:
@@ -154,11 +155,22 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               f"{cfg.image_pca_components} but the bundle holds {found} PCA components; "
                               f"the file is damaged or was edited, retrain the conditioner")
     return TrainedConditioner(model, InputScaler.from_state_dict(state["input_scaler"]), state["input_kind"],
-                              state["in_channels"], state["latent_residual_std"], state.get("vae_weights"), cfg,
+                              state["in_channels"], state["latent_residual_std"], _decoder_weights(state), cfg,
                               image_pca, BandCalibration(**state["band"]) if state.get("band") else None,
                               bool(state.get("on_design_prior", False)), member_decoders,
                               int(state.get("ensemble_trained", members)),
                               list(state.get("ensemble_kept", range(members))), _blend(state, path, device))
+
+
+def _decoder_weights(state: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
+    """The prediction decoder's state dict; bundles written before 2026-11-30 held the whole VAE's state under
+    "vae_weights", of which only the decoder's part differs from the VAE bundle."""
+    if "decoder_weights" in state:
+        return state["decoder_weights"]
+    if "vae_weights" in state:
+        return {name[len("decoder."):]: value for name, value in state["vae_weights"].items()
+                if name.startswith("decoder.")}
+    return None
 
 
 def _blend(state: Dict[str, Any], path: Path, device: torch.device) -> Optional[PodGpBlend]:

@@ -88,7 +88,7 @@ class Surrogate:
         """source: the bundle's path when loaded from disk (its decoder weights go into the VAE); None after
         training, whose VAE already holds them."""
         if conditioner.decoder_weights is not None and source is not None:
-            load_weights(self.vae, conditioner.decoder_weights, source)
+            load_weights(self.vae.decoder, conditioner.decoder_weights, source)
         decoder: Optional[torch.nn.Module] = None
         if conditioner.member_decoder_weights:
             decoders = [self.vae]

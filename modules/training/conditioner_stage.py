@@ -146,7 +146,9 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
         with torch.no_grad():
             residual = torch.cat([residual, _residual_std(blend.gp(val_inputs),
                                                           blend.pca.scores(coefficients[sweep.val_indices]).float())])
-    decoder_weights = ({k: v.detach().cpu() for k, v in vae.state_dict().items()}
+    # The decoder is all that end-to-end training changes in the VAE (the encoder, design prior and basis stay
+    # the VAE bundle's): only it is saved, not the whole VAE again (136 MB, 97 of them the basis, at seed size).
+    decoder_weights = ({k: v.detach().cpu() for k, v in vae.decoder.state_dict().items()}
                        if e2e and config.end_to_end.finetune_decoder else None)
     member_decoders = [{k: v.detach().cpu() for k, v in other.decoder.state_dict().items()} for other in vaes[1:]]
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
