@@ -65,6 +65,8 @@ def test_fewer_training_cases_than_latent_numbers_keep_only_the_data_rank():
     train = coefficients(5)
     pca = CasePCA.fit(train, components=8)
     assert pca.count == 4  # 5 centred cases span 4 directions
+    # The kept directions own their memory (a view of the SVD's rows is saved whole by torch.save).
+    assert pca.directions.untyped_storage().nbytes() == pca.directions.numel() * pca.directions.element_size()
     vae = vae_at_pca_start(train)
     with torch.no_grad():
         code = vae.encode(train, projected=True).flat()

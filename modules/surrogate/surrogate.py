@@ -198,7 +198,9 @@ class Surrogate:
         """Flat latent codes [k, Lm + K*Lh] -> fields [k, T, N] float32 in physical units; with `channels`
         (indices into the window's channels) only those [k, T, n], at their cost: the basis readout is nearly
         all of decoding a large mesh."""
-        readout = self.field_readout(channels)
+        return self._decode_with(self.field_readout(channels), flat, batch_size)
+
+    def _decode_with(self, readout: FieldReadout, flat: torch.Tensor, batch_size: int) -> np.ndarray:
         out = np.empty((len(flat), self.vae.num_timesteps, readout.channels), np.float32)
         decoder = self._predicting()
         with evaluation_mode(decoder):
@@ -225,14 +227,16 @@ class Surrogate:
         same draws, so the same values there)."""
         started = time.perf_counter()
         flat = self.predict_latents(designs, batch_size)
-        result = Prediction(fields=self.decode(flat, batch_size, channels))
+        readout = self.field_readout(channels)  # built once for the prediction and all its draws
+        result = Prediction(fields=self._decode_with(readout, flat, batch_size))
         if samples > 0:
             generator = torch.Generator().manual_seed(seed)
             total = np.zeros(result.fields.shape, dtype=np.float64)
             total_sq = np.zeros(result.fields.shape, dtype=np.float64)
             residual = self._trained_conditioner().latent_residual_std.float()
             for _ in range(samples):
-                drawn = self.decode(flat + torch.randn(flat.shape, generator=generator) * residual, batch_size, channels)
+                drawn = self._decode_with(readout, flat + torch.randn(flat.shape, generator=generator) * residual,
+                                          batch_size)
                 total += drawn
                 total_sq += drawn.astype(np.float64) ** 2
             mean = total / samples
