@@ -120,13 +120,6 @@ class NodeScaler:
         values, (center, backward) = self._prepare(x, node_axis, center, backward)
         return self._finish(x, values * backward + center)
 
-    def restricted(self, channels: np.ndarray) -> "NodeScaler":
-        """The scaler of those channels (node indices) only, for fields read out at them."""
-        self._require_fitted()
-        part = NodeScaler(clipped=self.clipped)
-        part._set_bounds(self.data_min[channels], self.data_max[channels])
-        return part
-
     def _prepare(self, x: ArrayLike, node_axis: int, *params: np.ndarray):
         """x in its compute dtype, and params shaped to broadcast along node_axis."""
         if x.shape[node_axis] != self.num_nodes:

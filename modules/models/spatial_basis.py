@@ -148,11 +148,9 @@ class SpatialBasis(nn.Module):
         weighted = fields * self.weights.to(fields.dtype)[None, :, None]
         return torch.einsum("nc,bnt->bct", self.modes.to(fields.dtype), weighted) / self.scale.to(fields.dtype)
 
-    def readout(self, coefficients: torch.Tensor, nodes: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """[B, C, T] coefficients -> [B, N, T] scaled fields; with `nodes` (indices) only those rows [B, n, T],
-        at the cost of those rows."""
+    def readout(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """[B, C, T] coefficients -> [B, N, T] scaled fields (the model's own output; predictions in physical
+        units go through surrogate/field_readout.py, which folds this with the scaler's inverse)."""
         dtype = coefficients.dtype
-        modes, inverse_weights = (self.modes, self.inverse_weights) if nodes is None else \
-            (self.modes[nodes], self.inverse_weights[nodes])
-        weighted = torch.einsum("nc,bct->bnt", modes.to(dtype), coefficients * self.scale.to(dtype))
-        return weighted * inverse_weights.to(dtype)[None, :, None]
+        weighted = torch.einsum("nc,bct->bnt", self.modes.to(dtype), coefficients * self.scale.to(dtype))
+        return weighted * self.inverse_weights.to(dtype)[None, :, None]
