@@ -205,6 +205,17 @@ def test_lc_only_without_a_trained_vae_is_a_clear_error(entry, tmp_path, capsys)
     assert not (tmp_path / "fresh" / "latent_conditioner.pt").exists()
 
 
+def test_plots_on_screen_without_a_display_are_refused_before_anything_is_read_or_trained(entry, tmp_path, capsys):
+    import matplotlib
+    matplotlib.use("Agg")  # what a machine without a display gets
+    args = write_config(tmp_path)
+    assert entry.main(args + ["--out", str(tmp_path / "out"), "--plot=0"]) == 1
+    assert "plots were asked to open windows (--plot=0)" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "SimulGen-VAE").exists() and not (tmp_path / "out" / "checkpoints").exists()
+    log = tmp_path / "out" / "train_log.txt"
+    assert not log.exists() or "data:" not in log.read_text()
+
+
 def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(entry, tmp_path, monkeypatch):
     args = write_config(tmp_path, epochs=3, lc_epochs=1)
     assert entry.main(args + ["--out", str(tmp_path / "straight")]) == 0

@@ -17,6 +17,14 @@ from modules.training.loop import TrainingResult
 from modules.training.run_log import RunLog
 
 
+def require_plot_backend(config: RunConfig) -> None:
+    """Refuse --plot=0 where no window can open before anything is read or trained (it was found after the
+    VAE had trained: minutes to hours lost on a large sweep)."""
+    if config.plot_mode in (0, 1):
+        from modules.evaluation import plots  # matplotlib only when plots are asked for
+        plots.configure_backend(config.plot_mode == 0)
+
+
 class RunFigures:
     """Draws each figure into OUT/plots/<name>.png, or on screen with --plot=0."""
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from modules.commands.run_figures import RunFigures
+from modules.commands.run_figures import RunFigures, require_plot_backend
 from modules.config.compatibility import must_match
 from modules.config.schema import RunConfig
 from modules.data.demo_request import ensure_demo_data
@@ -74,6 +74,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
     try:
         base_dir = Path.cwd()
         if runtime.is_main:
+            require_plot_backend(config)
             ensure_demo_data(config.data, base_dir)  # one writer; the other ranks find the files after the barrier
         runtime.barrier()
         sweep = prepare_sweep(config, base_dir, runtime)
