@@ -178,12 +178,6 @@ class Surrogate:
             self._readout = FieldReadout(self.vae.basis, self.scaler, self.device)
         return self._readout
 
-    def fields(self, coefficients: torch.Tensor) -> np.ndarray:
-        """Spatial-mode coefficients [k, C, T] (basis units) -> fields [k, T, N] float32, physical units."""
-        out = np.empty((len(coefficients), coefficients.shape[2], self.vae.num_nodes), np.float32)
-        self.field_readout().write(coefficients, out)
-        return out
-
     def decode_coefficients(self, flat: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Flat latent codes [k, Lm + K*Lh] -> spatial-mode coefficients [k, C, T] (basis units), before the
         basis reads them out: what a prediction's error can be measured on without its field."""

@@ -148,9 +148,8 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
                                                           blend.pca.scores(coefficients[sweep.val_indices]).float())])
     # The decoder is all that end-to-end training changes in the VAE (the encoder, design prior and basis stay
     # the VAE bundle's): only it is saved, not the whole VAE again (136 MB, 97 of them the basis, at seed size).
-    decoder_weights = ({k: v.detach().cpu() for k, v in vae.decoder.state_dict().items()}
-                       if e2e and config.end_to_end.finetune_decoder else None)
-    member_decoders = [{k: v.detach().cpu() for k, v in other.decoder.state_dict().items()} for other in vaes[1:]]
+    decoder_weights = _decoder_state(vae) if e2e and config.end_to_end.finetune_decoder else None
+    member_decoders = [_decoder_state(other) for other in vaes[1:]]
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
                                  member_decoder_weights=member_decoders, members_trained=members,
@@ -245,6 +244,10 @@ def _decoded(decoder: torch.nn.Module, codes: torch.Tensor, device: torch.device
     with torch.no_grad():
         return torch.cat([decoder.decode_flat(chunk.to(device), projected=True).float().cpu()
                           for chunk in memory.chunks(codes, 256)])
+
+
+def _decoder_state(vae: HierarchicalVAE) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in vae.decoder.state_dict().items()}
 
 
 def _residual_std(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
