@@ -270,6 +270,7 @@ def test_a_fresh_prediction_decoder_is_saved_with_the_conditioner_and_leaves_the
     from modules.storage.state_files import save_state
     out, bundle = tmp_path / "out", load_state(tmp_path / "out" / "latent_conditioner.pt")
     decoder = bundle.pop("decoder_weights")
+    bundle.pop("reconstruction_decoder", None)  # written after that format
     bundle["vae_weights"] = {**vae, **{"decoder." + name: value for name, value in decoder.items()}}
     save_state(tmp_path / "old.pt", bundle)
     bundle.pop("vae_weights")
@@ -279,6 +280,52 @@ def test_a_fresh_prediction_decoder_is_saved_with_the_conditioner_and_leaves_the
                          for path in (out / "latent_conditioner.pt", tmp_path / "old.pt", tmp_path / "none.pt"))
     np.testing.assert_array_equal(before, now)
     assert not np.allclose(none, now)
+
+
+def per_case_errors(truth: np.ndarray, fields: np.ndarray) -> np.ndarray:
+    return np.linalg.norm((fields - truth).reshape(len(truth), -1), axis=1) / \
+        np.linalg.norm(truth.reshape(len(truth), -1), axis=1)
+
+
+def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_reconstruct_use(entry, tmp_path,
+                                                                                             monkeypatch):
+    from modules.training import conditioner_stage
+    picked, measure = [], conditioner_stage.pick_reconstruction_decoder
+
+    def pick_the_member(vae, decoders, coefficients, device):
+        picked.append(measure(vae, decoders, coefficients, device)[1])
+        return 0, picked[-1]  # as validation does where the prediction decoder reconstructs better (front-dev)
+
+    monkeypatch.setattr(conditioner_stage, "pick_reconstruction_decoder", pick_the_member)
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(1))
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    assert len(picked) == 1 and len(picked[0]) == 2  # the VAE's decoder and the one conditioner's were measured
+    assert load_state(out / "latent_conditioner.pt")["reconstruction_decoder"] == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["vae"]["reconstruction_decoder"] == "conditioner 1"
+    assert "decoded by conditioner 1's prediction decoder, picked on validation" in (out / "report.txt").read_text()
+    assert "reconstruction: through conditioner 1's decoder" in (out / "train_log.txt").read_text()
+    # `reconstruct` gives what the report measured, through that decoder, not through the VAE's
+    val = report["vae"]["val_case_indices"]
+    truth = np.load(tmp_path / "data" / "dataset1.npy")[val]
+    np.save(tmp_path / "val.npy", truth)
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "val.npy"),
+                       "--out", str(tmp_path / "recon.npy"), "--device", "cpu"]) == 0
+    errors = per_case_errors(truth, np.load(tmp_path / "recon.npy"))
+    assert errors.mean() == pytest.approx(report["vae"]["relative_l2"]["vae"]["val"]["mean"], rel=1e-4)
+    own = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu")).reconstruct(truth)
+    assert not np.allclose(per_case_errors(truth, own), errors, rtol=1e-3)
+
+
+def test_reconstruction_decoder_vae_keeps_the_vaes_decoder_without_measuring_the_others(entry, tmp_path):
+    extra = ENSEMBLE.format(1) + "reconstruction_decoder\tvae\n"
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=extra)
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    assert "reconstruction_decoder" not in load_state(out / "latent_conditioner.pt")
+    assert "reconstruction: through" not in (out / "train_log.txt").read_text()
+    assert json.loads((out / "report.json").read_text())["vae"]["reconstruction_decoder"] == "vae"
 
 
 ENSEMBLE = ("use_e2e_training\t1\nuse_latent_regularization\t0\ne2e_finetune_decoder\t1\ne2e_decoder_start\tfresh\n"

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from pathlib import Path
+
 import numpy as np
+import torch
 
 from modules.data.sweep_file import check_sweep, open_sweep, read_cases
 from modules.config import time_window
@@ -13,6 +16,8 @@ from modules.errors import DataError
 from modules.runtime import memory
 from modules.runtime.devices import choose_device
 from modules.storage.array_files import refuse_existing, save_array
+from modules.storage.run_directory import RunDirectory
+from modules.surrogate.conditioner_bundle import load_conditioner_bundle
 from modules.surrogate.surrogate import Surrogate
 from modules.surrogate.vae_bundle import resolve_vae_bundle_path
 
@@ -20,7 +25,7 @@ from modules.surrogate.vae_bundle import resolve_vae_bundle_path
 def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
     refuse_existing(args.out, args.overwrite)
     device = choose_device(args.device)
-    surrogate = Surrogate.load(resolve_vae_bundle_path(args.model), device)
+    surrogate = _reconstructing_surrogate(resolve_vae_bundle_path(args.model), device)
     array = open_sweep(args.data)
     if array.ndim not in (3, 4):
         raise DataError(f"{args.data}: expected an array [cases, timesteps, nodes], found {array.ndim} axes")
@@ -32,6 +37,20 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
         out[cases] = surrogate.reconstruct(read_cases(array, range(array.shape[0])[cases], data), args.batch_size)
     out = surrogate.user_layout(out)
     save_array(args.out, out)
-    print(f"wrote {args.out}: reconstruction {list(out.shape)} ({axis_names(data)}) in physical units; "
+    decoder = surrogate.reconstruction_decoder
+    print(f"wrote {args.out}: reconstruction {list(out.shape)} ({axis_names(data)}) in physical units, decoded by "
+          f"{'the VAE' if decoder == 'vae' else decoder}'s decoder; "
           f"{time_window.describe(data.num_timesteps, data.timestep_indices)}")
     return out
+
+
+def _reconstructing_surrogate(vae_path: Path, device: torch.device) -> Surrogate:
+    """The VAE, with the run's conditioner bundle beside it when training picked one of its prediction decoders
+    to reconstruct (reconstruction_decoder auto): reconstruct then gives what the report measured."""
+    conditioner_path = RunDirectory(vae_path.parent).conditioner_bundle
+    surrogate = Surrogate.load(vae_path, device)
+    if not conditioner_path.is_file():
+        return surrogate
+    conditioner = load_conditioner_bundle(conditioner_path, device)
+    return surrogate if conditioner.reconstruction_member is None else surrogate.with_conditioner(conditioner,
+                                                                                                   conditioner_path)

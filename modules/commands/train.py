@@ -97,20 +97,23 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         latents = surrogate.encode_coefficients(projection.coefficients)  # not a second pass over the sweep
         figures = RunFigures(config, run_dir, sweep, log) if runtime.is_main and config.plot_mode in (0, 1) else None
         if runtime.is_main:
-            started = time.perf_counter()
-            log.info(f"report: reconstructing every case (at most {config.model.refine_steps} L-BFGS refinement "
-                     f"iterations each) and fitting PCA with {model.flat_latent_dim} components...")
-            evaluation = evaluate_vae(surrogate, sweep, config.data, _known_norms(surrogate, projection, config))
-            log.info(f"report: reconstruction measured in {time.perf_counter() - started:.1f} s")
             vae_stage.save_latents(run_dir, latents, sweep)
-            report["vae"] = vae_report_section(evaluation, _summary(result), surrogate, sweep)
             log.info(f"latent vectors: {run_dir.latents}")
-            if figures is not None:
-                figures.vae(evaluation, result)
         trained, lc_result = conditioner_stage.train_conditioner(
             config, sweep, model, latents, runtime, run_dir, log, designs, projection.coefficients)
         surrogate = surrogate.with_conditioner(trained)
         if runtime.is_main:
+            # After the conditioners: validation may have picked one of their decoders to reconstruct.
+            started = time.perf_counter()
+            decoder = surrogate.reconstruction_decoder
+            log.info(f"report: reconstructing every case through {'the VAE' if decoder == 'vae' else decoder}'s "
+                     f"decoder (at most {config.model.refine_steps} L-BFGS refinement iterations each) and fitting "
+                     f"PCA with {model.flat_latent_dim} components...")
+            evaluation = evaluate_vae(surrogate, sweep, config.data, _known_norms(surrogate, projection, config))
+            log.info(f"report: reconstruction measured in {time.perf_counter() - started:.1f} s")
+            report["vae"] = vae_report_section(evaluation, _summary(result), surrogate, sweep)
+            if figures is not None:
+                figures.vae(evaluation, result)
             surrogate = _calibrated_band(surrogate, designs, sweep, config, run_dir, model, log)
             started = time.perf_counter()
             log.info(f"report: predicting the held-out designs, fitting POD + GP ({model.flat_latent_dim} Gaussian "

@@ -148,6 +148,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "latent_reg_weight": ("end_to_end.latent_reg_weight", _to_float),
     "e2e_finetune_decoder": ("end_to_end.finetune_decoder", _to_flag),
     "e2e_decoder_start": ("end_to_end.decoder_start", _to_text),
+    "reconstruction_decoder": ("end_to_end.reconstruction_decoder", _to_text),
     "conditioner_ensemble": ("conditioner.ensemble_members", _to_int),
     "pod_gp_blend": ("conditioner.pod_gp_blend", _to_text),
     "aug_time_warp_probability": ("augmentation.time_warp_probability", _to_float),

@@ -21,6 +21,7 @@ from modules.errors import ConfigIssue
 LOSS_TYPE_NAMES = {1: "MSE", 2: "MAE", 3: "SmoothL1", 4: "Huber"}
 E2E_LOSS_NAMES = ("MSE", "MAE", "Huber", "SmoothL1")
 DECODER_STARTS = ("vae", "fresh", "auto")
+RECONSTRUCTION_DECODERS = ("auto", "vae")
 CONDITIONER_INPUT_TYPES = ("csv", "image")
 CONDITIONER_ARCHITECTURES = ("auto", "mlp", "cnn", "vit")
 LR_SCHEDULES = ("cosine", "constant")
@@ -591,6 +592,11 @@ class EndToEndConfig:
     'auto' is resolved when the files are read (conditioner_rules.resolve_decoder_start): 'vae' for designs read
     as image pixels (or when the decoder is not trained), 'fresh' otherwise."""
 
+    reconstruction_decoder: str = "auto"
+    """reconstruction_decoder: auto = reconstruct (the report's reconstruction and the `reconstruct` command)
+    through whichever decoder, the VAE's or a kept prediction decoder, reconstructs the validation cases best
+    (training/reconstruction_choice.py); vae = always the VAE's own decoder."""
+
     @property
     def prediction_decoder(self) -> str:
         """Which decoder turns predicted codes into fields: 'fresh' (its own, trained with the conditioner from a
@@ -608,6 +614,9 @@ class EndToEndConfig:
             out.append(issue("recon_weight", f"must be positive, got {self.recon_weight}", "use e.g. 1"))
         if self.latent_reg_weight < 0:
             out.append(issue("latent_reg_weight", f"must be >= 0, got {self.latent_reg_weight}", "use e.g. 0.001"))
+        if self.reconstruction_decoder not in RECONSTRUCTION_DECODERS:
+            out.append(issue("reconstruction_decoder", f"must be one of {', '.join(RECONSTRUCTION_DECODERS)}, got "
+                             f"'{self.reconstruction_decoder}'", "use auto (picked on validation) or vae"))
         if self.decoder_start not in DECODER_STARTS:
             out.append(issue("decoder_start", f"must be one of {', '.join(DECODER_STARTS)}, got '{self.decoder_start}'",
                              "use vae (fine-tune the VAE's decoder) or fresh"))

@@ -60,7 +60,9 @@ def format_run_report(report: Dict[str, Any]) -> str:
     vae = report["vae"]
     rows = []
     kept = _kept(vae.get("training"))
-    for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers{kept})"),
+    decoder = vae.get("reconstruction_decoder", "vae")  # Surrogate.reconstruction_decoder
+    through = "" if decoder == "vae" else f"; decoded by {decoder}'s prediction decoder, picked on validation"
+    for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers{kept}{through})"),
                               ("pca", f"PCA ({vae['pca_components']} components)")):
         for split, summary in vae["relative_l2"][model_name].items():
             rows.append((label, split, summary))

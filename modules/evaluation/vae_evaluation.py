@@ -127,6 +127,7 @@ def vae_report_section(evaluation: VAEEvaluation, training: Optional[Dict[str, A
         "test_case_indices": [int(i) for i in sweep.test_indices],
         "train_cases": len(sweep.train_indices),
         "refine_steps": surrogate.vae.cfg.refine_steps,
+        "reconstruction_decoder": surrogate.reconstruction_decoder,
     }
     if training is not None:
         section["training"] = training

@@ -64,6 +64,10 @@ class TrainedConditioner:
     blend: Optional[PodGpBlend] = None
     """With pod_gp_blend auto, when validation chose one: the POD + Gaussian processes mixed into the prediction
     (models/pod_gp_blend.py). `model` is the conditioners alone; `predictor` adds the processes' scores."""
+    reconstruction_member: Optional[int] = None
+    """Which saved prediction decoder (0: decoder_weights, k: member_decoder_weights[k - 1]) reconstructs, when
+    it reconstructed the validation cases better than the VAE's own decoder (training/reconstruction_choice.py);
+    None: the VAE's decoder."""
 
     @property
     def predictor(self) -> torch.nn.Module:
@@ -128,6 +132,8 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
     if trained.member_decoder_weights:
         state["ensemble_members"] = trained.members
         state["member_decoder_weights"] = trained.member_decoder_weights
+    if trained.reconstruction_member is not None:
+        state["reconstruction_decoder"] = trained.reconstruction_member
     return save_state(path, state)
 
 
@@ -159,7 +165,20 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               image_pca, BandCalibration(**state["band"]) if state.get("band") else None,
                               bool(state.get("on_design_prior", False)), member_decoders,
                               int(state.get("ensemble_trained", members)),
-                              list(state.get("ensemble_kept", range(members))), _blend(state, path, device))
+                              list(state.get("ensemble_kept", range(members))), _blend(state, path, device),
+                              _reconstruction_member(state, members, path))
+
+
+def _reconstruction_member(state: Dict[str, Any], members: int, path: Path) -> Optional[int]:
+    """Bundles written before the reconstruction decoder was picked have no key: the VAE's decoder reconstructs."""
+    member = state.get("reconstruction_decoder")
+    if member is None:
+        return None
+    if not isinstance(member, int) or not 0 <= member < members or _decoder_weights(state) is None:
+        raise CheckpointError(f"{path}: reconstruction_decoder {member!r} names no saved prediction decoder (the "
+                              f"bundle holds {members if _decoder_weights(state) is not None else 0}); it is damaged "
+                              "or was edited, retrain the conditioner (python SimulGen-VAE.py --lc_only=1)")
+    return member
 
 
 def _decoder_weights(state: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:

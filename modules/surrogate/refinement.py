@@ -32,6 +32,16 @@ def refined_timesteps(num_timesteps: int, batch: int, device: torch.device) -> O
     return chosen[None, :].expand(batch, -1)
 
 
+def refined_reconstruction(vae: HierarchicalVAE, coefficients: torch.Tensor, steps: int) -> torch.Tensor:
+    """coefficients [k, C, T] -> what the decoder gives for each case's refined code, [k, C, T] (basis units).
+    The refinement starts at the encoder's code; the `vae` may hold another decoder than the one its encoder
+    was trained with (a prediction decoder picked for reconstruction): the start is then only a start."""
+    initial = vae.encode(coefficients, projected=True).flat()
+    code = refine_latents(vae, coefficients, initial, steps)
+    with torch.no_grad():
+        return vae.decode_flat(code, projected=True)
+
+
 def refine_latents(vae: HierarchicalVAE, coefficients: torch.Tensor, initial: torch.Tensor, steps: int) -> torch.Tensor:
     """coefficients [k, C, T] (basis.project of the fields), initial flat codes [k, F] -> refined codes [k, F].
 

@@ -28,7 +28,7 @@ from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
 from modules.surrogate.band_calibration import std_floor
 from modules.surrogate.field_readout import FieldReadout
-from modules.surrogate.refinement import refine_latents
+from modules.surrogate.refinement import refined_reconstruction
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
 from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
 
@@ -62,8 +62,12 @@ class Surrogate:
     """[M, 3] mesh triangles of the window, when known (for VTU output)."""
     conditioner: Optional[TrainedConditioner] = None
     prediction_decoder: Optional[torch.nn.Module] = None
-    """What decodes predicted codes when it is not the VAE: an ensemble's members' decoders (DecoderEnsemble),
-    and with a POD + GP blend that wrapped in its BlendedDecoder."""
+    """What decodes predicted codes when it is not the VAE: the conditioner's own decoder (a copy of the VAE
+    holding it), an ensemble's members' decoders (DecoderEnsemble), and with a POD + GP blend that wrapped in
+    its BlendedDecoder."""
+    reconstruction_vae: Optional[HierarchicalVAE] = None
+    """The copy of the VAE whose decoder reconstructs when validation picked a prediction decoder for it
+    (TrainedConditioner.reconstruction_member); None: the VAE's own decoder."""
     _readout: Optional[FieldReadout] = field(default=None, init=False, repr=False, compare=False)
     """The folded readout of all channels, built on first use (it holds a copy of the modes)."""
 
@@ -85,21 +89,29 @@ class Surrogate:
         return surrogate.with_conditioner(load_conditioner_bundle(conditioner_path, device), conditioner_path)
 
     def with_conditioner(self, conditioner: TrainedConditioner, source: Optional[Path] = None) -> "Surrogate":
-        """source: the bundle's path when loaded from disk (its decoder weights go into the VAE); None after
-        training, whose VAE already holds them."""
-        if conditioner.decoder_weights is not None and source is not None:
-            load_weights(self.vae.decoder, conditioner.decoder_weights, source)
-        decoder: Optional[torch.nn.Module] = None
-        if conditioner.member_decoder_weights:
-            decoders = [self.vae]
-            for weights in conditioner.member_decoder_weights:
+        """The conditioner's decoders go into copies of the VAE (sharing its frozen basis); the VAE keeps its
+        own decoder. source: the bundle's path when loaded from disk (named in errors), None after training."""
+        copies = []
+        if conditioner.decoder_weights is not None:
+            for weights in [conditioner.decoder_weights] + conditioner.member_decoder_weights:
                 member = decoder_copy(self.vae)
                 load_weights(member.decoder, weights, source or Path("latent_conditioner.pt"))
-                decoders.append(member)
-            decoder = DecoderEnsemble(decoders).to(self.device)
+                copies.append(member)
+        decoder: Optional[torch.nn.Module] = None
+        if copies:
+            decoder = copies[0] if len(copies) == 1 else DecoderEnsemble(copies).to(self.device)
         if conditioner.blend is not None:
             decoder = conditioner.blend.decoder(self.vae if decoder is None else decoder)
-        return replace(self, conditioner=conditioner, prediction_decoder=decoder)
+        member = conditioner.reconstruction_member
+        return replace(self, conditioner=conditioner, prediction_decoder=decoder,
+                       reconstruction_vae=None if member is None else copies[member])
+
+    @property
+    def reconstruction_decoder(self) -> str:
+        """Which decoder reconstructs: 'vae' (its own), or 'conditioner k' (k-th trained member's prediction decoder)."""
+        if self.reconstruction_vae is None:
+            return "vae"
+        return f"conditioner {self.conditioner.members_kept[self.conditioner.reconstruction_member] + 1}"
 
     def without_blend(self) -> "Surrogate":
         """The same surrogate predicting with the conditioners alone (no POD + GP blend)."""
@@ -110,8 +122,11 @@ class Surrogate:
                        prediction_decoder=None if network_decoder is self.vae else network_decoder)
 
     def _predicting(self):
-        """What decodes predicted codes: the ensemble's decoders, or the VAE."""
+        """What decodes predicted codes: the conditioner's decoders, or the VAE."""
         return self.vae if self.prediction_decoder is None else self.prediction_decoder
+
+    def _reconstructing(self) -> HierarchicalVAE:
+        return self.vae if self.reconstruction_vae is None else self.reconstruction_vae
 
     # ------------------------------------------------------------------ reduction: fields <-> latent codes
     def encode_cases(self, array: np.ndarray, batch_size: int = 32) -> Dict[str, np.ndarray]:
@@ -146,29 +161,27 @@ class Surrogate:
 
     def reconstruct(self, fields: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """decode(encode(x)): [k, T, N] in and out, physical units. The encoder's code is refined on the
-        field's own error (at most refine_steps L-BFGS iterations, surrogate/refinement.py) before it is decoded."""
+        field's own error (at most refine_steps L-BFGS iterations, surrogate/refinement.py) through the
+        reconstruction decoder (the VAE's, or the prediction decoder validation picked) before it is decoded."""
         out = np.empty(fields.shape, dtype=np.float32)
-        with evaluation_mode(self.vae):
+        vae = self._reconstructing()
+        with evaluation_mode(vae):
             for chunk in memory.chunk_slices(len(fields), batch_size):
                 scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
-                coefficients = self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
-                self.field_readout().write(self.vae.decode_flat(self._refined_code(coefficients), projected=True),
-                                            out[chunk])
+                coefficients = vae.basis.project(scaled.transpose(1, 2).to(self.device))
+                self.field_readout().write(refined_reconstruction(vae, coefficients, vae.cfg.refine_steps), out[chunk])
         return out
 
     def reconstruct_coefficients(self, coefficients: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """reconstruct in the spatial-mode coefficients [k, C, T] (basis units): what the decoder gives for the
         refined code, before the basis turns it into fields."""
         out = torch.empty(coefficients.shape, dtype=torch.float32)
-        with evaluation_mode(self.vae):
+        vae = self._reconstructing()
+        with evaluation_mode(vae):
             for chunk in memory.chunk_slices(len(coefficients), batch_size):
-                code = self._refined_code(coefficients[chunk].to(self.device))
-                out[chunk] = self.vae.decode_flat(code, projected=True).float().cpu()
+                out[chunk] = refined_reconstruction(vae, coefficients[chunk].to(self.device),
+                                                    vae.cfg.refine_steps).float().cpu()
         return out
-
-    def _refined_code(self, coefficients: torch.Tensor) -> torch.Tensor:
-        initial = self.vae.encode(coefficients, projected=True).flat()
-        return refine_latents(self.vae, coefficients, initial, self.vae.cfg.refine_steps)
 
     def field_readout(self, channels: Optional[np.ndarray] = None) -> FieldReadout:
         """Coefficients -> physical fields (field_readout.py): cached for all channels, built for a subset."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,6 +30,7 @@ from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
 from modules.training.pod_gp_blend_fit import fit_pod_gp_blend
+from modules.training.reconstruction_choice import pick_reconstruction_decoder
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
 from modules.training.run_log import RunLog
 
@@ -80,7 +82,8 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     targets = torch.as_tensor(latents["flat"], dtype=torch.float32)
     in_channels = designs.shape[1] if designs.ndim == 4 else 1
     members = config.conditioner.ensemble_members
-    vaes = [vae] + [decoder_copy(vae) for _ in range(members - 1)]
+    # Each member trains its decoder in its own copy of the VAE: the VAE keeps its decoder for reconstruction.
+    vaes = [decoder_copy(vae) for _ in range(members)]
     on_prior = starts_on_design_prior(vae, inputs)
     e2e = config.end_to_end.enabled
     # Without end-to-end training the conditioner regresses the latents; on the design prior, what the prior misses.
@@ -123,11 +126,9 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     kept = list(range(members))
     if members > 1:
         kept = _keep_members(paths, val_set, runtime.device, log)
-        if kept[0] != 0:  # the VAE object holds the first kept member's decoder, as it holds the only one's
-            vae.decoder.load_state_dict(vaes[kept[0]].decoder.state_dict())
-        conditioners, vaes = [conditioners[i] for i in kept], [vae] + [vaes[i] for i in kept[1:]]
+        conditioners, vaes = [conditioners[i] for i in kept], [vaes[i] for i in kept]
     conditioner, result = conditioners[0], results[kept[0]]
-    decoder: torch.nn.Module = vae
+    decoder: torch.nn.Module = vaes[0]
     if len(kept) > 1:
         conditioner, decoder = ConditionerEnsemble(conditioners), DecoderEnsemble(vaes)
     conditioner.eval()
@@ -148,18 +149,35 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
                                                           blend.pca.scores(coefficients[sweep.val_indices]).float())])
     # The decoder is all that end-to-end training changes in the VAE (the encoder, design prior and basis stay
     # the VAE bundle's): only it is saved, not the whole VAE again (136 MB, 97 of them the basis, at seed size).
-    decoder_weights = _decoder_state(vae) if e2e and config.end_to_end.finetune_decoder else None
+    trains_decoders = e2e and config.end_to_end.finetune_decoder
+    decoder_weights = _decoder_state(vaes[0]) if trains_decoders else None
     member_decoders = [_decoder_state(other) for other in vaes[1:]]
+    reconstruction = (_reconstruction_member(vae, vaes, kept, coefficients[torch.as_tensor(sweep.val_indices)],
+                                             runtime, log) if trains_decoders and config.end_to_end.reconstruction_decoder == "auto" else None)
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
                                  member_decoder_weights=member_decoders, members_trained=members,
-                                 members_kept=kept, blend=blend)
+                                 members_kept=kept, blend=blend, reconstruction_member=reconstruction)
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
     best = ", ".join(f"{member.best_val_loss:.4g} at epoch {member.best_epoch + 1}" for member in results)
     log.info(f"conditioner: best validation loss {best}; saved {run_dir.conditioner_bundle}")
     return trained, result
+
+
+def _reconstruction_member(vae: HierarchicalVAE, decoders: Sequence[HierarchicalVAE], kept: Sequence[int],
+                           val_coefficients: torch.Tensor, runtime: Runtime, log: RunLog) -> Optional[int]:
+    """Which kept prediction decoder reconstructs (position in `decoders`, the kept members' in `kept` order), or
+    None for the VAE's own decoder."""
+    started = time.perf_counter()
+    member, errors = pick_reconstruction_decoder(vae, decoders, val_coefficients, runtime.device)
+    names = ["the VAE's decoder"] + [f"conditioner {member + 1}'s decoder" for member in kept]
+    chosen = names[0 if member is None else member + 1]
+    measured = ", ".join(f"{name} {error:.4g}" for name, error in zip(names, errors))
+    log.info(f"reconstruction: through {chosen} (refined codes, relative error on the {len(val_coefficients)} "
+             f"validation cases in the basis' units: {measured}; {time.perf_counter() - started:.1f} s)")
+    return member
 
 
 @torch.no_grad()
