@@ -316,6 +316,15 @@ def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_r
     assert errors.mean() == pytest.approx(report["vae"]["relative_l2"]["vae"]["val"]["mean"], rel=1e-4)
     own = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu")).reconstruct(truth)
     assert not np.allclose(per_case_errors(truth, own), errors, rtol=1e-3)
+    # a bundle naming a decoder it does not hold is refused with the file, the key and the fix
+    from modules.errors import CheckpointError
+    from modules.storage.state_files import save_state
+    bundle = load_state(out / "latent_conditioner.pt")
+    bundle["reconstruction_decoder"] = 3
+    save_state(tmp_path / "edited.pt", bundle)
+    with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_decoder 3 names no saved prediction "
+                                              r"decoder.*retrain the conditioner"):
+        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
 
 
 def test_reconstruction_decoder_vae_keeps_the_vaes_decoder_without_measuring_the_others(entry, tmp_path):
