@@ -37,9 +37,8 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
         out[cases] = surrogate.reconstruct(read_cases(array, range(array.shape[0])[cases], data), args.batch_size)
     out = surrogate.user_layout(out)
     save_array(args.out, out)
-    decoder = surrogate.reconstruction_decoder
     print(f"wrote {args.out}: reconstruction {list(out.shape)} ({axis_names(data)}) in physical units, decoded by "
-          f"{'the VAE' if decoder == 'vae' else decoder}'s decoder; "
+          f"{surrogate.reconstruction_decoder_text}; "
           f"{time_window.describe(data.num_timesteps, data.timestep_indices)}")
     return out
 

@@ -105,10 +105,9 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         if runtime.is_main:
             # After the conditioners: validation may have picked one of their decoders to reconstruct.
             started = time.perf_counter()
-            decoder = surrogate.reconstruction_decoder
-            log.info(f"report: reconstructing every case through {'the VAE' if decoder == 'vae' else decoder}'s "
-                     f"decoder (at most {config.model.refine_steps} L-BFGS refinement iterations each) and fitting "
-                     f"PCA with {model.flat_latent_dim} components...")
+            log.info(f"report: reconstructing every case through {surrogate.reconstruction_decoder_text} (at most "
+                     f"{config.model.refine_steps} L-BFGS refinement iterations each) and fitting PCA with "
+                     f"{model.flat_latent_dim} components...")
             evaluation = evaluate_vae(surrogate, sweep, config.data, _known_norms(surrogate, projection, config))
             log.info(f"report: reconstruction measured in {time.perf_counter() - started:.1f} s")
             report["vae"] = vae_report_section(evaluation, _summary(result), surrogate, sweep)
@@ -188,7 +187,7 @@ def _calibrated_band(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedS
     log.info(f"predict --samples: band = prediction +- {band.scale:.3g} x sampled std, calibrated (split-conformal) to "
              f"cover {band.nominal:.0%} of the values of the {band.cases} validation cases "
              f"({time.perf_counter() - started:.1f} s)")
-    return surrogate.with_conditioner(trained)
+    return replace(surrogate, conditioner=trained)  # the band changes no decoder: the copies stay
 
 
 def _band_report(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep, config: RunConfig) -> Dict[str, Any]:

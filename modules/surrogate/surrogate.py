@@ -49,6 +49,11 @@ class Prediction:
     """Wall time of the prediction itself (inputs in memory -> fields), models already loaded."""
 
 
+def decoder_text(name: str) -> str:
+    """A decoder's name ('vae', 'conditioner k': Surrogate.reconstruction_decoder) in words."""
+    return "the VAE's decoder" if name == "vae" else f"{name}'s decoder"
+
+
 @dataclass
 class Surrogate:
     vae: HierarchicalVAE
@@ -120,6 +125,11 @@ class Surrogate:
         network_decoder = self.prediction_decoder.network_decoder
         return replace(self, conditioner=replace(self.conditioner, blend=None),
                        prediction_decoder=None if network_decoder is self.vae else network_decoder)
+
+    @property
+    def reconstruction_decoder_text(self) -> str:
+        """'the VAE's decoder' or 'conditioner k's decoder', for logs and messages."""
+        return decoder_text(self.reconstruction_decoder)
 
     def _predicting(self):
         """What decodes predicted codes: the conditioner's decoders, or the VAE."""

@@ -26,6 +26,7 @@ from modules.runtime.distributed import Runtime
 from modules.storage.run_directory import RunDirectory
 from modules.surrogate.conditioner_bundle import (TrainedConditioner, model_inputs, predict_latents,
                                                   save_conditioner_bundle)
+from modules.surrogate.surrogate import decoder_text
 from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
@@ -152,8 +153,10 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     trains_decoders = e2e and config.end_to_end.finetune_decoder
     decoder_weights = _decoder_state(vaes[0]) if trains_decoders else None
     member_decoders = [_decoder_state(other) for other in vaes[1:]]
-    reconstruction = (_reconstruction_member(vae, vaes, kept, coefficients[torch.as_tensor(sweep.val_indices)],
-                                             runtime, log) if trains_decoders and config.end_to_end.reconstruction_decoder == "auto" else None)
+    reconstruction = None
+    if trains_decoders and config.end_to_end.reconstruction_decoder == "auto":
+        reconstruction = _reconstruction_member(vae, vaes, kept, coefficients[torch.as_tensor(sweep.val_indices)],
+                                                runtime, log)
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
                                  member_decoder_weights=member_decoders, members_trained=members,
@@ -172,7 +175,7 @@ def _reconstruction_member(vae: HierarchicalVAE, decoders: Sequence[Hierarchical
     None for the VAE's own decoder."""
     started = time.perf_counter()
     member, errors = pick_reconstruction_decoder(vae, decoders, val_coefficients, runtime.device)
-    names = ["the VAE's decoder"] + [f"conditioner {member + 1}'s decoder" for member in kept]
+    names = [decoder_text("vae")] + [decoder_text(f"conditioner {number + 1}") for number in kept]
     chosen = names[0 if member is None else member + 1]
     measured = ", ".join(f"{name} {error:.4g}" for name, error in zip(names, errors))
     log.info(f"reconstruction: through {chosen} (refined codes, relative error on the {len(val_coefficients)} "
