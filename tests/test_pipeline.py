@@ -171,6 +171,39 @@ def test_predict_at_some_channels_gives_those_columns_of_the_whole_prediction(tr
     np.testing.assert_array_equal(truth, array[indices][:, :, columns])
 
 
+def test_the_band_draws_of_each_design_are_widened_by_the_saved_design_spread(trained_run, tmp_path):
+    root, out, _ = trained_run
+    surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
+    conditioner = surrogate.conditioner
+    assert conditioner.band_spread is not None  # parameter designs: fitted and saved with the band
+    assert json.loads((out / "report.json").read_text())["conditioner"]["band"]["design_spread"] is True
+    designs = np.loadtxt(root / "data" / "params.csv", delimiter=",", skiprows=1, ndmin=2)
+    far = designs[:1] + 3 * (designs.max(axis=0) - designs.min(axis=0))  # well outside the sweep
+    factors = conditioner.band_spread(conditioner.model_inputs(np.concatenate([designs[:1], far])))
+    assert float(factors[1]) > float(factors[0])
+    from dataclasses import replace
+    for design, factor in zip((designs[:1], far), factors):
+        # The same draws as a spread-less conditioner whose per-latent width is this design's factor times its own.
+        widened = replace(conditioner, band_spread=None,
+                          latent_residual_std=conditioner.latent_residual_std.float() * factor)
+        plain = replace(surrogate, conditioner=widened).predict(design, samples=5, seed=3)
+        got = surrogate.predict(design, samples=5, seed=3)
+        np.testing.assert_array_equal(got.std, plain.std)
+        np.testing.assert_array_equal(got.upper, plain.upper)
+    # A bundle written before the spread existed draws as wide for every design; a damaged one is refused.
+    from modules.errors import CheckpointError
+    from modules.storage.state_files import save_state
+    bundle = load_state(out / "latent_conditioner.pt")
+    spread = bundle.pop("band_spread")
+    save_state(tmp_path / "old.pt", bundle)
+    assert Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"),
+                          tmp_path / "old.pt").conditioner.band_spread is None
+    bundle["band_spread"] = {**spread, "cholesky": spread["cholesky"][:-1]}
+    save_state(tmp_path / "damaged.pt", bundle)
+    with pytest.raises(CheckpointError, match=r"damaged\.pt: band_spread .* is damaged.*retrain the conditioner"):
+        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "damaged.pt")
+
+
 def test_predict_refuses_images_for_a_csv_model(trained_run, entry, tmp_path, capsys):
     _, out, _ = trained_run
     assert entry.main(["predict", "--model", str(out), "--images", str(tmp_path), "--out",
@@ -468,6 +501,7 @@ def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tm
     assert entry.main(args + ["--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())["conditioner"]
     assert report["architecture"] == "cnn" and report["input_type"] == "image"
+    assert report["band"]["design_spread"] is False  # pixels: no design vector for the band's process
     assert "Prediction of designs from their images" in (out / "report.txt").read_text()
     new_designs = tmp_path / "new"
     new_designs.mkdir()

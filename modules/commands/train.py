@@ -17,6 +17,7 @@ from modules.config.schema import RunConfig
 from modules.data.demo_request import ensure_demo_data
 from modules.data.design_features import design_features
 from modules.data.designs import load_design_array
+from modules.models.design_spread import DesignSpread, fit_design_spread
 from modules.models.vae import HierarchicalVAE
 from modules.training.projected_training import ProjectedSweep
 from modules.data.prepared_sweep import PreparedSweep, prepare_sweep
@@ -113,7 +114,8 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             report["vae"] = vae_report_section(evaluation, _summary(result), surrogate, sweep)
             if figures is not None:
                 figures.vae(evaluation, result)
-            surrogate = _calibrated_band(surrogate, designs, sweep, config, run_dir, model, log)
+            surrogate = _calibrated_band(surrogate, designs, projection.coefficients, sweep, config, run_dir, model,
+                                         log)
             started = time.perf_counter()
             log.info(f"report: predicting the held-out designs, fitting POD + GP ({model.flat_latent_dim} Gaussian "
                      f"processes) and the nearest-design baseline...")
@@ -177,17 +179,32 @@ def _predicted_norms(projection: ProjectedSweep, config: RunConfig
                                                                               surrogate.decode_coefficients(flat))
 
 
-def _calibrated_band(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep, config: RunConfig,
-                     run_dir: RunDirectory, model: HierarchicalVAE, log: RunLog) -> Surrogate:
-    """Calibrate the --samples band on the validation cases and save it with the conditioner."""
+def _calibrated_band(surrogate: Surrogate, designs: np.ndarray, coefficients: torch.Tensor, sweep: PreparedSweep,
+                     config: RunConfig, run_dir: RunDirectory, model: HierarchicalVAE, log: RunLog) -> Surrogate:
+    """Fit the band's design spread (parameter designs), calibrate the --samples band on the validation cases and
+    save both with the conditioner."""
     started = time.perf_counter()
+    spread = _band_spread(surrogate, designs, coefficients, sweep)
+    surrogate = replace(surrogate, conditioner=replace(surrogate.conditioner, band_spread=spread))
     band = calibrate_band(surrogate, designs, sweep.val_indices, sweep.array, config.data)
     trained = replace(surrogate.conditioner, band=band)
     save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, model)
-    log.info(f"predict --samples: band = prediction +- {band.scale:.3g} x sampled std, calibrated (split-conformal) to "
-             f"cover {band.nominal:.0%} of the values of the {band.cases} validation cases "
+    widens = "" if spread is None else (", its draws widened per design by a Gaussian process's posterior std (the "
+                                        "validation designs' mean = 1)")
+    log.info(f"predict --samples: band = prediction +- {band.scale:.3g} x sampled std{widens}, calibrated "
+             f"(split-conformal) to cover {band.nominal:.0%} of the values of the {band.cases} validation cases "
              f"({time.perf_counter() - started:.1f} s)")
     return replace(surrogate, conditioner=trained)  # the band changes no decoder: the copies stay
+
+
+def _band_spread(surrogate: Surrogate, designs: np.ndarray, coefficients: torch.Tensor,
+                 sweep: PreparedSweep) -> Optional[DesignSpread]:
+    """The band's design spread for parameter designs with enough training cases to fit a process, else None."""
+    conditioner = surrogate.conditioner
+    if conditioner.input_kind != "csv" or len(sweep.train_indices) < 3 or len(sweep.val_indices) == 0:
+        return None
+    inputs = conditioner.model_inputs(designs)
+    return fit_design_spread(inputs, coefficients, sweep.train_indices, sweep.val_indices)
 
 
 def _band_report(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep, config: RunConfig) -> Dict[str, Any]:
@@ -199,6 +216,7 @@ def _band_report(surrogate: Surrogate, designs: np.ndarray, sweep: PreparedSweep
                                                                 if split not in known}, sweep.array, config.data)}
     return {"nominal": band.nominal, "scale": band.scale, "samples": BAND_SAMPLES,
             "calibrated_on": f"the {band.cases} validation cases, split-conformal on |truth - prediction| / std",
+            "design_spread": surrogate.conditioner.band_spread is not None,
             "coverage": coverage}
 
 

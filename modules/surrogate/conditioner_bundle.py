@@ -20,6 +20,7 @@ from modules.data.designs import scaled_inputs
 from modules.data.image_pca import ImagePCA
 from modules.errors import CheckpointError
 from modules.models.conditioners import build_conditioner
+from modules.models.design_spread import DesignSpread
 from modules.models.ensemble import ConditionerEnsemble
 from modules.models.pod_gp_blend import PodGpBlend
 from modules.models.vae import HierarchicalVAE
@@ -68,6 +69,10 @@ class TrainedConditioner:
     """Which saved prediction decoder (0: decoder_weights, k: member_decoder_weights[k - 1]) reconstructs, when
     it reconstructed the validation cases better than the VAE's own decoder (training/reconstruction_choice.py);
     None: the VAE's decoder."""
+    band_spread: Optional[DesignSpread] = None
+    """Parameter designs: how much wider the band's draws are for a design than for a typical validation design
+    (a Gaussian process's posterior std, models/design_spread.py). None (images, bundles written before it
+    existed): the same draws for every design."""
 
     @property
     def predictor(self) -> torch.nn.Module:
@@ -134,6 +139,8 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         state["member_decoder_weights"] = trained.member_decoder_weights
     if trained.reconstruction_member is not None:
         state["reconstruction_decoder"] = trained.reconstruction_member
+    if trained.band_spread is not None:
+        state["band_spread"] = {k: v.cpu() for k, v in trained.band_spread.state_dict().items()}
     return save_state(path, state)
 
 
@@ -166,7 +173,7 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               bool(state.get("on_design_prior", False)), member_decoders,
                               int(state.get("ensemble_trained", members)),
                               list(state.get("ensemble_kept", range(members))), _blend(state, path, device),
-                              _reconstruction_member(state, members, path))
+                              _reconstruction_member(state, members, path), _band_spread(state, path, device))
 
 
 def _reconstruction_member(state: Dict[str, Any], members: int, path: Path) -> Optional[int]:
@@ -179,6 +186,17 @@ def _reconstruction_member(state: Dict[str, Any], members: int, path: Path) -> O
                               f"bundle holds {members if _decoder_weights(state) is not None else 0}); it is damaged "
                               "or was edited, retrain the conditioner (python SimulGen-VAE.py --lc_only=1)")
     return member
+
+
+def _band_spread(state: Dict[str, Any], path: Path, device: torch.device) -> Optional[DesignSpread]:
+    if "band_spread" not in state:  # images, and bundles written before the band widened with the design
+        return None
+    try:
+        spread = DesignSpread.from_state_dict(state["band_spread"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: band_spread (the --samples band's design spread) is damaged ({error}); "
+                              "retrain the conditioner (python SimulGen-VAE.py --lc_only=1)") from error
+    return spread.to(device)
 
 
 def _decoder_weights(state: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:

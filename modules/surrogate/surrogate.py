@@ -238,7 +238,9 @@ class Surrogate:
                 channels: Optional[np.ndarray] = None) -> Prediction:
         """Fields of the designs; with samples > 0 also the mean and standard deviation of that many decodes
         of latent codes drawn around the prediction with the conditioner's validation error per latent number,
-        so the spread shows how far the prediction can be from the code a simulation would have. With a
+        widened or narrowed per design by its distance from the training designs (the band spread, with
+        parameter designs), so the spread shows how far the prediction can be from the code a simulation would
+        have. With a
         calibrated conditioner also the band fields +- scale x std that covers the nominal share (90 %) of
         held-out values (band_calibration.py). With `channels`, every field holds only those channels (the
         same draws, so the same values there)."""
@@ -250,7 +252,7 @@ class Surrogate:
             generator = torch.Generator().manual_seed(seed)
             total = np.zeros(result.fields.shape, dtype=np.float64)
             total_sq = np.zeros(result.fields.shape, dtype=np.float64)
-            residual = self._trained_conditioner().latent_residual_std.float()
+            residual = self._trained_conditioner().latent_residual_std.float() * self._draw_widths(designs)
             for _ in range(samples):
                 drawn = self._decode_with(readout, flat + torch.randn(flat.shape, generator=generator) * residual,
                                           batch_size)
@@ -266,6 +268,14 @@ class Surrogate:
                 result.upper = (result.fields + half_width).astype(np.float32)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _draw_widths(self, designs: np.ndarray) -> torch.Tensor:
+        """[k, 1] how wide each design's draws are against the validation designs' (1 without a design spread)."""
+        conditioner = self._trained_conditioner()
+        if conditioner.band_spread is None:
+            return torch.ones(len(designs), 1)
+        with torch.no_grad():
+            return conditioner.band_spread(conditioner.model_inputs(designs)).cpu()[:, None]
 
     def _trained_conditioner(self) -> TrainedConditioner:
         if self.conditioner is None:
