@@ -173,9 +173,9 @@ def test_the_run_report_names_the_kept_epoch_and_the_band_coverage():
     assert "VAE (6 latent numbers, epoch 37 of 50)  val" in text
     assert "MLP conditioner + decoder (end-to-end, untrained start kept)" in text
     assert "measured coverage: val 90.0%, test 82.5%" in text
-    assert "widened per design" not in text  # a band without a design spread (images, older runs)
+    assert "the design's width" not in text  # a band without a design spread (images, older runs)
     run["conditioner"]["band"]["design_spread"] = True
-    assert "std (draws widened per design by a Gaussian process's posterior std), calibrated" in \
+    assert "std x the design's width (a Gaussian process's posterior std), calibrated" in \
         report.format_run_report(run)
     run["conditioner"].update(prediction_decoder="fresh", on_design_prior=True,
                               training={"best_epoch": 6, "epochs_run": 9})

@@ -189,8 +189,8 @@ def _calibrated_band(surrogate: Surrogate, designs: np.ndarray, coefficients: to
     band = calibrate_band(surrogate, designs, sweep.val_indices, sweep.array, config.data)
     trained = replace(surrogate.conditioner, band=band)
     save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, model)
-    widens = "" if spread is None else (", its draws widened per design by a Gaussian process's posterior std (the "
-                                        "validation designs' mean = 1)")
+    widens = "" if spread is None else (" x the design's width (a Gaussian process's posterior std, the validation "
+                                        "designs' mean = 1)")
     log.info(f"predict --samples: band = prediction +- {band.scale:.3g} x sampled std{widens}, calibrated "
              f"(split-conformal) to cover {band.nominal:.0%} of the values of the {band.cases} validation cases "
              f"({time.perf_counter() - started:.1f} s)")

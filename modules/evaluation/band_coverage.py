@@ -8,8 +8,8 @@ import numpy as np
 from modules.config.schema import DataConfig
 from modules.data.sweep_file import cases_per_chunk, read_cases
 from modules.runtime import memory
-from modules.surrogate.band_calibration import (NOMINAL_COVERAGE, BandCalibration, conformal_scale, covered_share,
-                                                normalised_residuals, std_floor)
+from modules.surrogate.band_calibration import (NOMINAL_COVERAGE, BandCalibration, band_std, conformal_scale,
+                                                covered_share, normalised_residuals, std_floor)
 from modules.surrogate.surrogate import Surrogate
 
 BAND_SAMPLES = 20
@@ -29,13 +29,15 @@ def scored_channels(num_channels: int) -> Optional[np.ndarray]:
 
 
 def _sampled_chunks(surrogate: Surrogate, designs: np.ndarray, indices: np.ndarray, array, data: DataConfig):
-    """(truth, prediction, std) per chunk of cases, physical units, at most BAND_CHANNELS channels (a seeded
-    random sample, the same for every chunk) and a chunk small enough for memory."""
+    """(truth, prediction, the band's std) per chunk of cases, physical units, at most BAND_CHANNELS channels (a
+    seeded random sample, the same for every chunk) and a chunk small enough for memory."""
     channels = scored_channels(data.channels)
     for rows in memory.chunk_slices(len(indices), cases_per_chunk(array)):
-        prediction = surrogate.predict(designs[indices[rows]], samples=BAND_SAMPLES, seed=0, channels=channels)
+        chunk = designs[indices[rows]]
+        prediction = surrogate.predict(chunk, samples=BAND_SAMPLES, seed=0, channels=channels)
         truth = read_cases(array, indices[rows], data)
-        yield (truth if channels is None else truth[:, :, channels]), prediction.fields, prediction.std
+        yield ((truth if channels is None else truth[:, :, channels]), prediction.fields,
+               band_std(prediction.std, surrogate.band_widths(chunk)))
 
 
 def calibrate_band(surrogate: Surrogate, designs: np.ndarray, indices: np.ndarray, array, data: DataConfig,

@@ -99,7 +99,7 @@ def format_run_report(report: Dict[str, Any]) -> str:
         band = lc.get("band")
         if band:
             coverage = ", ".join(f"{split} {share:.1%}" for split, share in band["coverage"].items())
-            widened = (" (draws widened per design by a Gaussian process's posterior std)"
+            widened = (" x the design's width (a Gaussian process's posterior std)"
                        if band.get("design_spread") else "")
             text += (f"\npredict --samples band: prediction +- {band['scale']:.3g} x sampled std{widened}, calibrated "
                      f"to {band['nominal']:.0%} on {band['calibrated_on']}; measured coverage: {coverage}\n")

@@ -70,7 +70,7 @@ class TrainedConditioner:
     it reconstructed the validation cases better than the VAE's own decoder (training/reconstruction_choice.py);
     None: the VAE's decoder."""
     band_spread: Optional[DesignSpread] = None
-    """Parameter designs: how much wider the band's draws are for a design than for a typical validation design
+    """Parameter designs: how much wider the band is for a design than for a typical validation design
     (a Gaussian process's posterior std, models/design_spread.py). None (images, bundles written before it
     existed): the same draws for every design."""
 

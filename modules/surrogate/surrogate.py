@@ -26,7 +26,7 @@ from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
-from modules.surrogate.band_calibration import std_floor
+from modules.surrogate.band_calibration import band_std, std_floor
 from modules.surrogate.field_readout import FieldReadout
 from modules.surrogate.refinement import refined_reconstruction
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
@@ -238,11 +238,9 @@ class Surrogate:
                 channels: Optional[np.ndarray] = None) -> Prediction:
         """Fields of the designs; with samples > 0 also the mean and standard deviation of that many decodes
         of latent codes drawn around the prediction with the conditioner's validation error per latent number,
-        widened or narrowed per design by its distance from the training designs (the band spread, with
-        parameter designs), so the spread shows how far the prediction can be from the code a simulation would
-        have. With a
-        calibrated conditioner also the band fields +- scale x std that covers the nominal share (90 %) of
-        held-out values (band_calibration.py). With `channels`, every field holds only those channels (the
+        so the spread shows how far the prediction can be from the code a simulation would have. With a
+        calibrated conditioner also the band fields +- scale x w x std that covers the nominal share (90 %) of
+        held-out values (band_calibration.py), w the design's band width (`band_widths`). With `channels`, every field holds only those channels (the
         same draws, so the same values there)."""
         started = time.perf_counter()
         flat = self.predict_latents(designs, batch_size)
@@ -252,7 +250,7 @@ class Surrogate:
             generator = torch.Generator().manual_seed(seed)
             total = np.zeros(result.fields.shape, dtype=np.float64)
             total_sq = np.zeros(result.fields.shape, dtype=np.float64)
-            residual = self._trained_conditioner().latent_residual_std.float() * self._draw_widths(designs)
+            residual = self._trained_conditioner().latent_residual_std.float()
             for _ in range(samples):
                 drawn = self._decode_with(readout, flat + torch.randn(flat.shape, generator=generator) * residual,
                                           batch_size)
@@ -263,19 +261,21 @@ class Surrogate:
             result.std = np.sqrt(np.maximum(total_sq / samples - mean ** 2, 0.0)).astype(np.float32)
             band = self._trained_conditioner().band
             if band is not None:
-                half_width = band.scale * np.maximum(result.std, std_floor(result.std))
+                widened = band_std(result.std, self.band_widths(designs))
+                half_width = band.scale * np.maximum(widened, std_floor(widened))
                 result.lower = (result.fields - half_width).astype(np.float32)
                 result.upper = (result.fields + half_width).astype(np.float32)
         result.seconds = time.perf_counter() - started
         return result
 
-    def _draw_widths(self, designs: np.ndarray) -> torch.Tensor:
-        """[k, 1] how wide each design's draws are against the validation designs' (1 without a design spread)."""
+    def band_widths(self, designs: np.ndarray) -> np.ndarray:
+        """[k] how wide each design's band is against a typical validation design's, per unit of sampled std (all
+        1 without a design spread: image designs, bundles written before it existed)."""
         conditioner = self._trained_conditioner()
         if conditioner.band_spread is None:
-            return torch.ones(len(designs), 1)
+            return np.ones(len(designs))
         with torch.no_grad():
-            return conditioner.band_spread(conditioner.model_inputs(designs)).cpu()[:, None]
+            return conditioner.band_spread(conditioner.model_inputs(designs)).double().cpu().numpy()
 
     def _trained_conditioner(self) -> TrainedConditioner:
         if self.conditioner is None:
