@@ -326,8 +326,9 @@ def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_r
     from modules.training import conditioner_stage
     picked, measure = [], conditioner_stage.pick_reconstruction_decoder
 
-    def pick_the_member(vae, decoders, coefficients, device):
-        picked.append(measure(vae, decoders, coefficients, device)[1])
+    def pick_the_member(vae, decoders, coefficients, device, starts):
+        assert [tuple(codes.shape) for codes in starts] == [(12, 6)]  # its codes of the 12 training designs
+        picked.append(measure(vae, decoders, coefficients, device, starts)[1])
         return 0, picked[-1]  # as validation does where the prediction decoder reconstructs better (front-dev)
 
     monkeypatch.setattr(conditioner_stage, "pick_reconstruction_decoder", pick_the_member)
@@ -335,7 +336,8 @@ def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_r
     out = tmp_path / "out"
     assert entry.main(args + ["--out", str(out)]) == 0
     assert len(picked) == 1 and len(picked[0]) == 2  # the VAE's decoder and the one conditioner's were measured
-    assert load_state(out / "latent_conditioner.pt")["reconstruction_decoder"] == 0
+    saved = load_state(out / "latent_conditioner.pt")
+    assert saved["reconstruction_decoder"] == 0 and tuple(saved["reconstruction_starts"].shape) == (12, 6)
     report = json.loads((out / "report.json").read_text())
     assert report["vae"]["reconstruction_decoder"] == "conditioner 1"
     assert "decoded by conditioner 1's prediction decoder, picked on validation" in (out / "report.txt").read_text()
@@ -359,6 +361,17 @@ def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_r
     with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_decoder 3 names no saved prediction "
                                               r"decoder.*retrain the conditioner"):
         Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
+    bundle["reconstruction_decoder"] = 0
+    bundle["reconstruction_starts"] = bundle["reconstruction_starts"][:, :4]
+    save_state(tmp_path / "edited.pt", bundle)
+    with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_starts \(12, 4\) are not finite codes "
+                                              r"\[cases, 6\].*retrain the conditioner"):
+        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
+    # A bundle written before the second starts existed reconstructs from the encoder's code alone.
+    bundle.pop("reconstruction_starts")
+    save_state(tmp_path / "older.pt", bundle)
+    older = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "older.pt")
+    assert older.reconstruction_decoder == "conditioner 1" and older.conditioner.reconstruction_starts is None
 
 
 def test_reconstruction_decoder_vae_keeps_the_vaes_decoder_without_measuring_the_others(entry, tmp_path):

@@ -86,3 +86,23 @@ def test_image_designs_become_a_few_whitened_scores():
     features = design_features(images, list(range(9)))
     assert features.shape == (12, 8)  # at most training cases - 1 directions
     assert torch.allclose(features[:9].std(dim=0), torch.ones(8), rtol=0.2)
+
+
+def test_a_second_start_near_the_field_is_refined_too_and_the_better_code_kept():
+    vae, true_codes, targets = vae_and_targets()
+    from modules.surrogate.refinement import nearest_starts, refined_reconstruction
+    # Starts in the decoder's own space: decoys, and codes near each case's own; the nearest decode is picked.
+    decoys = 3.0 + torch.randn(7, vae.flat_latent_dim)
+    near = true_codes + 0.01 * torch.randn_like(true_codes)
+    starts = torch.cat([decoys, near])
+    assert torch.equal(nearest_starts(vae, targets, starts), near)
+    with torch.no_grad():
+        single = refined_reconstruction(vae, targets, steps=3)
+        double = refined_reconstruction(vae, targets, steps=3, starts=starts)
+        decoys_only = refined_reconstruction(vae, targets, steps=3, starts=decoys)
+    error = lambda decoded: (decoded - targets).pow(2).flatten(1).sum(dim=1)
+    # The encoder's guess is far from these codes (a random decoder): from the near start 3 steps reach the field.
+    assert torch.all(error(double) <= error(single)) and float(error(double).max()) < 1e-3 * float(error(single).min())
+    # Per case, whichever start refined better is kept: never worse than the encoder's start alone.
+    assert torch.all(error(decoys_only) <= error(single))
+    assert torch.equal(refined_reconstruction(vae, targets, steps=3, starts=starts[:0]), single)

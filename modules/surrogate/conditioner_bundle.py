@@ -69,6 +69,9 @@ class TrainedConditioner:
     """Which saved prediction decoder (0: decoder_weights, k: member_decoder_weights[k - 1]) reconstructs, when
     it reconstructed the validation cases better than the VAE's own decoder (training/reconstruction_choice.py);
     None: the VAE's decoder."""
+    reconstruction_starts: Optional[torch.Tensor] = None
+    """[training cases, flat latent] with reconstruction_member: that decoder's codes of the training designs,
+    the second starts of its refinement (surrogate/refinement.py)."""
     band_spread: Optional[DesignSpread] = None
     """Parameter designs: how much wider the band is for a design than for a typical validation design
     (a Gaussian process's posterior std, models/design_spread.py). None (images, bundles written before it
@@ -139,6 +142,8 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         state["member_decoder_weights"] = trained.member_decoder_weights
     if trained.reconstruction_member is not None:
         state["reconstruction_decoder"] = trained.reconstruction_member
+    if trained.reconstruction_starts is not None:
+        state["reconstruction_starts"] = trained.reconstruction_starts.detach().cpu()
     if trained.band_spread is not None:
         state["band_spread"] = {k: v.cpu() for k, v in trained.band_spread.state_dict().items()}
     return save_state(path, state)
@@ -173,7 +178,9 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               bool(state.get("on_design_prior", False)), member_decoders,
                               int(state.get("ensemble_trained", members)),
                               list(state.get("ensemble_kept", range(members))), _blend(state, path, device),
-                              _reconstruction_member(state, members, path), _band_spread(state, path, device))
+                              _reconstruction_member(state, members, path),
+                              _reconstruction_starts(state, latent_dim_main + levels * latent_dim_hier, path),
+                              _band_spread(state, path, device))
 
 
 def _reconstruction_member(state: Dict[str, Any], members: int, path: Path) -> Optional[int]:
@@ -186,6 +193,20 @@ def _reconstruction_member(state: Dict[str, Any], members: int, path: Path) -> O
                               f"bundle holds {members if _decoder_weights(state) is not None else 0}); it is damaged "
                               "or was edited, retrain the conditioner (python SimulGen-VAE.py --lc_only=1)")
     return member
+
+
+def _reconstruction_starts(state: Dict[str, Any], flat_latent: int, path: Path) -> Optional[torch.Tensor]:
+    """Bundles written before the second starts existed refine from the encoder's code alone."""
+    starts = state.get("reconstruction_starts")
+    if starts is None:
+        return None
+    if (state.get("reconstruction_decoder") is None or not isinstance(starts, torch.Tensor) or starts.dim() != 2
+            or starts.shape[1] != flat_latent or not bool(torch.isfinite(starts).all())):
+        shape = tuple(starts.shape) if isinstance(starts, torch.Tensor) else type(starts).__name__
+        raise CheckpointError(f"{path}: reconstruction_starts {shape} are not finite codes [cases, {flat_latent}] of "
+                              "the reconstruction decoder; the file is damaged or was edited, retrain the conditioner "
+                              "(python SimulGen-VAE.py --lc_only=1)")
+    return starts.float()
 
 
 def _band_spread(state: Dict[str, Any], path: Path, device: torch.device) -> Optional[DesignSpread]:

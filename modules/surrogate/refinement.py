@@ -32,14 +32,37 @@ def refined_timesteps(num_timesteps: int, batch: int, device: torch.device) -> O
     return chosen[None, :].expand(batch, -1)
 
 
-def refined_reconstruction(vae: HierarchicalVAE, coefficients: torch.Tensor, steps: int) -> torch.Tensor:
+def refined_reconstruction(vae: HierarchicalVAE, coefficients: torch.Tensor, steps: int,
+                           starts: Optional[torch.Tensor] = None) -> torch.Tensor:
     """coefficients [k, C, T] -> what the decoder gives for each case's refined code, [k, C, T] (basis units).
     The refinement starts at the encoder's code; the `vae` may hold another decoder than the one its encoder
-    was trained with (a prediction decoder picked for reconstruction): the start is then only a start."""
+    was trained with (a prediction decoder picked for reconstruction): the start is then only a start. With
+    `starts` (codes [S, F] in that decoder's own space, e.g. the conditioner's codes of the training designs),
+    each case is refined a second time from the start whose decode is nearest its field, and keeps whichever
+    refined code reconstructs it better: on front-dev, through its prediction decoder, the second start won
+    36 of 40 test designs and 15 of 16 validation ones (README, ablations)."""
     initial = vae.encode(coefficients, projected=True).flat()
     code = refine_latents(vae, coefficients, initial, steps)
     with torch.no_grad():
-        return vae.decode_flat(code, projected=True)
+        decoded = vae.decode_flat(code, projected=True)
+    if starts is None or len(starts) == 0:
+        return decoded
+    second = refine_latents(vae, coefficients, nearest_starts(vae, coefficients, starts), steps)
+    with torch.no_grad():
+        other = vae.decode_flat(second, projected=True)
+        better = (other - coefficients).pow(2).sum(dim=(1, 2)) < (decoded - coefficients).pow(2).sum(dim=(1, 2))
+        return torch.where(better[:, None, None], other, decoded)
+
+
+def nearest_starts(vae: HierarchicalVAE, coefficients: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """[k, F]: for each case [k, C, T] the start [S, F] whose decode is nearest it (on the refined timesteps)."""
+    timesteps = refined_timesteps(coefficients.shape[2], len(starts), coefficients.device)
+    starts = starts.to(coefficients.device, coefficients.dtype)
+    with torch.no_grad():
+        decoded = vae.decode_flat(starts, projected=True, timesteps=timesteps).float().flatten(1)
+        targets = coefficients if timesteps is None else coefficients[:, :, timesteps[0]]
+        distances = torch.cdist(targets.float().flatten(1), decoded, compute_mode="donot_use_mm_for_euclid_dist")
+    return starts[distances.argmin(dim=1)]
 
 
 def refine_latents(vae: HierarchicalVAE, coefficients: torch.Tensor, initial: torch.Tensor, steps: int) -> torch.Tensor:

@@ -138,6 +138,10 @@ class Surrogate:
     def _reconstructing(self) -> HierarchicalVAE:
         return self.vae if self.reconstruction_vae is None else self.reconstruction_vae
 
+    def _reconstruction_starts(self) -> Optional[torch.Tensor]:
+        """The picked prediction decoder's codes of the training designs, its refinement's second starts."""
+        return None if self.reconstruction_vae is None else self.conditioner.reconstruction_starts
+
     # ------------------------------------------------------------------ reduction: fields <-> latent codes
     def encode_cases(self, array: np.ndarray, batch_size: int = 32) -> Dict[str, np.ndarray]:
         """Posterior means (and log-variances) of every case of a sweep array, the conditioner's targets:
@@ -172,14 +176,16 @@ class Surrogate:
     def reconstruct(self, fields: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """decode(encode(x)): [k, T, N] in and out, physical units. The encoder's code is refined on the
         field's own error (at most refine_steps L-BFGS iterations, surrogate/refinement.py) through the
-        reconstruction decoder (the VAE's, or the prediction decoder validation picked) before it is decoded."""
+        reconstruction decoder (the VAE's, or the prediction decoder validation picked, which also refines from
+        the nearest of its training codes and keeps the better) before it is decoded."""
         out = np.empty(fields.shape, dtype=np.float32)
         vae = self._reconstructing()
         with evaluation_mode(vae):
             for chunk in memory.chunk_slices(len(fields), batch_size):
                 scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
                 coefficients = vae.basis.project(scaled.transpose(1, 2).to(self.device))
-                self.field_readout().write(refined_reconstruction(vae, coefficients, vae.cfg.refine_steps), out[chunk])
+                self.field_readout().write(refined_reconstruction(vae, coefficients, vae.cfg.refine_steps,
+                                                                  self._reconstruction_starts()), out[chunk])
         return out
 
     def reconstruct_coefficients(self, coefficients: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
@@ -189,8 +195,8 @@ class Surrogate:
         vae = self._reconstructing()
         with evaluation_mode(vae):
             for chunk in memory.chunk_slices(len(coefficients), batch_size):
-                out[chunk] = refined_reconstruction(vae, coefficients[chunk].to(self.device),
-                                                    vae.cfg.refine_steps).float().cpu()
+                out[chunk] = refined_reconstruction(vae, coefficients[chunk].to(self.device), vae.cfg.refine_steps,
+                                                    self._reconstruction_starts()).float().cpu()
         return out
 
     def field_readout(self, channels: Optional[np.ndarray] = None) -> FieldReadout:

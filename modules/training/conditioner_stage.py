@@ -153,14 +153,19 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     trains_decoders = e2e and config.end_to_end.finetune_decoder
     decoder_weights = _decoder_state(vaes[0]) if trains_decoders else None
     member_decoders = [_decoder_state(other) for other in vaes[1:]]
-    reconstruction = None
+    reconstruction, reconstruction_starts = None, None
     if trains_decoders and config.end_to_end.reconstruction_decoder == "auto":
+        # Each prediction decoder's codes of the training designs: its second refinement starts (refinement.py).
+        member_starts = list(predict_latents(conditioner, inputs[sweep.train_indices], runtime.device, prior=prior)
+                             .split(vae.flat_latent_dim, dim=1))
         reconstruction = _reconstruction_member(vae, vaes, kept, coefficients[torch.as_tensor(sweep.val_indices)],
-                                                runtime, log)
+                                                member_starts, runtime, log)
+        reconstruction_starts = None if reconstruction is None else member_starts[reconstruction].clone()
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
                                  member_decoder_weights=member_decoders, members_trained=members,
-                                 members_kept=kept, blend=blend, reconstruction_member=reconstruction)
+                                 members_kept=kept, blend=blend, reconstruction_member=reconstruction,
+                                 reconstruction_starts=reconstruction_starts)
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
@@ -170,11 +175,12 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
 
 
 def _reconstruction_member(vae: HierarchicalVAE, decoders: Sequence[HierarchicalVAE], kept: Sequence[int],
-                           val_coefficients: torch.Tensor, runtime: Runtime, log: RunLog) -> Optional[int]:
+                           val_coefficients: torch.Tensor, starts: Sequence[torch.Tensor], runtime: Runtime,
+                           log: RunLog) -> Optional[int]:
     """Which kept prediction decoder reconstructs (position in `decoders`, the kept members' in `kept` order), or
-    None for the VAE's own decoder."""
+    None for the VAE's own decoder; starts[k]: decoders[k]'s codes of the training designs."""
     started = time.perf_counter()
-    member, errors = pick_reconstruction_decoder(vae, decoders, val_coefficients, runtime.device)
+    member, errors = pick_reconstruction_decoder(vae, decoders, val_coefficients, runtime.device, starts)
     names = [decoder_text("vae")] + [decoder_text(f"conditioner {number + 1}") for number in kept]
     chosen = names[0 if member is None else member + 1]
     measured = ", ".join(f"{name} {error:.4g}" for name, error in zip(names, errors))

@@ -20,24 +20,29 @@ from modules.surrogate.refinement import refined_reconstruction
 
 
 def reconstruction_error(vae: HierarchicalVAE, coefficients: torch.Tensor, device: torch.device,
-                         batch_size: int = 32) -> float:
+                         batch_size: int = 32, starts: Optional[torch.Tensor] = None) -> float:
     """Pooled relative error of the refined reconstruction of cases' mode coefficients [k, C, T] (basis units,
-    where squared errors are the physically weighted field errors up to the basis scale)."""
+    where squared errors are the physically weighted field errors up to the basis scale); `starts`: the
+    decoder's second starts (refinement.refined_reconstruction)."""
     error = total = 0.0
     with evaluation_mode(vae):
         for chunk in memory.chunk_slices(len(coefficients), batch_size):
             target = coefficients[chunk].to(device)
-            decoded = refined_reconstruction(vae, target, vae.cfg.refine_steps).float()
+            decoded = refined_reconstruction(vae, target, vae.cfg.refine_steps, starts).float()
             error += float((decoded - target).pow(2).sum())
             total += float(target.pow(2).sum())
     return (error / max(total, 1e-30)) ** 0.5
 
 
 def pick_reconstruction_decoder(vae: HierarchicalVAE, prediction_decoders: Sequence[HierarchicalVAE],
-                                coefficients: torch.Tensor, device: torch.device
-                                ) -> Tuple[Optional[int], List[float]]:
+                                coefficients: torch.Tensor, device: torch.device,
+                                starts: Optional[Sequence[torch.Tensor]] = None) -> Tuple[Optional[int], List[float]]:
     """(None for the VAE's own decoder, or k for prediction_decoders[k]; the validation error of each, the VAE's
-    first). The VAE's decoder keeps ties: a prediction decoder must reconstruct strictly better."""
-    errors = [reconstruction_error(candidate, coefficients, device) for candidate in [vae, *prediction_decoders]]
+    first). The VAE's decoder keeps ties: a prediction decoder must reconstruct strictly better. starts[k]:
+    prediction_decoders[k]'s second starts, as it would reconstruct with them (the VAE's decoder has none)."""
+    member_starts = list(starts) if starts is not None else [None] * len(prediction_decoders)
+    errors = [reconstruction_error(vae, coefficients, device)]
+    errors += [reconstruction_error(candidate, coefficients, device, starts=member)
+               for candidate, member in zip(prediction_decoders, member_starts)]
     best = min(range(len(errors)), key=errors.__getitem__)
     return (None if best == 0 else best - 1), errors
