@@ -246,8 +246,8 @@ class Surrogate:
         of latent codes drawn around the prediction with the conditioner's validation error per latent number,
         so the spread shows how far the prediction can be from the code a simulation would have. With a
         calibrated conditioner also the band fields +- scale x w x std that covers the nominal share (90 %) of
-        held-out values (band_calibration.py), w the design's band width (`band_widths`). With `channels`, every field holds only those channels (the
-        same draws, so the same values there)."""
+        held-out values (band_calibration.py), w the design's band width (`band_widths`). With `channels`, every
+        field holds only those channels (the same draws, so the same values there)."""
         started = time.perf_counter()
         flat = self.predict_latents(designs, batch_size)
         readout = self.field_readout(channels)  # built once for the prediction and all its draws
