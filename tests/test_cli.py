@@ -29,6 +29,8 @@ def test_conflicting_flags_are_refused(entry, capsys):
     (["--plot=5"], "argument --plot: invalid choice: 5"),
     (["--lc_only=2"], "argument --lc_only: expected 0 or 1, got '2'"),
     (["--epochs=0"], "argument --epochs: expected a positive number, got 0"),
+    (["--training-minutes=-1"], "argument --training-minutes: expected 0 or a positive number of minutes, got -1.0"),
+    (["--training-minutes=soon"], "argument --training-minutes: expected a number, got 'soon'"),
     (["predict", "--model", "x", "--out", "p.npy"], "one of the arguments --params --images is required"),
 ])
 def test_bad_values_name_the_flag(entry, capsys, argv, fragment):

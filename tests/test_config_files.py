@@ -81,6 +81,18 @@ def test_the_new_keys_of_the_seed_features_are_read_and_checked(tmp_path):
     assert "key 'Dim2_red_mode': must be first or spread, got 'last'" in found
 
 
+def test_the_training_time_budget_is_off_without_its_key_and_read_and_checked_with_it(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    config, _ = load_run_config(preset, condition)
+    assert config.train.training_minutes == 0.0  # a legacy file trains every configured epoch, as it always did
+    shipped, _ = load_run_config(REPO / "preset.txt", REPO / "input_data" / "condition.txt")
+    assert shipped.train.training_minutes == 15.0
+    edit(condition, "num_var 1", "num_var 1\ntraining_minutes -5")
+    assert (f"{condition}:{line_of(condition, 'training_minutes')}, key 'training_minutes': must be 0 (no budget) or "
+            f"a positive number of minutes, got -5.0\n    fix: use e.g. 15, or 0 to run every configured epoch") \
+        in problems(preset, condition)
+
+
 def test_the_legacy_image_condition_file_with_num_param_0_is_accepted(tmp_path):
     preset, condition = legacy_copy(tmp_path)
     as_the_legacy_tool_ships_it(condition)
@@ -229,6 +241,8 @@ def test_command_line_overrides_files_and_is_named_in_errors(tmp_path):
     preset, condition = legacy_copy(tmp_path)
     config, _ = load_run_config(preset, condition, cli_values={"train.epochs": ("--epochs", 3)})
     assert config.train.epochs == 3
+    config, _ = load_run_config(preset, condition, cli_values={"train.training_minutes": ("--training-minutes", 0.0)})
+    assert config.train.training_minutes == 0.0
     message = problems(preset, condition, cli_values={"train.batch_size": ("--batch-size", -1)})
     assert "command line, key '--batch-size': must be positive, got -1" in message
 

@@ -171,6 +171,11 @@ def test_the_run_report_names_the_kept_epoch_and_the_band_coverage():
                                     "coverage": {"val": 0.9, "test": 0.825}}}}
     text = report.format_run_report(run)
     assert "VAE (6 latent numbers, epoch 37 of 50)  val" in text
+    run["vae"]["training"].update(epochs_planned=50, epochs_configured=500)
+    assert "VAE (6 latent numbers, epoch 37 of 50 (the time budget kept 50 of 500 epochs))  val" in \
+        report.format_run_report(run)
+    run["vae"]["training"].update(epochs_planned=500)
+    assert "VAE (6 latent numbers, epoch 37 of 50)  val" in report.format_run_report(run)  # stopped early, not cut
     assert "MLP conditioner + decoder (end-to-end, untrained start kept)" in text
     assert "measured coverage: val 90.0%, test 82.5%" in text
     assert "the design's width" not in text  # a band without a design spread (images, older runs)

@@ -666,3 +666,21 @@ def test_case_pca_path_is_built_saved_and_used_by_reconstruct_and_predict_or_lef
     assert entry.main(["predict", "--model", str(out), "--params", str(designs), "--out", str(tmp_path / "p.npy"),
                        "--device", "cpu"]) == 0
     assert np.load(tmp_path / "p.npy").shape == (3,) + truth.shape[1:]
+
+
+def test_a_spent_time_budget_cuts_every_stage_and_the_report_says_so(entry, tmp_path):
+    """training_minutes so small that no stage affords an epoch: each plans after its 3 timed epochs and stops
+    there (the least it keeps of 8 is 1); the members get the budget's rest, which is nothing, likewise."""
+    args = write_config(tmp_path, epochs=8, lc_epochs=8, extra="training_minutes\t0.0001\n" + ENSEMBLE.format(2))
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for section in ("vae", "conditioner"):
+        training = report[section]["training"]
+        assert (training["epochs_run"], training["epochs_planned"], training["epochs_configured"]) == (3, 3, 8)
+    assert "the time budget kept 3 of 8 epochs" in (out / "report.txt").read_text()
+    log = (out / "train_log.txt").read_text()
+    assert "training time budget: 0.0001 min for the VAE and the conditioners" in log
+    for stage in ("vae", "conditioner", "conditioner_member2"):
+        assert f"{stage}: the training time budget (training_minutes) leaves this stage 0:00" in log, stage
+        assert load_state(out / "checkpoints" / f"{stage}_last.pt")["epochs"] == 3

@@ -1,4 +1,5 @@
-"""The one training loop: learning, exact resume after an interrupt, the NaN guard, early stopping."""
+"""The one training loop: learning, exact resume after an interrupt, the NaN guard, early stopping, the time
+budget."""
 from __future__ import annotations
 
 import io
@@ -54,7 +55,7 @@ class NoisyObjective:
         return loss, {"loss": loss.item()}
 
 
-def build(tmp_path: Path, objective, keep: int = 1, **overrides) -> Trainer:
+def build(tmp_path: Path, objective, keep: int = 1, allowance_seconds: float = math.inf, **overrides) -> Trainer:
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     paths = CheckpointPaths(last=tmp_path / "toy_last.pt", best=tmp_path / "toy_best.pt")
@@ -62,7 +63,7 @@ def build(tmp_path: Path, objective, keep: int = 1, **overrides) -> Trainer:
     runtime = Runtime(device=torch.device("cpu"))
     checkpoints = Checkpointer(paths, runtime, "toy", must_match={"width": 3}, config_snapshot={"note": "test"},
                                keep=keep)
-    return Trainer(model, objective, settings(**overrides), runtime, log, checkpoints)
+    return Trainer(model, objective, settings(**overrides), runtime, log, checkpoints, allowance_seconds)
 
 
 def test_loss_falls_and_best_checkpoint_is_the_lowest_validation(tmp_path):
@@ -311,3 +312,69 @@ def test_the_last_checkpoint_is_written_after_epoch_1_and_before_the_first_best(
     trainer.fit(*make_data())
     assert [epoch for kind, epoch in written if kind == "last"] == [1, 4, 6]
     assert written.index(("last", 1)) < written.index(("best", 1))
+
+
+class EpochsAwareObjective(NoisyObjective):
+    """Records what the loop tells it of the stage's length (as the VAE objectives do, for the KL warm-up)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.epochs_told = []
+
+    def set_epochs(self, epochs):
+        self.epochs_told.append(epochs)
+
+
+def test_a_spent_time_budget_keeps_the_least_epochs_and_anneals_the_schedule_over_them(tmp_path):
+    """An allowance of 0 s affords nothing, at any pace: the stage plans after its 3 timed epochs and keeps
+    MIN_EPOCH_FRACTION of its 40 epochs (4); the cosine schedule ends at its floor on epoch 4."""
+    objective = EpochsAwareObjective()
+    trainer = build(tmp_path, objective, allowance_seconds=0.0, epochs=40)
+    train, val = make_data()
+    result = trainer.fit(train, val)
+    assert (result.epochs_run, result.epochs_planned, result.epochs_configured) == (4, 4, 40)
+    assert result.summary()["epochs_planned"] == 4 and result.summary()["epochs_configured"] == 40
+    assert objective.epochs_told == [4]
+    floor = 0.1 * 0.1  # learning_rate x min_lr_fraction
+    assert math.isclose(result.history["lr"][-1], floor, rel_tol=1e-9)
+    assert result.history["lr"][2] > 0.09  # epochs 1-3 ran on the 40-epoch schedule's near-peak rate
+    log = (tmp_path / "log.txt").read_text()
+    assert "4 of 40 epochs (the least kept, 10%: the budget will be overrun)" in log
+    assert "toy epoch 4/4" in log
+    saved = load_state(tmp_path / "toy_last.pt")
+    assert (saved["epochs"], saved["epochs_planned"], saved["finished"]) == (4, True, True)
+
+
+@pytest.mark.parametrize("allowance", [math.inf, 1e9])
+def test_a_budget_that_affords_every_epoch_changes_nothing(tmp_path, allowance):
+    train, val = make_data()
+    reference = build(tmp_path / "a", NoisyObjective())
+    reference.fit(train, val)
+    objective = EpochsAwareObjective()
+    budgeted = build(tmp_path / "b", objective, allowance_seconds=allowance)
+    result = budgeted.fit(train, val)
+    assert result.history == reference.result.history
+    assert (result.epochs_run, result.epochs_planned, objective.epochs_told) == (6, 6, [])
+    assert "training time budget" not in (tmp_path / "b" / "log.txt").read_text()
+
+
+def test_a_resumed_stage_keeps_the_epochs_its_budget_planned(tmp_path):
+    """Interrupted after planning (inside epoch 4, the last of the 4 kept of 40), resumed without a budget: it
+    still ends at the planned epoch, with the uninterrupted run's weights."""
+    train, val = make_data()
+    reference = build(tmp_path / "a", NoisyObjective(), allowance_seconds=0.0, epochs=40)
+    reference.fit(train, val)
+    expected = {k: v.clone() for k, v in reference.state()["model"].items()}
+
+    interrupted = build(tmp_path / "b", NoisyObjective(interrupt_at_call=15), allowance_seconds=0.0, epochs=40)
+    with pytest.raises(TrainingInterrupted, match="stopped at epoch 4, batch 4"):
+        interrupted.fit(train, val)
+    objective = EpochsAwareObjective()
+    resumed = build(tmp_path / "b", objective, epochs=40)
+    resumed.resume(tmp_path / "b" / "toy_last.pt")
+    assert (resumed.epochs, objective.epochs_told) == (4, [4])  # the objective's warm-up follows the plan too
+    result = resumed.fit(train, val)
+    assert (result.epochs_run, result.epochs_planned) == (4, 4)
+    for key, value in resumed.state()["model"].items():
+        assert torch.equal(value, expected[key]), key
+    assert result.history["val_loss"] == reference.result.history["val_loss"]

@@ -36,6 +36,7 @@ from modules.surrogate.vae_bundle import load_vae_bundle
 from modules.training import conditioner_stage, vae_stage
 from modules.training.loop import TrainingResult
 from modules.training.run_log import RunLog
+from modules.training.time_budget import TimeBudget
 
 
 def restarted_by_torchrun() -> bool:
@@ -79,6 +80,10 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             ensure_demo_data(config.data, base_dir)  # one writer; the other ranks find the files after the barrier
         runtime.barrier()
         sweep = prepare_sweep(config, base_dir, runtime)
+        budget = TimeBudget.of_minutes(config.train.training_minutes)
+        if budget.limited:
+            log.info(f"training time budget: {config.train.training_minutes:g} min for the VAE and the conditioners "
+                     f"(training_minutes); each stage keeps the epochs its share affords at its first epoch's pace")
         copies = f", one copy per process ({runtime.world_size}); --load_all=0 streams instead" \
             if runtime.distributed else ""
         if runtime.is_main and not config.resume:  # a resumed run keeps the settings file of the run it continues
@@ -92,7 +97,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root),
                                   "time_indices": list(config.data.timestep_indices)}
         designs = load_design_array(config.conditioner, base_dir, config.data.num_cases)
-        model, result, projection = _vae(config, sweep, runtime, run_dir, log, designs)
+        model, result, projection = _vae(config, sweep, runtime, run_dir, log, designs, budget)
         surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates,
                               None if sweep.triangles is None else sweep.triangles.triangles)
         latents = surrogate.encode_coefficients(projection.coefficients)  # not a second pass over the sweep
@@ -101,7 +106,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             vae_stage.save_latents(run_dir, latents, sweep)
             log.info(f"latent vectors: {run_dir.latents}")
         trained, lc_result = conditioner_stage.train_conditioner(
-            config, sweep, model, latents, runtime, run_dir, log, designs, projection.coefficients)
+            config, sweep, model, latents, runtime, run_dir, log, designs, projection.coefficients, budget)
         surrogate = surrogate.with_conditioner(trained)
         if runtime.is_main:
             # After the conditioners: validation may have picked one of their decoders to reconstruct.
@@ -137,7 +142,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
 
 
 def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory, log: RunLog,
-         designs: np.ndarray) -> Tuple[HierarchicalVAE, Optional[TrainingResult], ProjectedSweep]:
+         designs: np.ndarray, budget: TimeBudget) -> Tuple[HierarchicalVAE, Optional[TrainingResult], ProjectedSweep]:
     """Train the VAE, or with --lc_only / a resumed run whose VAE is finished, load it; with every case's
     projection on its spatial modes (what the conditioner trains on end to end)."""
     finished = run_dir.vae_bundle.is_file() and (config.lc_only or (config.resume and _vae_finished(run_dir)))
@@ -156,7 +161,7 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
         log.info(f"VAE: using the trained model {path}")
         return bundle.model, None, vae_stage.reused_projection(bundle.model, path, sweep, config, runtime, log)
     features = design_features(designs, sweep.train_indices) if config.model.design_prior else None
-    return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features)
+    return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features, budget)
 
 
 def _known_norms(surrogate: Surrogate, projection: ProjectedSweep, config: RunConfig

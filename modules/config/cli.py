@@ -73,6 +73,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive number of minutes, got {value}")
+    return value
+
+
 def build_train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="SimulGen-VAE.py",
@@ -108,6 +118,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     overrides.add_argument("--batch-size", type=positive_int, help="VAE batch size (Batch_size)")
     overrides.add_argument("--lr", type=_positive_float, help="VAE learning rate (LearningR)")
     overrides.add_argument("--lc-epochs", type=positive_int, help="conditioner epochs (n_epoch)")
+    overrides.add_argument("--training-minutes", type=_non_negative_float,
+                           help="time budget of the VAE and conditioner training (training_minutes; 0 = none)")
     overrides.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     overrides.add_argument("--seed", type=int, help="seed of weights, sampling and shuffling")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (log lines only)")
@@ -180,6 +192,7 @@ def train_config_from_args(args: argparse.Namespace) -> Tuple[RunConfig, List[st
         "epochs": ("train.epochs", "--epochs"), "batch_size": ("train.batch_size", "--batch-size"),
         "lr": ("train.learning_rate", "--lr"), "device": ("train.device", "--device"),
         "seed": ("train.seed", "--seed"), "lc_epochs": ("conditioner.epochs", "--lc-epochs"),
+        "training_minutes": ("train.training_minutes", "--training-minutes"),
     }
     for attribute, (field_path, flag) in optional.items():
         value: Optional[Any] = getattr(args, attribute)

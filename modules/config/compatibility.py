@@ -11,9 +11,10 @@ from modules.config.schema import RunConfig
 VAE_DATA_FIELDS = ("num_cases", "num_timesteps", "num_nodes", "num_variables", "num_timesteps_used", "timestep_mode",
                    "node_start", "node_end", "validation_fraction", "split_seed", "test_fraction", "split_file",
                    "scaler", "robust_clip")
-# Training settings that change where or how often a run writes, not what it learns.
+# Training settings that change where or how often a run writes, not what it learns (a resumed stage keeps
+# the epochs the time budget, training_minutes, gave it when it started).
 VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "keep_checkpoints",
-                                    "early_stopping_patience", "memory_warning_fraction")
+                                    "early_stopping_patience", "memory_warning_fraction", "training_minutes")
 # Model settings used only when a trained VAE encodes a field (reconstruct): they change no weight, so a VAE
 # trained with other values is reused and resumed as it is.
 MODEL_FIELDS_THAT_MAY_CHANGE = ("refine_steps",)

@@ -124,6 +124,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "checkpoint_every": ("train.checkpoint_every", _to_int),
     "keep_checkpoints": ("train.keep_checkpoints", _to_int),
     "early_stopping_patience": ("train.early_stopping_patience", _to_int),
+    "training_minutes": ("train.training_minutes", _to_float),
     "grad_accumulation_steps": ("train.grad_accumulation_steps", _to_int),
     "memory_warning_fraction": ("train.memory_warning_fraction", _to_float),
     "num_param": ("conditioner.num_params", _to_int),

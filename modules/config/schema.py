@@ -298,6 +298,10 @@ class TrainConfig:
     """Keep the N newest end-of-epoch 'last' checkpoints of each stage (1: only 'last', beside 'best')."""
     early_stopping_patience: int = 0
     """Stop when validation has not improved for N epochs (0 = never)."""
+    training_minutes: float = 0.0
+    """Wall-clock budget of the VAE and conditioner training together (0 = none): each stage times its first
+    epoch and keeps the epochs that fit its share (modules.training.time_budget). The shipped condition.txt sets
+    15; without the key every configured epoch runs, as before the key existed."""
     recon_iterations: int = 1
     """Recon_iter: decoder samples averaged in the reconstruction term per step."""
     physical_weighting: bool = True
@@ -368,6 +372,9 @@ class TrainConfig:
         if self.early_stopping_patience < 0:
             out.append(issue("early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}",
                         "use 0 to disable early stopping"))
+        if not 0.0 <= self.training_minutes < float("inf"):
+            out.append(issue("training_minutes", f"must be 0 (no budget) or a positive number of minutes, got "
+                             f"{self.training_minutes}", "use e.g. 15, or 0 to run every configured epoch"))
         if self.grad_accumulation_steps <= 0:
             out.append(issue("grad_accumulation_steps", f"must be 1 or more, got {self.grad_accumulation_steps}",
                         "use 1 for one optimizer step per batch"))

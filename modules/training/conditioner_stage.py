@@ -30,6 +30,7 @@ from modules.surrogate.surrogate import decoder_text
 from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
+from modules.training.time_budget import TimeBudget
 from modules.training.pod_gp_blend_fit import fit_pod_gp_blend
 from modules.training.reconstruction_choice import pick_reconstruction_decoder
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
@@ -71,7 +72,8 @@ def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int, member: int
 
 def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: HierarchicalVAE, latents: Dict[str, np.ndarray],
                       runtime: Runtime, run_dir: RunDirectory, log: RunLog, designs: np.ndarray,
-                      coefficients: torch.Tensor) -> Tuple[TrainedConditioner, TrainingResult]:
+                      coefficients: torch.Tensor, budget: Optional[TimeBudget] = None
+                      ) -> Tuple[TrainedConditioner, TrainingResult]:
     """Train on the saved latents (or end to end through the decoder, on every case's mode coefficients
     [num_cases, C, T] in units of the basis scale); returns the conditioner and its history."""
     scaler = InputScaler().fit(designs, sweep.train_indices)
@@ -120,8 +122,9 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
             log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
                      f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, "
                      f"trained {mode}{ensemble}")
+        allowance = math.inf if budget is None else budget.member_allowance(members - member)
         results.append(_fit_member(config, model, objective, on_prior, member, runtime, run_dir, log, train_set,
-                                   val_set))
+                                   val_set, allowance))
         conditioners.append(conditioner)
         paths.append(model)
     kept = list(range(members))
@@ -232,8 +235,9 @@ def member_stage(member: int) -> str:
 
 def _fit_member(config: RunConfig, model: torch.nn.Module, objective: Any, on_prior: bool, member: int,
                 runtime: Runtime, run_dir: RunDirectory, log: RunLog, train_set: DesignDataset,
-                val_set: DesignDataset) -> TrainingResult:
-    """Train one member (resumed from its own checkpoint when the run is resumed)."""
+                val_set: DesignDataset, allowance_seconds: float) -> TrainingResult:
+    """Train one member (resumed from its own checkpoint when the run is resumed) in at most about
+    `allowance_seconds` (its part of the time budget)."""
     members, stage = config.conditioner.ensemble_members, member_stage(member)
     settings = _settings(config, on_prior)
     if members > 1:
@@ -242,7 +246,7 @@ def _fit_member(config: RunConfig, model: torch.nn.Module, objective: Any, on_pr
             settings, name=stage, seed=settings.seed + 1000 * member,
             still_to_come=f"+ {later} more member{'s' if later > 1 else ''} and the report" if later else "+ the report")
     trainer = Trainer(model, objective, settings, runtime, log,
-                      Checkpointer.for_stage(run_dir, "conditioner", config, runtime, files=stage))
+                      Checkpointer.for_stage(run_dir, "conditioner", config, runtime, files=stage), allowance_seconds)
     if config.resume and run_dir.last_checkpoint(stage).is_file():
         trainer.resume(run_dir.last_checkpoint(stage))
     return trainer.fit(train_set, val_set, num_workers=0)

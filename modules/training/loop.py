@@ -16,6 +16,7 @@ a restarted group continues exactly.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from modules.training.memory_watch import LoadingSetup, MemoryWatch
 from modules.training.profiling import StepTimer, summarize
 from modules.training.stop_request import StopRequest
 from modules.training.run_log import RunLog
+from modules.training.time_budget import MIN_EPOCH_FRACTION, PACE_EPOCHS, affordable_epochs
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.runtime.distributed import Runtime, unwrap
@@ -100,6 +102,9 @@ class TrainingResult:
     best_epoch: int = -1
     best_val_loss: float = math.inf
     epochs_run: int = 0
+    epochs_planned: int = 0
+    """The epochs the stage was to run: epochs_configured, or fewer where the time budget cut them."""
+    epochs_configured: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
     samples_per_second: float = 0.0
@@ -108,7 +113,9 @@ class TrainingResult:
 
     def summary(self) -> Dict[str, Any]:
         """What the report keeps of this training: epochs, the kept one, time and its split by phase."""
-        return {"epochs_run": self.epochs_run, "best_epoch": self.best_epoch + 1, "best_val_loss": self.best_val_loss,
+        return {"epochs_run": self.epochs_run, "epochs_planned": self.epochs_planned,
+                "epochs_configured": self.epochs_configured,
+                "best_epoch": self.best_epoch + 1, "best_val_loss": self.best_val_loss,
                 "seconds": self.seconds, "cases_per_second": self.samples_per_second,
                 "stopped_early": self.stopped_early,
                 # Unrounded: a tiny run's forward pass takes well under 5 ms.
@@ -129,7 +136,9 @@ class Trainer:
     """Runs one stage: `fit()` trains `model` with `objective` on the datasets."""
 
     def __init__(self, model: torch.nn.Module, objective: Objective, settings: LoopSettings, runtime: Runtime,
-                 log: RunLog, checkpoints: Checkpointer):
+                 log: RunLog, checkpoints: Checkpointer, allowance_seconds: float = math.inf):
+        """allowance_seconds: this stage's part of the training time budget (time_budget.py); after timing its
+        first PACE_EPOCHS epochs a stage keeps the epochs that fit in it. math.inf: settings.epochs."""
         self.model = runtime.wrap(model)
         self.objective = objective
         self.settings = settings
@@ -147,6 +156,11 @@ class Trainer:
         self.epoch = 0
         self.batches_done = 0
         self.epochs_since_best = 0
+        self.allowance_seconds = allowance_seconds
+        self.epochs = settings.epochs
+        """The epochs this stage runs: settings.epochs, or fewer when the time budget says so (_plan_epochs)."""
+        self.epochs_planned = False
+        self._epoch_seconds: List[float] = []  # this process's epochs, to plan from
         if runtime.world_size > 1 and settings.batch_size % runtime.world_size:
             raise SimulGenError(
                 f"{settings.name}: the batch size {settings.batch_size} does not divide evenly over "
@@ -172,7 +186,9 @@ class Trainer:
             "batches_done": self.batches_done,
             "history": self.result.history,
             "best_epoch": self.result.best_epoch,
-            "finished": self.result.stopped_early or self.epoch >= self.settings.epochs,
+            "finished": self.result.stopped_early or self.epoch >= self.epochs,
+            "epochs": self.epochs,
+            "epochs_planned": self.epochs_planned,
             "best_val_loss": self.result.best_val_loss,
             "epochs_since_best": self.epochs_since_best,
             "seconds": self.result.seconds,
@@ -191,6 +207,9 @@ class Trainer:
         self.result.best_epoch, self.result.best_val_loss = state["best_epoch"], state["best_val_loss"]
         self.result.seconds = state.get("seconds", 0.0)
         self.epochs_since_best = state["epochs_since_best"]
+        # Checkpoints written before the time budget ran every configured epoch.
+        self.epochs_planned = bool(state.get("epochs_planned", self.epoch > 0))
+        self._run_epochs(int(state.get("epochs", self.settings.epochs)))  # the schedule's length came with its state
         self.log.info(f"{self.settings.name}: resumed from {path} at epoch {self.epoch + 1}"
                       + (f", batch {self.batches_done + 1}" if self.batches_done else ""))
 
@@ -226,7 +245,7 @@ class Trainer:
                 self.log.info(f"{settings.name}: before training, validation "
                               + "  ".join(f"{key} {value:.4g}" for key, value in start_metrics.items()))
                 self.checkpoints.save_best(self.state())
-            while self.epoch < settings.epochs:
+            while self.epoch < self.epochs:
                 epoch_started = time.perf_counter()
                 train_metrics, seen = self._train_epoch(train_set, num_workers, stop)
                 samples_seen += self.runtime.all_reduce_sum(seen)  # cases/s of the whole group
@@ -243,12 +262,15 @@ class Trainer:
                     self.epochs_since_best += 1
                 self.epoch += 1
                 self.batches_done = 0
+                self._epoch_seconds.append(time.perf_counter() - epoch_started)
+                if not self.epochs_planned and len(self._epoch_seconds) >= PACE_EPOCHS:
+                    self._plan_epochs(statistics.median(self._epoch_seconds))
                 self._report_epoch(train_metrics, val_metrics)
                 patience = settings.early_stopping_patience
                 stop_now = patience > 0 and self.epochs_since_best >= patience
                 # Epoch 1 too, and before 'best': a group torchrun restarts must find a 'last' to resume from
                 # whenever a 'best' exists, or the run folder's guard refuses it as an earlier run's.
-                if (self.epoch % settings.checkpoint_every == 0 or self.epoch in (1, settings.epochs)
+                if (self.epoch % settings.checkpoint_every == 0 or self.epoch in (1, self.epochs)
                         or stop_now):
                     self.checkpoints.save_last(self.state())
                 if improved:
@@ -261,6 +283,7 @@ class Trainer:
                     break
         elapsed = time.perf_counter() - started
         self.result.epochs_run = self.epoch
+        self.result.epochs_planned, self.result.epochs_configured = self.epochs, settings.epochs
         self.result.samples_per_second = samples_seen / elapsed if elapsed > 0 else 0.0
         self.result.phase_seconds = dict(self.timer.seconds)
         for line in summarize(settings.name, self.timer, self.result.samples_per_second,
@@ -278,6 +301,33 @@ class Trainer:
         self.checkpoints.load_best_into(unwrap(self.model))
         return self.result
 
+    def _plan_epochs(self, seconds_per_epoch: float) -> None:
+        """Keep the epochs the time budget affords at this pace (every rank the same: the ranks' mean pace and
+        allowance), and anneal the cosine schedule over them."""
+        self.epochs_planned = True
+        if not math.isfinite(self.allowance_seconds):
+            return
+        agreed = self.runtime.all_reduce_mean({"pace": seconds_per_epoch, "allowance": self.allowance_seconds})
+        planned = max(self.epoch, affordable_epochs(self.settings.epochs, agreed["pace"], agreed["allowance"]))
+        if planned >= self.epochs:
+            return
+        self._run_epochs(planned)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            # PyTorch's cosine is recursive: from here it continues as one over the new length, ending at its floor.
+            self.scheduler.T_max = planned
+        overrun = planned * agreed["pace"] > agreed["allowance"]
+        self.log.info(f"{self.settings.name}: the training time budget (training_minutes) leaves this stage "
+                      f"{_format_seconds(agreed['allowance'])} at {agreed['pace']:.2f} s per epoch: {planned} of "
+                      f"{self.settings.epochs} epochs"
+                      + (f" (the least kept, {MIN_EPOCH_FRACTION:.0%}: the budget will be overrun)" if overrun else "")
+                      + "; raise training_minutes, or set it to 0, to run them all")
+
+    def _run_epochs(self, epochs: int) -> None:
+        """Run `epochs` epochs, and tell an objective whose schedule depends on them (the KL warm-up spans half)."""
+        self.epochs = epochs
+        if epochs != self.settings.epochs and hasattr(self.objective, "set_epochs"):
+            self.objective.set_epochs(epochs)
+
     def _train_epoch(self, dataset: Dataset, num_workers: int, stop: StopRequest) -> Tuple[Dict[str, float], int]:
         """One epoch of optimizer steps, each over a group of grad_accumulation_steps consecutive batches
         (counted from the epoch's start; the last group takes what is left). A stop request is honoured only
@@ -289,7 +339,7 @@ class Trainer:
         totals: Dict[str, float] = {}
         seen = 0
         bar = tqdm(self._loader(dataset, remaining, num_workers), total=len(batches), initial=self.batches_done,
-                   desc=f"{settings.name} epoch {self.epoch + 1}/{settings.epochs}", leave=False,
+                   desc=f"{settings.name} epoch {self.epoch + 1}/{self.epochs}", leave=False,
                    # None: tqdm switches itself off when stderr is not a terminal (a piped or logged run).
                    disable=None if runtime.is_main and self.log.show_progress else True, dynamic_ncols=True)
         batches_iter = iter(bar)
@@ -400,7 +450,7 @@ class Trainer:
         done = self.result.history.get("lr", [])
         if done:
             per_epoch = self.result.seconds / len(done)
-            shown["eta"] = _format_seconds(per_epoch * (self.settings.epochs - len(done)))
+            shown["eta"] = _format_seconds(per_epoch * (self.epochs - len(done)))
             if self.settings.still_to_come:
                 shown["then"] = self.settings.still_to_come
         return shown
@@ -409,8 +459,8 @@ class Trainer:
         name = self.settings.name
         lr = self.result.history["lr"][-1]
         per_epoch = self.result.seconds / max(len(self.result.history["lr"]), 1)
-        eta = per_epoch * (self.settings.epochs - self.epoch)
-        parts = [f"{name} epoch {self.epoch}/{self.settings.epochs}"]
+        eta = per_epoch * (self.epochs - self.epoch)
+        parts = [f"{name} epoch {self.epoch}/{self.epochs}"]
         parts += [f"{key} {value:.4g}" for key, value in train_metrics.items()]
         parts += [f"val_{key} {value:.4g}" for key, value in val_metrics.items() if key in ("loss", "recon")]
         parts += [f"lr {lr:.2e}", f"eta {_format_seconds(eta)}"

@@ -5,6 +5,7 @@ be wrapped in DistributedDataParallel, so objectives only call it (forward).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -37,6 +38,10 @@ class VAEObjective:
         self.physics = physics if physics is not None and physics.active else None
         self.designs = designs
         self.energy_per_element = energy_per_element
+
+    def set_epochs(self, epochs: int) -> None:
+        """The stage runs `epochs` epochs (the time budget cut them): the KL warm-up spans half of those."""
+        self.train = dataclasses.replace(self.train, epochs=epochs)
 
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         fields = batch[0]

@@ -9,6 +9,7 @@ Pure tensor math: vae_stage reads the cases and hands them over a chunk at a tim
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -124,6 +125,10 @@ class ProjectedVAEObjective:
         self.designs = designs
         self.energy_per_element = energy_per_element
         self._copies: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = {}
+
+    def set_epochs(self, epochs: int) -> None:
+        """The stage runs `epochs` epochs (the time budget cut them): the KL warm-up spans half of those."""
+        self.train = dataclasses.replace(self.train, epochs=epochs)
 
     def _constants(self, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """(R float64, physical squared norm float64, designs) on `device`, copied once."""

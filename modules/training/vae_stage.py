@@ -27,6 +27,7 @@ from modules.surrogate.vae_bundle import save_vae_bundle
 from modules.training.augmentation import FieldAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
+from modules.training.time_budget import TimeBudget
 from modules.training.losses import physical_node_weights
 from modules.training.objectives import VAEObjective
 from modules.training.physics_loss import PhysicsLoss
@@ -174,9 +175,11 @@ def build_physics_loss(config: RunConfig, sweep: PreparedSweep, log: RunLog) -> 
 
 
 def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory, log: RunLog,
-              designs: Optional[torch.Tensor] = None) -> Tuple[HierarchicalVAE, TrainingResult, ProjectedSweep]:
+              designs: Optional[torch.Tensor] = None, budget: Optional[TimeBudget] = None
+              ) -> Tuple[HierarchicalVAE, TrainingResult, ProjectedSweep]:
     """Train (or resume) the VAE; returns it on its best validation epoch (saved as the bundle) and the
-    projection of every case. designs [num_cases, D]: the design prior's features (None = no design prior)."""
+    projection of every case. designs [num_cases, D]: the design prior's features (None = no design prior);
+    budget: the run's training time budget (None: every configured epoch)."""
     started = time.perf_counter()
     weights = loss_node_weights(sweep, config)
     key, cache = projection_cache.cache_key(config, sweep), projection_cache.cache_path(run_dir.vae_bundle)
@@ -236,7 +239,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
         train_set, val_set, num_workers = sweep.train_set, sweep.val_set, config.data.num_workers
     checkpoints = Checkpointer.for_stage(run_dir, "vae", config, runtime,
                                          extra_state={"scaler": sweep.scaler.state_dict()})
-    trainer = Trainer(model, objective, loop_settings(config), runtime, log, checkpoints)
+    trainer = Trainer(model, objective, loop_settings(config), runtime, log, checkpoints,
+                      math.inf if budget is None else budget.vae_allowance())
     if config.resume and run_dir.last_checkpoint("vae").is_file():
         trainer.resume(run_dir.last_checkpoint("vae"))
     result = trainer.fit(train_set, val_set, num_workers=num_workers)

@@ -1,0 +1,69 @@
+"""The training time budget (`training_minutes`): how many epochs each stage can afford in it.
+
+Epoch costs grow with cases x timesteps (a 300-case, 80-step sweep trains about 3x longer per epoch than the
+development sweeps' 144 x 40), so fixed epoch counts that fit 15 minutes on one sweep take 40 on another. With
+a budget, the VAE may use VAE_SHARE of it and each conditioner member an equal part of what is left when it
+starts. A stage times its first PACE_EPOCHS epochs and keeps the epochs its allowance affords at their median
+pace (never more than configured, never fewer than MIN_EPOCH_FRACTION of them); its cosine schedule then anneals
+over the epochs kept, so a shortened run still ends at a low learning rate. The budget never lengthens a run.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+# The VAE's part of the budget: on the development sweeps it takes about half of the training time of
+# the VAE and two conditioner members (400 s of 700-770 s); members use what it leaves.
+VAE_SHARE = 0.5
+# Epochs timed before a stage plans: the median of three is not thrown by the first one's one-off costs.
+PACE_EPOCHS = 3
+# A stage keeps at least this share of its configured epochs, even past its allowance: fewer would leave a
+# model worse than no training time saved is worth (the log says the budget will be overrun).
+MIN_EPOCH_FRACTION = 0.1
+
+
+@dataclass
+class TimeBudget:
+    """Wall seconds the training stages may take together, counted from creation (math.inf: no budget)."""
+
+    seconds: float
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    @classmethod
+    def of_minutes(cls, minutes: float, clock: Callable[[], float] = time.monotonic) -> "TimeBudget":
+        """`training_minutes` of the config: 0 means no budget."""
+        return cls(minutes * 60.0 if minutes > 0 else math.inf, clock)
+
+    @property
+    def limited(self) -> bool:
+        return math.isfinite(self.seconds)
+
+    def seconds_left(self) -> float:
+        return max(0.0, self.seconds - (self.clock() - self.started))
+
+    def vae_allowance(self) -> float:
+        """The VAE's seconds: its share of the budget, less what was spent before it started."""
+        return max(0.0, self.seconds * VAE_SHARE - (self.clock() - self.started))
+
+    def member_allowance(self, members_left: int) -> float:
+        """One conditioner member's seconds: an equal part of what is left for it and the members after it."""
+        return self.seconds_left() / max(1, members_left)
+
+
+def affordable_epochs(configured: int, seconds_per_epoch: float, allowance: float) -> int:
+    """How many epochs (first one included) fit in `allowance` seconds at `seconds_per_epoch` each, within
+    [MIN_EPOCH_FRACTION x configured, configured] (at least 1)."""
+    if not math.isfinite(allowance):
+        return configured
+    floor = max(1, math.ceil(configured * MIN_EPOCH_FRACTION))
+    if allowance <= 0:
+        return floor
+    if seconds_per_epoch <= 0:  # a clock too coarse to time an epoch: nothing says the epochs do not fit
+        return configured
+    return int(min(configured, max(floor, allowance // seconds_per_epoch)))
