@@ -309,6 +309,16 @@ def _worker(out: Path) -> None:
         Trainer(model, RecordingObjective(accumulated, runtime.rank), replace(settings, batch_size=2,
                 grad_accumulation_steps=2), runtime, log, checkpoints).fit(train_set, val_set)
 
+        # The time budget: rank 0 alone would afford nothing (the least: 3 of 6 epochs), rank 1 everything; the
+        # ranks plan on their mean allowance, so both run all 6 (the same number, or DDP would hang).
+        budgeted = out / "budgeted"
+        budgeted.mkdir(exist_ok=True)
+        checkpoints = Checkpointer(CheckpointPaths(budgeted / "toy_last.pt", budgeted / "toy_best.pt"), runtime,
+                                   "toy", {}, {})
+        allowance = 0.0 if runtime.rank == 0 else 1e9
+        budgeted_epochs = Trainer(toy_vae(), RecordingObjective(budgeted, runtime.rank), replace(settings, epochs=6),
+                                  runtime, log, checkpoints, allowance).fit(train_set, val_set).epochs_run
+
         # The scaler: rank 1 is handed a different array, yet ends with rank 0's fit.
         data = DataConfig(num_cases=4, num_timesteps=2, num_nodes=3)
         array = np.arange(24, dtype=np.float32).reshape(4, 2, 3) + 100.0 * runtime.rank
@@ -324,7 +334,8 @@ def _worker(out: Path) -> None:
             replica_error = str(error)
         (out / f"rank{runtime.rank}.json").write_text(json.dumps({
             "world_size": runtime.world_size, "records": objective.records, "noise": noise,
-            "scaler_min": scaler.data_min.tolist(), "replica_error": replica_error}))
+            "scaler_min": scaler.data_min.tolist(), "replica_error": replica_error,
+            "budgeted_epochs": budgeted_epochs}))
     finally:
         shutdown_runtime(runtime)
 
@@ -379,6 +390,7 @@ def test_trainer_under_ddp_reduces_metrics_exactly_and_matches_one_process(tmp_p
         assert torch.equal(value, accumulated[1][name]), name
         assert torch.allclose(value, single_final[name], rtol=0, atol=ACCUMULATION_TOLERANCE), name
     assert two[0]["noise"] != two[1]["noise"]
+    assert [rank["budgeted_epochs"] for rank in two] == [6, 6] and one[0]["budgeted_epochs"] == 3
     assert two[0]["scaler_min"] == two[1]["scaler_min"] == [0.0, 1.0, 2.0]
     for rank in two:
         assert "the 2 processes ended with different weights" in rank["replica_error"]
