@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from modules.training.time_budget import MIN_EPOCH_FRACTION, VAE_SHARE, TimeBudget, affordable_epochs
+from modules.training.time_budget import VAE_SHARE, TimeBudget, affordable_epochs, replanning_interval
 
 
 class FakeClock:
@@ -34,17 +34,22 @@ def test_no_budget_allows_everything():
     budget = TimeBudget.of_minutes(0)
     assert not budget.limited
     assert math.isinf(budget.vae_allowance()) and math.isinf(budget.member_allowance(2))
-    assert affordable_epochs(500, 2.0, budget.vae_allowance()) == 500
+    assert affordable_epochs(500, 3, 2.0, budget.vae_allowance()) == 500
 
 
-@pytest.mark.parametrize("configured, pace, allowance, expected", [
-    (500, 2.1, 450.0, 214),   # 450 / 2.1 = 214.3: the whole epochs that fit
-    (500, 0.8, 450.0, 500),   # they all fit: never more than configured
-    (300, 1.8, 30.0, 30),     # 16 fit, but at least MIN_EPOCH_FRACTION of them run
-    (300, 1.8, 0.0, 30),      # nothing left: the least
-    (5, 1.0, 0.0, 1),         # at least one
-    (300, 0.0, 10.0, 300),    # a clock too coarse to time an epoch says nothing against them
+@pytest.mark.parametrize("configured, done, pace, left, expected", [
+    (500, 3, 2.1, 450.0, 217),   # 3 + 450 / 2.1 = 217.3: the whole epochs that fit
+    (500, 3, 0.8, 450.0, 500),   # they all fit: never more than configured
+    (300, 3, 1.8, 30.0, 30),     # 3 + 16 fit, but at least MIN_EPOCH_FRACTION of them run
+    (300, 3, 1.8, 0.0, 30),      # nothing left: the least
+    (300, 60, 1.8, -5.0, 60),    # overrun after the least: none beyond those run
+    (5, 3, 1.0, 0.0, 3),         # never fewer than those already run
+    (300, 3, 0.0, 10.0, 300),    # a clock too coarse to time an epoch says nothing against them
 ])
-def test_affordable_epochs(configured, pace, allowance, expected):
-    assert affordable_epochs(configured, pace, allowance) == expected
-    assert expected >= max(1, math.ceil(configured * MIN_EPOCH_FRACTION))
+def test_affordable_epochs(configured, done, pace, left, expected):
+    assert affordable_epochs(configured, done, pace, left) == expected
+    assert affordable_epochs(configured, done, pace, math.inf) == configured
+
+
+def test_a_stage_plans_again_every_tenth_of_its_epochs():
+    assert [replanning_interval(epochs) for epochs in (500, 300, 40, 6)] == [50, 30, 4, 1]

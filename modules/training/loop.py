@@ -34,7 +34,7 @@ from modules.training.memory_watch import LoadingSetup, MemoryWatch
 from modules.training.profiling import StepTimer, summarize
 from modules.training.stop_request import StopRequest
 from modules.training.run_log import RunLog
-from modules.training.time_budget import MIN_EPOCH_FRACTION, PACE_EPOCHS, affordable_epochs
+from modules.training.time_budget import MIN_EPOCH_FRACTION, PACE_EPOCHS, affordable_epochs, replanning_interval
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.runtime.distributed import Runtime, unwrap
@@ -159,8 +159,9 @@ class Trainer:
         self.allowance_seconds = allowance_seconds
         self.epochs = settings.epochs
         """The epochs this stage runs: settings.epochs, or fewer when the time budget says so (_plan_epochs)."""
-        self.epochs_planned = False
         self._epoch_seconds: List[float] = []  # this process's epochs, to plan from
+        self.clock: Callable[[], float] = time.perf_counter
+        """What times the epochs for the budget and the ETA (tests replace it)."""
         if runtime.world_size > 1 and settings.batch_size % runtime.world_size:
             raise SimulGenError(
                 f"{settings.name}: the batch size {settings.batch_size} does not divide evenly over "
@@ -188,7 +189,6 @@ class Trainer:
             "best_epoch": self.result.best_epoch,
             "finished": self.result.stopped_early or self.epoch >= self.epochs,
             "epochs": self.epochs,
-            "epochs_planned": self.epochs_planned,
             "best_val_loss": self.result.best_val_loss,
             "epochs_since_best": self.epochs_since_best,
             "seconds": self.result.seconds,
@@ -208,7 +208,6 @@ class Trainer:
         self.result.seconds = state.get("seconds", 0.0)
         self.epochs_since_best = state["epochs_since_best"]
         # Checkpoints written before the time budget ran every configured epoch.
-        self.epochs_planned = bool(state.get("epochs_planned", self.epoch > 0))
         self._run_epochs(int(state.get("epochs", self.settings.epochs)))  # the schedule's length came with its state
         self.log.info(f"{self.settings.name}: resumed from {path} at epoch {self.epoch + 1}"
                       + (f", batch {self.batches_done + 1}" if self.batches_done else ""))
@@ -246,14 +245,16 @@ class Trainer:
                               + "  ".join(f"{key} {value:.4g}" for key, value in start_metrics.items()))
                 self.checkpoints.save_best(self.state())
             while self.epoch < self.epochs:
-                epoch_started = time.perf_counter()
+                epoch_started = self.clock()
                 train_metrics, seen = self._train_epoch(train_set, num_workers, stop)
                 samples_seen += self.runtime.all_reduce_sum(seen)  # cases/s of the whole group
                 validation_started = time.perf_counter()
                 val_metrics = self._validate(val_set, num_workers)
                 self.scheduler.step()
                 self._record(train_metrics, val_metrics)
-                self.result.seconds += time.perf_counter() - epoch_started
+                epoch_seconds = self.clock() - epoch_started
+                self.result.seconds += epoch_seconds
+                self._epoch_seconds.append(epoch_seconds)
                 improved = _selection(val_metrics) < self.result.best_val_loss
                 if improved:
                     self.result.best_val_loss, self.result.best_epoch = _selection(val_metrics), self.epoch
@@ -262,9 +263,8 @@ class Trainer:
                     self.epochs_since_best += 1
                 self.epoch += 1
                 self.batches_done = 0
-                self._epoch_seconds.append(time.perf_counter() - epoch_started)
-                if not self.epochs_planned and len(self._epoch_seconds) >= PACE_EPOCHS:
-                    self._plan_epochs(statistics.median(self._epoch_seconds))
+                if self._planning_due():
+                    self._plan_epochs()
                 self._report_epoch(train_metrics, val_metrics)
                 patience = settings.early_stopping_patience
                 stop_now = patience > 0 and self.epochs_since_best >= patience
@@ -301,26 +301,34 @@ class Trainer:
         self.checkpoints.load_best_into(unwrap(self.model))
         return self.result
 
-    def _plan_epochs(self, seconds_per_epoch: float) -> None:
-        """Keep the epochs the time budget affords at this pace (every rank the same: the ranks' mean pace and
-        allowance), and anneal the cosine schedule over them."""
-        self.epochs_planned = True
-        if not math.isfinite(self.allowance_seconds):
-            return
-        agreed = self.runtime.all_reduce_mean({"pace": seconds_per_epoch, "allowance": self.allowance_seconds})
-        planned = max(self.epoch, affordable_epochs(self.settings.epochs, agreed["pace"], agreed["allowance"]))
-        if planned >= self.epochs:
+    def _planning_due(self) -> bool:
+        """After the first PACE_EPOCHS timed epochs, then every tenth of the configured epochs: a pace measured
+        once would let a start slowed by another job (or a faster stretch later) decide the whole stage."""
+        timed = len(self._epoch_seconds)
+        return (math.isfinite(self.allowance_seconds) and timed >= PACE_EPOCHS
+                and (timed == PACE_EPOCHS or self.epoch % replanning_interval(self.settings.epochs) == 0))
+
+    def _plan_epochs(self) -> None:
+        """Keep the epochs the rest of the stage's allowance affords at its recent pace (the median of the last
+        interval's epochs; every rank the same: the ranks' means), and anneal the schedules over them."""
+        window = max(PACE_EPOCHS, replanning_interval(self.settings.epochs))
+        agreed = self.runtime.all_reduce_mean({"pace": statistics.median(self._epoch_seconds[-window:]),
+                                               "left": self.allowance_seconds - self.result.seconds})
+        planned = affordable_epochs(self.settings.epochs, self.epoch, agreed["pace"], agreed["left"])
+        if planned == self.epochs:
             return
         self._run_epochs(planned)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            # PyTorch's cosine is recursive: from here it continues as one over the new length, ending at its floor.
+            # PyTorch's cosine is recursive: from here it goes on from the present rate as a cosine that ends at
+            # its floor on the new last epoch.
             self.scheduler.T_max = planned
-        overrun = planned * agreed["pace"] > agreed["allowance"]
+        overrun = (planned - self.epoch) * agreed["pace"] > agreed["left"]
         self.log.info(f"{self.settings.name}: the training time budget (training_minutes) leaves this stage "
-                      f"{_format_seconds(agreed['allowance'])} at {agreed['pace']:.2f} s per epoch: {planned} of "
-                      f"{self.settings.epochs} epochs"
+                      f"{_format_seconds(max(0.0, agreed['left']))} at {agreed['pace']:.2f} s per epoch: {planned} "
+                      f"of {self.settings.epochs} epochs"
                       + (f" (the least kept, {MIN_EPOCH_FRACTION:.0%}: the budget will be overrun)" if overrun else "")
-                      + "; raise training_minutes, or set it to 0, to run them all")
+                      + ("; raise training_minutes, or set it to 0, to run them all"
+                         if planned < self.settings.epochs else ""))
 
     def _run_epochs(self, epochs: int) -> None:
         """Run `epochs` epochs, and tell an objective whose schedule depends on them (the KL warm-up spans half)."""

@@ -4,8 +4,10 @@ Epoch costs grow with cases x timesteps (a 300-case, 80-step sweep trains about 
 development sweeps' 144 x 40), so fixed epoch counts that fit 15 minutes on one sweep take 40 on another. With
 a budget, the VAE may use VAE_SHARE of it and each conditioner member an equal part of what is left when it
 starts. A stage times its first PACE_EPOCHS epochs and keeps the epochs its allowance affords at their median
-pace (never more than configured, never fewer than MIN_EPOCH_FRACTION of them); its cosine schedule then anneals
-over the epochs kept, so a shortened run still ends at a low learning rate. The budget never lengthens a run.
+pace (never more than configured, never fewer than MIN_EPOCH_FRACTION of them), and plans again every tenth of
+its configured epochs at the recent pace (a start slowed by another job must not decide the whole stage); its
+cosine schedule goes on from the present rate to end at its floor on the last epoch kept, so a shortened run
+still ends at a low learning rate. The budget never lengthens a run beyond its configured epochs.
 """
 from __future__ import annotations
 
@@ -57,14 +59,19 @@ class TimeBudget:
         return self.seconds_left() / max(1, members_left)
 
 
-def affordable_epochs(configured: int, seconds_per_epoch: float, allowance: float) -> int:
-    """How many epochs (first one included) fit in `allowance` seconds at `seconds_per_epoch` each, within
-    [MIN_EPOCH_FRACTION x configured, configured] (at least 1)."""
-    if not math.isfinite(allowance):
+def replanning_interval(configured: int) -> int:
+    """Epochs between a stage's plans after its first: a tenth of its configured epochs."""
+    return max(1, configured // 10)
+
+
+def affordable_epochs(configured: int, done: int, seconds_per_epoch: float, seconds_left: float) -> int:
+    """The epochs a stage that has run `done` can run in all, with `seconds_left` of its allowance at
+    `seconds_per_epoch`: within [MIN_EPOCH_FRACTION x configured (at least 1), configured], never below `done`."""
+    if not math.isfinite(seconds_left):
         return configured
-    floor = max(1, math.ceil(configured * MIN_EPOCH_FRACTION))
-    if allowance <= 0:
-        return floor
+    least = max(done, 1, math.ceil(configured * MIN_EPOCH_FRACTION))
+    if seconds_left <= 0:
+        return min(configured, least)
     if seconds_per_epoch <= 0:  # a clock too coarse to time an epoch: nothing says the epochs do not fit
         return configured
-    return int(min(configured, max(floor, allowance // seconds_per_epoch)))
+    return int(min(configured, max(least, done + seconds_left // seconds_per_epoch)))
