@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from modules.training.time_budget import VAE_SHARE, TimeBudget, affordable_epochs, replanning_interval
+from modules.training.time_budget import (VAE_SHARE, TimeBudget, affordable_epochs, plan_tolerance,
+                                          replanning_interval)
 
 
 class FakeClock:
@@ -51,5 +52,6 @@ def test_affordable_epochs(configured, done, pace, left, expected):
     assert affordable_epochs(configured, done, pace, math.inf) == configured
 
 
-def test_a_stage_plans_again_every_tenth_of_its_epochs():
+def test_a_stage_plans_again_every_tenth_of_its_epochs_and_ignores_changes_under_2_percent():
     assert [replanning_interval(epochs) for epochs in (500, 300, 40, 6)] == [50, 30, 4, 1]
+    assert [plan_tolerance(epochs) for epochs in (500, 300, 40, 6)] == [10, 6, 1, 1]

@@ -34,7 +34,8 @@ from modules.training.memory_watch import LoadingSetup, MemoryWatch
 from modules.training.profiling import StepTimer, summarize
 from modules.training.stop_request import StopRequest
 from modules.training.run_log import RunLog
-from modules.training.time_budget import MIN_EPOCH_FRACTION, PACE_EPOCHS, affordable_epochs, replanning_interval
+from modules.training.time_budget import (MIN_EPOCH_FRACTION, PACE_EPOCHS, affordable_epochs, plan_tolerance,
+                                          replanning_interval)
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.runtime.distributed import Runtime, unwrap
@@ -315,8 +316,10 @@ class Trainer:
         agreed = self.runtime.all_reduce_mean({"pace": statistics.median(self._epoch_seconds[-window:]),
                                                "left": self.allowance_seconds - self.result.seconds})
         planned = affordable_epochs(self.settings.epochs, self.epoch, agreed["pace"], agreed["left"])
-        if planned == self.epochs:
-            return
+        first = len(self._epoch_seconds) == PACE_EPOCHS
+        if planned == self.epochs or (not first and abs(planned - self.epochs) < plan_tolerance(self.settings.epochs)
+                                      and planned > self.epoch):
+            return  # a pace that wavers by a few percent does not move the schedule's end back and forth
         self._run_epochs(planned)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             # PyTorch's cosine is recursive: from here it goes on from the present rate as a cosine that ends at

@@ -64,6 +64,12 @@ def replanning_interval(configured: int) -> int:
     return max(1, configured // 10)
 
 
+def plan_tolerance(configured: int) -> int:
+    """A later plan that moves the stage's end by fewer epochs than this (2 % of configured) is not taken: the
+    pace wavers by a few percent between intervals (front-dev's VAE: 489, 500, 497 of 500)."""
+    return max(1, round(configured * 0.02))
+
+
 def affordable_epochs(configured: int, done: int, seconds_per_epoch: float, seconds_left: float) -> int:
     """The epochs a stage that has run `done` can run in all, with `seconds_left` of its allowance at
     `seconds_per_epoch`: within [MIN_EPOCH_FRACTION x configured (at least 1), configured], never below `done`."""
