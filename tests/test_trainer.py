@@ -277,12 +277,15 @@ def test_progress_bars_switch_themselves_off_when_output_is_not_a_terminal(tmp_p
 
 
 def test_the_vae_stage_progress_says_what_the_run_still_does_after_it():
-    from modules.config.schema import ConditionerConfig, RunConfig
+    from modules.config.schema import ConditionerConfig, RunConfig, TrainConfig
     from modules.training.loop import LoopSettings
 
     config = RunConfig(conditioner=ConditionerConfig(epochs=77))
     assert LoopSettings.for_stage(config, "vae", "").still_to_come == "+ conditioner, 77 epochs, and the report"
     assert LoopSettings.for_stage(config, "conditioner", "").still_to_come == "+ the report"
+    budgeted = RunConfig(conditioner=ConditionerConfig(epochs=77), train=TrainConfig(training_minutes=15))
+    assert LoopSettings.for_stage(budgeted, "vae", "").still_to_come == \
+        "+ conditioner, 77 epochs, and the report (training within 15 min: training_minutes)"
 
 
 def test_training_steps_run_under_bf16_autocast_but_validation_in_fp32(tmp_path):

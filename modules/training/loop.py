@@ -92,7 +92,9 @@ class LoopSettings:
         values.update({name: getattr(config.train, name) for name in SHARED_FIELDS})
         members = config.conditioner.ensemble_members
         epochs = f"{members} x {config.conditioner.epochs}" if members > 1 else f"{config.conditioner.epochs}"
-        still_to_come = f"+ conditioner, {epochs} epochs, and the report" if stage == "vae" else "+ the report"
+        minutes = config.train.training_minutes
+        within = f" (training within {minutes:g} min: training_minutes)" if minutes > 0 else ""
+        still_to_come = f"+ conditioner, {epochs} epochs, and the report{within}" if stage == "vae" else "+ the report"
         return cls(name=stage, divergence_hint=divergence_hint, evaluate_start=evaluate_start,
                    sweep_in_memory=config.data.load_all, still_to_come=still_to_come, **values)
 
