@@ -83,7 +83,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         budget = TimeBudget.of_minutes(config.train.training_minutes)
         if budget.limited:
             log.info(f"training time budget: {config.train.training_minutes:g} min for the VAE and the conditioners "
-                     f"(training_minutes); each stage keeps the epochs its share affords at its first epochs' pace")
+                     f"(training_minutes); each stage keeps the epochs its share affords at its measured pace")
         copies = f", one copy per process ({runtime.world_size}); --load_all=0 streams instead" \
             if runtime.distributed else ""
         if runtime.is_main and not config.resume:  # a resumed run keeps the settings file of the run it continues
