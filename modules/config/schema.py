@@ -299,9 +299,9 @@ class TrainConfig:
     early_stopping_patience: int = 0
     """Stop when validation has not improved for N epochs (0 = never)."""
     training_minutes: float = 0.0
-    """Wall-clock budget of the VAE and conditioner training together (0 = none): each stage times its first
-    epoch and keeps the epochs that fit its share (modules.training.time_budget). The shipped condition.txt sets
-    15; without the key every configured epoch runs, as before the key existed."""
+    """Wall-clock budget of the VAE and conditioner training together (0 = none): each stage times its epochs
+    and keeps those that fit its share, planned again every tenth of them (modules.training.time_budget). The
+    shipped condition.txt sets 15; without the key every configured epoch runs, as before the key existed."""
     recon_iterations: int = 1
     """Recon_iter: decoder samples averaged in the reconstruction term per step."""
     physical_weighting: bool = True

@@ -75,7 +75,7 @@ class TrainedConditioner:
     band_spread: Optional[DesignSpread] = None
     """Parameter designs: how much wider the band is for a design than for a typical validation design
     (a Gaussian process's posterior std, models/design_spread.py). None (images, bundles written before it
-    existed): the same draws for every design."""
+    existed): the same band width for every design."""
 
     @property
     def predictor(self) -> torch.nn.Module:
