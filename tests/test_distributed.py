@@ -318,6 +318,13 @@ def _worker(out: Path) -> None:
         allowance = 0.0 if runtime.rank == 0 else 1e9
         budgeted_epochs = Trainer(toy_vae(), RecordingObjective(budgeted, runtime.rank), replace(settings, epochs=6),
                                   runtime, log, checkpoints, allowance).fit(train_set, val_set).epochs_run
+        # Likewise a member's allowance that depends on the pace (time_budget.member_allowance).
+        paced = out / "paced"
+        paced.mkdir(exist_ok=True)
+        checkpoints = Checkpointer(CheckpointPaths(paced / "toy_last.pt", paced / "toy_best.pt"), runtime,
+                                   "toy", {}, {})
+        paced_epochs = Trainer(toy_vae(), RecordingObjective(paced, runtime.rank), replace(settings, epochs=6),
+                               runtime, log, checkpoints, lambda pace: allowance).fit(train_set, val_set).epochs_run
 
         # The scaler: rank 1 is handed a different array, yet ends with rank 0's fit.
         data = DataConfig(num_cases=4, num_timesteps=2, num_nodes=3)
@@ -335,7 +342,7 @@ def _worker(out: Path) -> None:
         (out / f"rank{runtime.rank}.json").write_text(json.dumps({
             "world_size": runtime.world_size, "records": objective.records, "noise": noise,
             "scaler_min": scaler.data_min.tolist(), "replica_error": replica_error,
-            "budgeted_epochs": budgeted_epochs}))
+            "budgeted_epochs": budgeted_epochs, "paced_epochs": paced_epochs}))
     finally:
         shutdown_runtime(runtime)
 
@@ -391,6 +398,7 @@ def test_trainer_under_ddp_reduces_metrics_exactly_and_matches_one_process(tmp_p
         assert torch.allclose(value, single_final[name], rtol=0, atol=ACCUMULATION_TOLERANCE), name
     assert two[0]["noise"] != two[1]["noise"]
     assert [rank["budgeted_epochs"] for rank in two] == [6, 6] and one[0]["budgeted_epochs"] == 3
+    assert [rank["paced_epochs"] for rank in two] == [6, 6] and one[0]["paced_epochs"] == 3
     assert two[0]["scaler_min"] == two[1]["scaler_min"] == [0.0, 1.0, 2.0]
     for rank in two:
         assert "the 2 processes ended with different weights" in rank["replica_error"]

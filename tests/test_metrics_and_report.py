@@ -10,7 +10,7 @@ from modules.storage import atomic_files
 from modules.evaluation import metrics, report
 from modules.errors import DataError, SimulGenError
 from modules.evaluation.metrics import relative_l2_per_case, summarize_errors
-from modules.evaluation.report import format_report_table, write_report
+from modules.evaluation.report import ensemble_note, format_report_table, write_report
 
 
 def test_relative_l2_hand_computed():
@@ -206,3 +206,14 @@ def test_the_training_fit_is_measured_on_spread_cases_and_the_report_says_so():
     assert "train: 64 evenly spread training cases of 300" in format_run_report({"vae": vae})
     vae["train_cases"] = 64
     assert "evenly spread" not in format_run_report({"vae": vae})
+
+
+@pytest.mark.parametrize("kept, trained, configured, expected", [
+    (1, 1, 1, []),
+    (1, 3, 3, ["best of 3 trained"]),
+    (2, 3, 3, ["mean of 2 of 3 trained"]),
+    (1, 1, 2, ["1 of 2 members trained: the time budget"]),
+    (2, 2, 3, ["mean of 2", "2 of 3 members trained: the time budget"]),
+])
+def test_the_report_names_the_members_kept_trained_and_left_out_by_the_budget(kept, trained, configured, expected):
+    assert ensemble_note(kept, trained, configured) == expected

@@ -670,7 +670,8 @@ def test_case_pca_path_is_built_saved_and_used_by_reconstruct_and_predict_or_lef
 
 def test_a_spent_time_budget_cuts_every_stage_and_the_report_says_so(entry, tmp_path):
     """training_minutes so small that no stage affords an epoch: each plans after its 3 timed epochs and stops
-    there (the least it keeps of 8 is 1); the members get the budget's rest, which is nothing, likewise."""
+    there (the least it keeps of 8 is 1); the first member gets the budget's rest, which is nothing, likewise,
+    and the second is not trained at all (nothing left affords 80 % of its epochs)."""
     args = write_config(tmp_path, epochs=8, lc_epochs=8, extra="training_minutes\t0.0001\n" + ENSEMBLE.format(2))
     out = tmp_path / "out"
     assert entry.main(args + ["--out", str(out)]) == 0
@@ -678,9 +679,16 @@ def test_a_spent_time_budget_cuts_every_stage_and_the_report_says_so(entry, tmp_
     for section in ("vae", "conditioner"):
         training = report[section]["training"]
         assert (training["epochs_run"], training["epochs_planned"], training["epochs_configured"]) == (3, 3, 8)
-    assert "the time budget kept 3 of 8 epochs" in (out / "report.txt").read_text()
+    assert (report["conditioner"]["ensemble_trained"], report["conditioner"]["ensemble_configured"]) == (1, 2)
+    text = (out / "report.txt").read_text()
+    assert "the time budget kept 3 of 8 epochs" in text and "1 of 2 members trained: the time budget" in text
     log = (out / "train_log.txt").read_text()
     assert "training time budget: 0.0001 min for the VAE and the conditioners" in log
-    for stage in ("vae", "conditioner", "conditioner_member2"):
+    for stage in ("vae", "conditioner"):
         assert f"{stage}: the training time budget (training_minutes) leaves this stage 0:00" in log, stage
         assert load_state(out / "checkpoints" / f"{stage}_last.pt")["epochs"] == 3
+    assert "conditioner: member 2 and later not trained: the training time budget (training_minutes) leaves 0 s" in log
+    assert not (out / "checkpoints" / "conditioner_member2_last.pt").exists()
+    # The saved surrogate is the one member trained: predict works and holds no untrained decoder.
+    bundle = load_state(out / "latent_conditioner.pt")
+    assert not any(key.startswith("member_decoder") for key in bundle), sorted(bundle)

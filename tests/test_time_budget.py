@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from modules.training.time_budget import (VAE_SHARE, TimeBudget, affordable_epochs, plan_tolerance,
-                                          replanning_interval)
+from modules.training.time_budget import (VAE_SHARE, TimeBudget, affordable_epochs, affords_another_member,
+                                          members_that_fit, plan_tolerance, replanning_interval)
 
 
 class FakeClock:
@@ -17,24 +17,48 @@ class FakeClock:
         return self.now
 
 
-def test_the_vae_takes_its_share_and_each_member_an_equal_part_of_what_is_left():
+def test_the_vae_takes_its_share_and_the_members_share_what_is_left():
     clock = FakeClock()
     budget = TimeBudget.of_minutes(10, clock)  # 600 s
     clock.now += 20.0  # the spatial basis and the projection before the VAE's first epoch
     assert budget.vae_allowance() == pytest.approx(600 * VAE_SHARE - 20)
     clock.now += 250.0  # the VAE ended under its share: the members get what it left
     assert budget.seconds_left() == pytest.approx(330)
-    assert budget.member_allowance(members_left=2) == pytest.approx(165)
-    clock.now += 200.0  # member 1 overran its part: the last member gets the rest, no more
-    assert budget.member_allowance(members_left=1) == pytest.approx(130)
+    allowance = budget.member_allowance(members_left=2, epochs=100)
+    clock.now += 5.0  # the allowance is what was left when the member started, whenever its pace is known
+    assert allowance(1.0) == pytest.approx(165)   # two members of 100 s fit: an equal part each
+    assert allowance(1.7) == pytest.approx(330)   # only one fits whole: it gets all, not two of 97 epochs
+    assert allowance(9.0) == pytest.approx(330)   # none fits whole: the first still trains, on everything
+    clock.now += 200.0  # member 1 overran: the last member gets the rest, no more
+    assert budget.member_allowance(members_left=1, epochs=100)(1.0) == pytest.approx(125)
     clock.now += 1000.0
     assert budget.seconds_left() == 0.0 and budget.vae_allowance() == 0.0
+
+
+def test_members_that_fit_whole():
+    assert members_that_fit(3, 1000.0, 300.0) == 3
+    assert members_that_fit(3, 899.0, 300.0) == 2
+    assert members_that_fit(3, 299.0, 300.0) == 1   # the next member always trains
+    assert members_that_fit(3, 0.0, 300.0) == 1
+    assert members_that_fit(2, 10.0, 0.0) == 2      # an unmeasured pace says nothing against them
+    assert members_that_fit(2, math.inf, 300.0) == 2
+
+
+@pytest.mark.parametrize("left, pace, epochs, expected", [
+    (240.0, 1.0, 300, True),     # exactly 80 % of its epochs
+    (239.0, 1.0, 300, False),    # under 80 %: cut that short a member predicts far worse
+    (0.0, 0.5, 300, False),
+    (0.0, 0.0, 300, True),       # no pace measured: nothing says it does not fit
+    (math.inf, 1.0, 300, True),  # no budget
+])
+def test_a_later_member_trains_only_with_most_of_its_epochs(left, pace, epochs, expected):
+    assert affords_another_member(left, pace, epochs) is expected
 
 
 def test_no_budget_allows_everything():
     budget = TimeBudget.of_minutes(0)
     assert not budget.limited
-    assert math.isinf(budget.vae_allowance()) and math.isinf(budget.member_allowance(2))
+    assert math.isinf(budget.vae_allowance()) and math.isinf(budget.member_allowance(2, 300))
     assert affordable_epochs(500, 3, 2.0, budget.vae_allowance()) == 500
 
 

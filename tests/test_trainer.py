@@ -419,3 +419,26 @@ def test_a_slow_start_is_corrected_when_the_stage_plans_again(tmp_path):
     assert "leaves this stage 0:28 at 4.00 s per epoch: 10 of 40 epochs" in log
     assert "leaves this stage 0:23 at 1.00 s per epoch: 31 of 40 epochs" in log
     assert math.isclose(result.history["lr"][-1], 0.1 * 0.1, rel_tol=1e-9)  # the cosine ended at its floor
+
+
+def test_an_allowance_that_depends_on_the_pace_is_asked_with_the_measured_one(tmp_path):
+    """A member's allowance depends on its pace (how many members fit whole, time_budget.py): the trainer asks it
+    with the pace of each plan and keeps that pace for the next member's decision. Here a slow pace is granted
+    60 s, a fast one 30 s: at 4 s per epoch 3 + 48 / 4 = 15 epochs; at epoch 8 the last 4 ran at 1 s, with
+    30 - 17 = 13 s left: 21, which then holds."""
+    clock = FakeClock()
+    asked = []
+
+    def allowance(pace: float) -> float:
+        asked.append(pace)
+        return 60.0 if pace >= 2.0 else 30.0
+
+    trainer = build(tmp_path, ScriptedPaceObjective(clock), allowance_seconds=allowance, epochs=40)
+    trainer.clock = clock
+    train, val = make_data()
+    result = trainer.fit(train, val)
+    assert asked == [4.0, 4.0, 1.0, 1.0, 1.0, 1.0]
+    assert (result.epochs_run, result.seconds, result.seconds_per_epoch) == (21, 30.0, 1.0)
+    log = (tmp_path / "log.txt").read_text()
+    assert "leaves this stage 0:48 at 4.00 s per epoch: 15 of 40 epochs" in log
+    assert "leaves this stage 0:13 at 1.00 s per epoch: 21 of 40 epochs" in log

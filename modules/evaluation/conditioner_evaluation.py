@@ -130,6 +130,7 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "prediction_decoder": config.end_to_end.prediction_decoder,
         "ensemble_members": trained.members,
         "ensemble_trained": trained.members_trained,
+        "ensemble_configured": config.conditioner.ensemble_members,
         "ensemble_kept": [member + 1 for member in trained.members_kept],
         "pod_gp_blend": ({"weight_on_conditioners": trained.blend.weight, "gaussian_processes": trained.blend.scores}
                          if trained.blend is not None else None),

@@ -16,13 +16,15 @@ from modules.errors import SimulGenError
 PREDICTION_DECODER_NOTES = {"fresh": "own decoder", "fine-tuned": "fine-tuned decoder"}
 
 
-def _ensemble_note(kept: int, trained: int) -> list:
-    """['mean of 3'], ['mean of 2 of 3 trained'], ['best of 3 trained'], or nothing without an ensemble."""
+def ensemble_note(kept: int, trained: int, configured: int) -> list:
+    """['mean of 3'], ['mean of 2 of 3 trained'], ['best of 3 trained'], or nothing without an ensemble; with
+    ['1 of 2 members trained: the time budget'] where training_minutes left no time for the others."""
+    skipped = [f"{trained} of {configured} members trained: the time budget"] if trained < configured else []
     if trained <= 1:
-        return []
+        return skipped
     if kept == 1:
-        return [f"best of {trained} trained"]
-    return [f"mean of {kept}" + (f" of {trained} trained" if kept < trained else "")]
+        return [f"best of {trained} trained"] + skipped
+    return [f"mean of {kept}" + (f" of {trained} trained" if kept < trained else "")] + skipped
 
 
 def _percent(value: float) -> str:
@@ -79,7 +81,8 @@ def format_run_report(report: Dict[str, Any]) -> str:
         decoder = lc.get("prediction_decoder", "vae")
         notes = ((["end-to-end"] if lc["end_to_end"] else [])
                  + ([PREDICTION_DECODER_NOTES[decoder]] if decoder in PREDICTION_DECODER_NOTES else [])
-                 + _ensemble_note(lc.get("ensemble_members", 1), lc.get("ensemble_trained", 1))
+                 + ensemble_note(lc.get("ensemble_members", 1), lc.get("ensemble_trained", 1),
+                                  lc.get("ensemble_configured", lc.get("ensemble_trained", 1)))
                  + (["on the design prior"] if lc.get("on_design_prior") and decoder != "fresh" else [])
                  + ([lc_kept[2:]] if lc_kept else []))
         name = f"{lc['architecture'].upper()} conditioner + decoder" + (f" ({', '.join(notes)})" if notes else "")

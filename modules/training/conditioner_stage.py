@@ -30,7 +30,7 @@ from modules.surrogate.surrogate import decoder_text
 from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
-from modules.training.time_budget import TimeBudget
+from modules.training.time_budget import MIN_MEMBER_EPOCH_FRACTION, TimeBudget, affords_another_member
 from modules.training.pod_gp_blend_fit import fit_pod_gp_blend
 from modules.training.reconstruction_choice import pick_reconstruction_decoder
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
@@ -106,6 +106,8 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     # Members train one after another, each exactly as a run of its own seed (weights and batch order): trained
     # side by side on the same batches, the members' mean was no better than a single run (README, ablations).
     for member in range(members):
+        if member > 0 and not _affords_member(budget, results[-1], config.conditioner.epochs, member, runtime, log):
+            break
         conditioner = build(config, vae, in_channels, member)
         if on_prior:
             zero_output_heads(conditioner)
@@ -122,15 +124,17 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
             log.info(f"conditioner: {resolve_architecture(config.conditioner)} with {count_parameters(conditioner):,} "
                      f"parameters, {config.conditioner.input_type} input {list(designs.shape[1:])}{projected}, "
                      f"trained {mode}{ensemble}")
-        allowance = math.inf if budget is None else budget.member_allowance(members - member)
+        allowance = math.inf if budget is None else budget.member_allowance(members - member,
+                                                                            config.conditioner.epochs)
         results.append(_fit_member(config, model, objective, on_prior, member, runtime, run_dir, log, train_set,
                                    val_set, allowance))
         conditioners.append(conditioner)
         paths.append(model)
-    kept = list(range(members))
-    if members > 1:
+    trained_members = len(paths)
+    kept = list(range(trained_members))
+    if trained_members > 1:
         kept = _keep_members(paths, val_set, runtime.device, log)
-        conditioners, vaes = [conditioners[i] for i in kept], [vaes[i] for i in kept]
+    conditioners, vaes = [conditioners[i] for i in kept], [vaes[i] for i in kept]
     conditioner, result = conditioners[0], results[kept[0]]
     decoder: torch.nn.Module = vaes[0]
     if len(kept) > 1:
@@ -166,7 +170,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
         reconstruction_starts = None if reconstruction is None else member_starts[reconstruction].clone()
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
-                                 member_decoder_weights=member_decoders, members_trained=members,
+                                 member_decoder_weights=member_decoders, members_trained=trained_members,
                                  members_kept=kept, blend=blend, reconstruction_member=reconstruction,
                                  reconstruction_starts=reconstruction_starts)
     if runtime.is_main:
@@ -175,6 +179,22 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     best = ", ".join(f"{member.best_val_loss:.4g} at epoch {member.best_epoch + 1}" for member in results)
     log.info(f"conditioner: best validation loss {best}; saved {run_dir.conditioner_bundle}")
     return trained, result
+
+
+def _affords_member(budget: Optional[TimeBudget], previous: TrainingResult, epochs: int, member: int,
+                    runtime: Runtime, log: RunLog) -> bool:
+    """Whether member `member` (0-based, after the first) trains: what the time budget leaves affords
+    MIN_MEMBER_EPOCH_FRACTION of its epochs at the previous member's pace (every rank the same answer)."""
+    if budget is None or not budget.limited:
+        return True
+    left = runtime.all_reduce_mean({"left": budget.seconds_left()})["left"]
+    if affords_another_member(left, previous.seconds_per_epoch, epochs):
+        return True
+    log.info(f"conditioner: member {member + 1} and later not trained: the training time budget (training_minutes) "
+             f"leaves {left:.0f} s, {left / (epochs * previous.seconds_per_epoch):.0%} of a member's {epochs} epochs "
+             f"at {previous.seconds_per_epoch:.2f} s per epoch (a member trains with at least "
+             f"{MIN_MEMBER_EPOCH_FRACTION:.0%}: members cut short predict far worse)")
+    return False
 
 
 def _reconstruction_member(vae: HierarchicalVAE, decoders: Sequence[HierarchicalVAE], kept: Sequence[int],

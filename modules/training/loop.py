@@ -34,8 +34,8 @@ from modules.training.memory_watch import LoadingSetup, MemoryWatch
 from modules.training.profiling import StepTimer, summarize
 from modules.training.stop_request import StopRequest
 from modules.training.run_log import RunLog
-from modules.training.time_budget import (MIN_EPOCH_FRACTION, PACE_EPOCHS, affordable_epochs, plan_tolerance,
-                                          replanning_interval)
+from modules.training.time_budget import (MIN_EPOCH_FRACTION, PACE_EPOCHS, Allowance, affordable_epochs,
+                                          plan_tolerance, replanning_interval)
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
 from modules.runtime.distributed import Runtime, unwrap
@@ -110,6 +110,8 @@ class TrainingResult:
     epochs_configured: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    seconds_per_epoch: float = 0.0
+    """The pace the time budget's last plan measured (every rank the same); 0 without a budget."""
     samples_per_second: float = 0.0
     phase_seconds: Dict[str, float] = field(default_factory=dict)
     """Wall seconds of this process per phase (see modules.training.profiling.PHASES) in this fit() call."""
@@ -139,9 +141,10 @@ class Trainer:
     """Runs one stage: `fit()` trains `model` with `objective` on the datasets."""
 
     def __init__(self, model: torch.nn.Module, objective: Objective, settings: LoopSettings, runtime: Runtime,
-                 log: RunLog, checkpoints: Checkpointer, allowance_seconds: float = math.inf):
-        """allowance_seconds: this stage's part of the training time budget (time_budget.py); after timing its
-        first PACE_EPOCHS epochs a stage keeps the epochs that fit in it. math.inf: settings.epochs."""
+                 log: RunLog, checkpoints: Checkpointer, allowance_seconds: Allowance = math.inf):
+        """allowance_seconds: this stage's part of the training time budget (time_budget.py), or a function of
+        its measured seconds per epoch giving it; after timing its first PACE_EPOCHS epochs a stage keeps the
+        epochs that fit in it. math.inf: settings.epochs."""
         self.model = runtime.wrap(model)
         self.objective = objective
         self.settings = settings
@@ -308,15 +311,21 @@ class Trainer:
         """After the first PACE_EPOCHS timed epochs, then every tenth of the configured epochs: a pace measured
         once would let a start slowed by another job (or a faster stretch later) decide the whole stage."""
         timed = len(self._epoch_seconds)
-        return (math.isfinite(self.allowance_seconds) and timed >= PACE_EPOCHS
+        budgeted = callable(self.allowance_seconds) or math.isfinite(self.allowance_seconds)
+        return (budgeted and timed >= PACE_EPOCHS
                 and (timed == PACE_EPOCHS or self.epoch % replanning_interval(self.settings.epochs) == 0))
 
     def _plan_epochs(self) -> None:
         """Keep the epochs the rest of the stage's allowance affords at its recent pace (the median of the last
         interval's epochs; every rank the same: the ranks' means), and anneal the schedules over them."""
         window = max(PACE_EPOCHS, replanning_interval(self.settings.epochs))
-        agreed = self.runtime.all_reduce_mean({"pace": statistics.median(self._epoch_seconds[-window:]),
-                                               "left": self.allowance_seconds - self.result.seconds})
+        pace = statistics.median(self._epoch_seconds[-window:])
+        allowance = self.allowance_seconds
+        if callable(allowance):  # the allowance depends on the pace: every rank computes it from the same one
+            pace = self.runtime.all_reduce_mean({"pace": pace})["pace"]
+            allowance = allowance(pace)
+        agreed = self.runtime.all_reduce_mean({"pace": pace, "left": allowance - self.result.seconds})
+        self.result.seconds_per_epoch = agreed["pace"]
         planned = affordable_epochs(self.settings.epochs, self.epoch, agreed["pace"], agreed["left"])
         first = len(self._epoch_seconds) == PACE_EPOCHS
         if planned == self.epochs or (not first and abs(planned - self.epochs) < plan_tolerance(self.settings.epochs)

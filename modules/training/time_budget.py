@@ -2,8 +2,9 @@
 
 Epoch costs grow with cases x timesteps (a 300-case, 80-step sweep trains about 3x longer per epoch than the
 development sweeps' 144 x 40), so fixed epoch counts that fit 15 minutes on one sweep take 40 on another. With
-a budget, the VAE may use VAE_SHARE of it and each conditioner member an equal part of what is left when it
-starts. A stage times its first PACE_EPOCHS epochs and keeps the epochs its allowance affords at their median
+a budget, the VAE may use VAE_SHARE of it and the conditioner members what is left: shared equally by as many
+of them as can each run all their epochs in it, so that a tight budget trains fewer members whole rather than
+every member cut short (two members of 150 epochs predicted far worse than one of 300 on impact-dev; README). A stage times its first PACE_EPOCHS epochs and keeps the epochs its allowance affords at their median
 pace (never more than configured, never fewer than MIN_EPOCH_FRACTION of them), and plans again every tenth of
 its configured epochs at the recent pace (a start slowed by another job must not decide the whole stage); its
 cosine schedule goes on from the present rate to end at its floor on the last epoch kept, so a shortened run
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Union
 
 # The VAE's part of the budget: the share of the whole training time the VAE took with the shipped epochs
 # (500 VAE, 2 x 300 conditioner) was 0.53-0.61 on the development sweeps (144 cases x 40 timesteps) and
@@ -25,6 +26,12 @@ PACE_EPOCHS = 3
 # A stage keeps at least this share of its configured epochs, even past its allowance: fewer would leave a
 # model worse than no training time saved is worth (the log says the budget will be overrun).
 MIN_EPOCH_FRACTION = 0.1
+# A conditioner member after the first trains only when what is left affords this share of its epochs: cut to
+# half its epochs a member predicted impact-dev's test designs at 0.40-0.42 against 0.30 whole (README).
+MIN_MEMBER_EPOCH_FRACTION = 0.8
+
+Allowance = Union[float, Callable[[float], float]]
+"""A stage's seconds (math.inf: no budget), or a function of its measured seconds per epoch giving them."""
 
 
 @dataclass
@@ -54,9 +61,33 @@ class TimeBudget:
         """The VAE's seconds: its share of the budget, less what was spent before it started."""
         return max(0.0, self.seconds * VAE_SHARE - (self.clock() - self.started))
 
-    def member_allowance(self, members_left: int) -> float:
-        """One conditioner member's seconds: an equal part of what is left for it and the members after it."""
-        return self.seconds_left() / max(1, members_left)
+    def member_allowance(self, members_left: int, epochs: int) -> Allowance:
+        """The next conditioner member's seconds, given its pace once measured: what is left now, shared equally
+        by as many of the `members_left` (this one included) as can each run all their `epochs` in it, at least
+        this one. math.inf without a budget."""
+        if not self.limited:
+            return math.inf
+        left = self.seconds_left()
+
+        def allowance(seconds_per_epoch: float) -> float:
+            return left / members_that_fit(members_left, left, epochs * seconds_per_epoch)
+        return allowance
+
+
+def members_that_fit(members_left: int, seconds_left: float, seconds_per_member: float) -> int:
+    """How many members could each run all their epochs (`seconds_per_member`) in `seconds_left`: within
+    [1, members_left] (the next member trains whatever the budget)."""
+    if seconds_per_member <= 0 or not math.isfinite(seconds_left):
+        return max(1, members_left)
+    return int(max(1, min(members_left, seconds_left // seconds_per_member)))
+
+
+def affords_another_member(seconds_left: float, seconds_per_epoch: float, epochs: int) -> bool:
+    """Whether a member after the first is worth training: `seconds_left` afford MIN_MEMBER_EPOCH_FRACTION of its
+    `epochs` at the pace the previous member measured (0: unmeasured, trains)."""
+    if not math.isfinite(seconds_left) or seconds_per_epoch <= 0:
+        return True
+    return seconds_left >= MIN_MEMBER_EPOCH_FRACTION * epochs * seconds_per_epoch
 
 
 def replanning_interval(configured: int) -> int:
