@@ -27,18 +27,20 @@ def test_the_vae_takes_its_share_and_the_members_share_what_is_left():
     allowance = budget.member_allowance(members_left=2, epochs=100)
     clock.now += 5.0  # the allowance is what was left when the member started, whenever its pace is known
     assert allowance(1.0) == pytest.approx(165)   # two members of 100 s fit: an equal part each
-    assert allowance(1.7) == pytest.approx(330)   # only one fits whole: it gets all, not two of 97 epochs
-    assert allowance(9.0) == pytest.approx(330)   # none fits whole: the first still trains, on everything
+    assert allowance(1.9) == pytest.approx(165)   # two of 87 epochs each: both get 80 % of theirs or more
+    assert allowance(2.1) == pytest.approx(330)   # two would get 79 %: one gets all (all its 100 epochs)
+    assert allowance(9.0) == pytest.approx(330)   # not even one: the first still trains, on everything
     clock.now += 200.0  # member 1 overran: the last member gets the rest, no more
     assert budget.member_allowance(members_left=1, epochs=100)(1.0) == pytest.approx(125)
     clock.now += 1000.0
     assert budget.seconds_left() == 0.0 and budget.vae_allowance() == 0.0
 
 
-def test_members_that_fit_whole():
+def test_members_that_fit_with_80_percent_of_their_epochs():
     assert members_that_fit(3, 1000.0, 300.0) == 3
-    assert members_that_fit(3, 899.0, 300.0) == 2
-    assert members_that_fit(3, 299.0, 300.0) == 1   # the next member always trains
+    assert members_that_fit(3, 720.0, 300.0) == 3   # 80 % each
+    assert members_that_fit(3, 719.0, 300.0) == 2
+    assert members_that_fit(3, 239.0, 300.0) == 1   # the next member always trains
     assert members_that_fit(3, 0.0, 300.0) == 1
     assert members_that_fit(2, 10.0, 0.0) == 2      # an unmeasured pace says nothing against them
     assert members_that_fit(2, math.inf, 300.0) == 2

@@ -422,7 +422,7 @@ def test_a_slow_start_is_corrected_when_the_stage_plans_again(tmp_path):
 
 
 def test_an_allowance_that_depends_on_the_pace_is_asked_with_the_measured_one(tmp_path):
-    """A member's allowance depends on its pace (how many members fit whole, time_budget.py): the trainer asks it
+    """A member's allowance depends on its pace (how many members fit, time_budget.py): the trainer asks it
     with the pace of each plan and keeps that pace for the next member's decision. Here a slow pace is granted
     60 s, a fast one 30 s: at 4 s per epoch 3 + 48 / 4 = 15 epochs; at epoch 8 the last 4 ran at 1 s, with
     30 - 17 = 13 s left: 21, which then holds."""

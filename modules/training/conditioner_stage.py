@@ -264,7 +264,9 @@ def _fit_member(config: RunConfig, model: torch.nn.Module, objective: Any, on_pr
         later = members - 1 - member
         settings = dataclasses.replace(
             settings, name=stage, seed=settings.seed + 1000 * member,
-            still_to_come=f"+ {later} more member{'s' if later > 1 else ''} and the report" if later else "+ the report")
+            # Under a time budget the later members train only if it affords them (time_budget.py).
+            still_to_come=(f"+ {'up to ' if config.train.training_minutes > 0 else ''}{later} more "
+                           f"member{'s' if later > 1 else ''} and the report") if later else "+ the report")
     trainer = Trainer(model, objective, settings, runtime, log,
                       Checkpointer.for_stage(run_dir, "conditioner", config, runtime, files=stage), allowance_seconds)
     if config.resume and run_dir.last_checkpoint(stage).is_file():

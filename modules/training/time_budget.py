@@ -3,8 +3,9 @@
 Epoch costs grow with cases x timesteps (a 300-case, 80-step sweep trains about 3x longer per epoch than the
 development sweeps' 144 x 40), so fixed epoch counts that fit 15 minutes on one sweep take 40 on another. With
 a budget, the VAE may use VAE_SHARE of it and the conditioner members what is left: shared equally by as many
-of them as can each run all their epochs in it, so that a tight budget trains fewer members whole rather than
-every member cut short (two members of 150 epochs predicted far worse than one of 300 on impact-dev; README). A stage times its first PACE_EPOCHS epochs and keeps the epochs its allowance affords at their median
+of them as can each run MIN_MEMBER_EPOCH_FRACTION of their epochs in it, so that a tight budget trains fewer
+members nearly whole rather than every member cut short (two members of 150 epochs predicted far worse than one
+of 300 on impact-dev; README). A stage times its first PACE_EPOCHS epochs and keeps the epochs its allowance affords at their median
 pace (never more than configured, never fewer than MIN_EPOCH_FRACTION of them), and plans again every tenth of
 its configured epochs at the recent pace (a start slowed by another job must not decide the whole stage); its
 cosine schedule goes on from the present rate to end at its floor on the last epoch kept, so a shortened run
@@ -26,8 +27,8 @@ PACE_EPOCHS = 3
 # A stage keeps at least this share of its configured epochs, even past its allowance: fewer would leave a
 # model worse than no training time saved is worth (the log says the budget will be overrun).
 MIN_EPOCH_FRACTION = 0.1
-# A conditioner member after the first trains only when what is left affords this share of its epochs: cut to
-# half its epochs a member predicted impact-dev's test designs at 0.40-0.42 against 0.30 whole (README).
+# The least share of its epochs a conditioner member is given, where the budget allows (the first always trains):
+# cut to half its epochs a member predicted impact-dev's test designs at 0.40-0.44 against 0.31-0.39 (README).
 MIN_MEMBER_EPOCH_FRACTION = 0.8
 
 Allowance = Union[float, Callable[[float], float]]
@@ -63,8 +64,8 @@ class TimeBudget:
 
     def member_allowance(self, members_left: int, epochs: int) -> Allowance:
         """The next conditioner member's seconds, given its pace once measured: what is left now, shared equally
-        by as many of the `members_left` (this one included) as can each run all their `epochs` in it, at least
-        this one. math.inf without a budget."""
+        by as many of the `members_left` (this one included) as can each run MIN_MEMBER_EPOCH_FRACTION of their
+        `epochs` in it, at least this one. math.inf without a budget."""
         if not self.limited:
             return math.inf
         left = self.seconds_left()
@@ -75,11 +76,11 @@ class TimeBudget:
 
 
 def members_that_fit(members_left: int, seconds_left: float, seconds_per_member: float) -> int:
-    """How many members could each run all their epochs (`seconds_per_member`) in `seconds_left`: within
-    [1, members_left] (the next member trains whatever the budget)."""
+    """How many members could each run MIN_MEMBER_EPOCH_FRACTION of their epochs (all of them take
+    `seconds_per_member`) in `seconds_left`: within [1, members_left] (the next member trains whatever the budget)."""
     if seconds_per_member <= 0 or not math.isfinite(seconds_left):
         return max(1, members_left)
-    return int(max(1, min(members_left, seconds_left // seconds_per_member)))
+    return int(max(1, min(members_left, seconds_left // (MIN_MEMBER_EPOCH_FRACTION * seconds_per_member))))
 
 
 def affords_another_member(seconds_left: float, seconds_per_epoch: float, epochs: int) -> bool:
