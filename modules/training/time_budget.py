@@ -1,15 +1,15 @@
 """The training time budget (`training_minutes`): how many epochs each stage can afford in it.
 
 Epoch costs grow with cases x timesteps (a 300-case, 80-step sweep trains about 3x longer per epoch than the
-development sweeps' 144 x 40), so fixed epoch counts that fit 15 minutes on one sweep take 40 on another. With
-a budget, the VAE may use VAE_SHARE of it and the conditioner members what is left: shared equally by as many
-of them as can each run MIN_MEMBER_EPOCH_FRACTION of their epochs in it, so that a tight budget trains fewer
-members nearly whole rather than every member cut short (two members of 150 epochs predicted far worse than one
-of 300 on impact-dev; README). A stage times its first PACE_EPOCHS epochs and keeps the epochs its allowance
-affords at their median pace (never more than configured, never fewer than MIN_EPOCH_FRACTION of them), and plans again every tenth of
-its configured epochs at the recent pace (a start slowed by another job must not decide the whole stage); its
-cosine schedule goes on from the present rate to end at its floor on the last epoch kept, so a shortened run
-still ends at a low learning rate. The budget never lengthens a run beyond its configured epochs.
+development sweeps' 144 x 40), so fixed epoch counts that fit 15 minutes on one sweep take 40 on another. With a
+budget, the VAE may use VAE_SHARE of it and the conditioner members what is left: shared equally by as many of them
+as can each run MIN_MEMBER_EPOCH_FRACTION of their epochs in it, so that a tight budget trains fewer members nearly
+whole rather than every member cut short (two members of 150 epochs predicted far worse than one of 300 on
+impact-dev; README). A stage times its first PACE_EPOCHS epochs and keeps the epochs its allowance affords at their
+median pace (never more than configured, never fewer than MIN_EPOCH_FRACTION of them), and plans again every tenth
+of its configured epochs at the recent pace (a start slowed by another job must not decide the whole stage); its
+cosine schedule goes on from the present rate to end at its floor on the last epoch kept, so a shortened run still
+ends at a low learning rate. The budget never lengthens a run beyond its configured epochs.
 """
 from __future__ import annotations
 
