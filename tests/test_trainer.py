@@ -17,7 +17,7 @@ from modules.errors import TrainingDivergedError, TrainingInterrupted
 from modules.training.run_log import RunLog
 from modules.runtime.distributed import Runtime
 from modules.training.checkpointing import Checkpointer, CheckpointPaths
-from modules.training.loop import LoopSettings, Trainer
+from modules.training.loop import LoopSettings, Trainer, make_adamw
 
 
 def make_data(seed: int = 0):
@@ -442,3 +442,38 @@ def test_an_allowance_that_depends_on_the_pace_is_asked_with_the_measured_one(tm
     log = (tmp_path / "log.txt").read_text()
     assert "leaves this stage 0:48 at 4.00 s per epoch: 15 of 40 epochs" in log
     assert "leaves this stage 0:13 at 1.00 s per epoch: 21 of 40 epochs" in log
+
+
+def test_the_trainers_adamw_steps_as_torchs_default_adamw():
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(64, 32, generator=generator), torch.randn(32, generator=generator)]
+    gradients = [[torch.randn(p.shape, generator=generator) for p in start] for _ in range(5)]
+    finals = []
+    for make in (lambda params: make_adamw(params, 1e-2, 0.1),
+                 lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        optimizer = make(params)
+        for step in gradients:
+            for param, gradient in zip(params, step):
+                param.grad = gradient.clone()
+            optimizer.step()
+        finals.append([p.detach() for p in params])
+    for tool, reference, first in zip(*finals, start):
+        torch.testing.assert_close(tool, reference, rtol=1e-5, atol=1e-6)
+        assert float((tool - first).abs().max()) > 0.01  # the steps moved the weights
+    assert make_adamw([torch.nn.Parameter(torch.zeros(3))], 1e-3, 0.0).param_groups[0]["fused"]  # torch >= 2.4
+
+
+def test_the_trainer_falls_back_to_the_per_tensor_adamw_where_fused_is_missing(monkeypatch):
+    real = torch.optim.AdamW
+
+    def without_fused(params, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               "devices")
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", without_fused)
+    optimizer = make_adamw([torch.nn.Parameter(torch.zeros(3))], 1e-3, 0.2)
+    assert isinstance(optimizer, real) and not optimizer.param_groups[0]["fused"]
+    assert optimizer.param_groups[0]["weight_decay"] == 0.2 and optimizer.param_groups[0]["lr"] == 1e-3
