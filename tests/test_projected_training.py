@@ -142,23 +142,31 @@ def test_one_optimizer_step_moves_the_weights_exactly_as_full_fields_do(dtype, o
         assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-5), key
 
 
-# VAEObjective._relative_errors rounds the reconstruction to float32 even in a float64 model.
+# VAEObjective.relative_errors rounds the reconstruction to float32 even in a float64 model.
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-6), (torch.float32, 1e-5)])
 def test_projected_selection_metric_is_the_reports_relative_error(dtype, tolerance):
-    setup = Setup(dtype)
+    setup = Setup(dtype, recon_iterations=2)
     full_batch, projected_batch = setup.batches([0, 2, 6, 9])
     setup.model.eval()
     design = setup.designs[full_batch[1]]
     with torch.no_grad():
-        expected = setup.full._relative_errors(setup.model, full_batch[0], design)
-        found = setup.projected.relative_errors(setup.model, *projected_batch, design)
+        expected = setup.full.relative_errors(setup.model(full_batch[0], use_mean=True, design=design),
+                                              full_batch[0])
+        found = setup.projected.relative_errors(
+            setup.model(projected_batch[0], use_mean=True, projected=True, design=design), *projected_batch)
         _, full_metrics = setup.full(setup.model, full_batch, epoch=3)
         _, projected_metrics = setup.projected(setup.model, projected_batch, epoch=3)
+        _, projected_again = setup.projected(setup.model, projected_batch, epoch=3)
     assert set(expected) == set(found) == {"reconstruction", "design", "selection"}
     for key in expected:
         assert found[key] == pytest.approx(expected[key], rel=tolerance), key
+        assert projected_metrics[key] == pytest.approx(expected[key], rel=tolerance), key
     assert 0.01 < expected["reconstruction"] < 10
     assert projected_metrics["selection"] == pytest.approx(full_metrics["selection"], rel=tolerance)
+    # Validation decodes once at the posterior means: its loss is deterministic and the same on both paths.
+    assert projected_again == projected_metrics
+    for key in ("loss", "recon", "kl", "recon_design", "alignment"):
+        assert projected_metrics[key] == pytest.approx(full_metrics[key], rel=tolerance), key
 
 
 def test_projected_cases_serve_each_case_with_its_index():

@@ -6,7 +6,7 @@ be wrapped in DistributedDataParallel, so objectives only call it (forward).
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -52,8 +52,9 @@ class VAEObjective:
         if model.training and self.augmenter is not None:
             inputs, target = self.augmenter(fields)
         totals, samples, physics_values = [], [], {}
-        for _ in range(self.train.recon_iterations):
-            output = model(inputs, design=design)
+        # Validation: one decode at the posterior means (deterministic, and the relative errors reuse it).
+        for _ in range(self.train.recon_iterations if model.training else 1):
+            output = model(inputs, design=design, use_mean=not model.training)
             loss = vae_loss(output, target, beta, self.train, weights)
             sample_total = loss.total
             metrics = {"recon": loss.recon.item(), "kl": loss.kl.item()}
@@ -80,16 +81,14 @@ class VAEObjective:
             if self.to_physical is None:
                 metrics["selection"] = metrics["recon"]
             else:
-                metrics.update(self._relative_errors(model, fields, design))
+                metrics.update(self.relative_errors(output, fields))
         return total, metrics
 
-    def _relative_errors(self, model: torch.nn.Module, fields: torch.Tensor,
-                         design: Optional[torch.Tensor]) -> Dict[str, float]:
-        """Mean over the batch of ||x - x_hat|| / ||x|| in physical units, with posterior means
-        ('reconstruction'; from the design prior alone, 'design'); 'selection' is their mean."""
+    def relative_errors(self, output: Any, fields: torch.Tensor) -> Dict[str, float]:
+        """Mean over the batch of ||x - x_hat|| / ||x|| in physical units of the model's `output` at the
+        posterior means ('reconstruction'; from the design prior alone, 'design'); 'selection' is their mean."""
         offset, factor = (t.to(fields.device)[None, :, None] for t in self.to_physical)
         truth = offset + factor * fields
-        output = model(fields, use_mean=True, design=design)
 
         def relative(recon: torch.Tensor) -> float:
             physical = offset + factor * recon.float()
