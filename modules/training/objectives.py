@@ -6,12 +6,13 @@ be wrapped in DistributedDataParallel, so objectives only call it (forward).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from modules.training.augmentation import DesignAugmenter, FieldAugmenter
 from modules.config.schema import EndToEndConfig, TrainConfig
+from modules.models.vae import VAEOutput
 from modules.training.losses import design_loss, kl_weight, reconstruction_loss, vae_loss
 from modules.training.physics_loss import PhysicsLoss
 
@@ -84,7 +85,7 @@ class VAEObjective:
                 metrics.update(self.relative_errors(output, fields))
         return total, metrics
 
-    def relative_errors(self, output: Any, fields: torch.Tensor) -> Dict[str, float]:
+    def relative_errors(self, output: VAEOutput, fields: torch.Tensor) -> Dict[str, float]:
         """Mean over the batch of ||x - x_hat|| / ||x|| in physical units of the model's `output` at the
         posterior means ('reconstruction'; from the design prior alone, 'design'); 'selection' is their mean."""
         offset, factor = (t.to(fields.device)[None, :, None] for t in self.to_physical)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from modules.config.schema import TrainConfig
 from modules.models.spatial_basis import SpatialBasis
+from modules.models.vae import VAEOutput
 from modules.training.losses import kl_weight, vae_total
 
 
@@ -184,8 +185,8 @@ class ProjectedVAEObjective:
     def _validation(self, model: torch.nn.Module, coefficients: torch.Tensor, case_index: torch.Tensor,
                     design: Optional[torch.Tensor], beta: float) -> Tuple[torch.Tensor, Dict[str, float]]:
         """The loss and the relative errors from one decode of every timestep at the posterior means: one
-        forward instead of a sampled one beside it (at 80 timesteps per case validation decoded twice as many
-        timesteps as a training epoch); the logged validation loss is so deterministic."""
+        forward instead of a sampled one beside it (with 80 timesteps per case, validation decoded more
+        timesteps than a training epoch); the logged validation loss is so deterministic."""
         num_timesteps = coefficients.shape[2]
         output = model(coefficients, use_mean=True, projected=True, design=design)
         recon = self._mean_squared(output.recon, coefficients, case_index, num_timesteps)
@@ -196,7 +197,7 @@ class ProjectedVAEObjective:
         metrics.update(self.relative_errors(output, coefficients, case_index))
         return total, metrics
 
-    def relative_errors(self, output: Any, coefficients: torch.Tensor, case_index: torch.Tensor
+    def relative_errors(self, output: VAEOutput, coefficients: torch.Tensor, case_index: torch.Tensor
                         ) -> Dict[str, float]:
         """Mean over the batch of ||x - x_hat|| / ||x|| in physical units of the model's `output` at the
         posterior means ('reconstruction'; and from the design prior alone, 'design'), without the full fields:
