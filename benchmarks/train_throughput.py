@@ -62,7 +62,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="train_throughput_"))
+    with tempfile.TemporaryDirectory(prefix="train_throughput_") as folder:
+        measure(args, Path(folder))
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
+    """Train the VAE stage with each optimizer in turn, in `work` (removed afterwards), and print the figures."""
     condition = REPO / "input_data" / "condition.txt"
     if args.sweep != "demo":
         condition = work / "condition.txt"

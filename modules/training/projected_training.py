@@ -157,6 +157,14 @@ class ProjectedVAEObjective:
         elements = target.shape[0] * self.projection.num_nodes * num_timesteps
         return (self.squared_errors(recon, target, case_index, num_timesteps).sum() / elements).to(target.dtype)
 
+    def _total(self, output: VAEOutput, target: torch.Tensor, case_index: torch.Tensor, num_timesteps: int,
+               beta: float) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """losses.vae_total of one decode against `target` (the decoded timesteps of the cases)."""
+        recon = self._mean_squared(output.recon, target, case_index, num_timesteps)
+        design_recon = (None if output.design_recon is None
+                        else self._mean_squared(output.design_recon, target, case_index, num_timesteps))
+        return vae_total(self.train, beta, recon, output, design_recon, self.energy_per_element)
+
     def __call__(self, model: torch.nn.Module, batch, epoch: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         coefficients, case_index = batch[0], batch[1]
         num_timesteps = coefficients.shape[2]
@@ -172,10 +180,7 @@ class ProjectedVAEObjective:
             target = coefficients if timesteps is None else coefficients.gather(
                 2, timesteps[:, None, :].expand(-1, coefficients.shape[1], -1))
             output = model(coefficients, projected=True, design=design, timesteps=timesteps)
-            recon = self._mean_squared(output.recon, target, case_index, num_timesteps)
-            design_recon = (None if output.design_recon is None
-                            else self._mean_squared(output.design_recon, target, case_index, num_timesteps))
-            total, metrics = vae_total(self.train, beta, recon, output, design_recon, self.energy_per_element)
+            total, metrics = self._total(output, target, case_index, num_timesteps, beta)
             totals.append(total)
             metrics_per_sample.append(metrics)
         metrics = {name: float(np.mean([m[name] for m in metrics_per_sample])) for name in metrics_per_sample[0]}
@@ -187,12 +192,8 @@ class ProjectedVAEObjective:
         """The loss and the relative errors from one decode of every timestep at the posterior means: one
         forward instead of a sampled one beside it (with 80 timesteps per case, validation decoded more
         timesteps than a training epoch); the logged validation loss is so deterministic."""
-        num_timesteps = coefficients.shape[2]
         output = model(coefficients, use_mean=True, projected=True, design=design)
-        recon = self._mean_squared(output.recon, coefficients, case_index, num_timesteps)
-        design_recon = (None if output.design_recon is None
-                        else self._mean_squared(output.design_recon, coefficients, case_index, num_timesteps))
-        total, metrics = vae_total(self.train, beta, recon, output, design_recon, self.energy_per_element)
+        total, metrics = self._total(output, coefficients, case_index, coefficients.shape[2], beta)
         metrics["beta"] = beta
         metrics.update(self.relative_errors(output, coefficients, case_index))
         return total, metrics
