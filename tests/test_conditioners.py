@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from modules.models.conditioner_cnn import ImageConditioner, SpatialAttention, group_count
+from modules.models.conditioner_cnn import (ImageConditioner, SpatialAttention, SpatialKeypoints, group_count,
+                                            with_pixel_coordinates)
 from modules.models.conditioner_mlp import ParametricConditioner, block_dropout_rates
 from modules.models.conditioner_vit import VisionTransformerConditioner
 from modules.config.conditioner_rules import resolve_architecture
@@ -118,6 +119,79 @@ def test_cnn_shapes_for_any_size_and_channel_count(attention, spectral, channels
 def test_cnn_rejects_the_wrong_channel_count():
     with pytest.raises(ValueError, match=r"expected images of shape \[B, 3, H, W\], got \[2, 1, 32, 32\]"):
         tiny_cnn(in_channels=3)(torch.rand(2, 1, 32, 32))
+
+
+def test_pixel_coordinates_run_from_minus_one_to_one_along_each_axis():
+    images = torch.rand(2, 3, 4, 5)
+    out = with_pixel_coordinates(images)
+    assert out.shape == (2, 5, 4, 5) and torch.equal(out[:, :3], images)
+    x, y = out[0, 3], out[0, 4]
+    assert torch.equal(x[2], torch.linspace(-1, 1, 5)) and torch.equal(x[:, 1], torch.full((4,), -0.5))
+    assert torch.equal(y[:, 4], torch.linspace(-1, 1, 4)) and torch.equal(y[0], torch.full((5,), -1.0))
+    assert torch.equal(out[1, 3:], out[0, 3:])
+
+
+def test_coordinate_channels_let_the_cnn_tell_where_a_spot_is():
+    """A spot moved by the network's total stride (16 px) is the same drawing to a plain CNN (global pooling
+    forgets where it was); with the coordinate channels its features differ by far more."""
+    spots = torch.zeros(2, 1, 128, 128)
+    spots[0, 0, 48:56, 48:56] = 1
+    spots[1, 0, 64:72, 64:72] = 1
+    change = {}
+    for coordinates in (False, True):
+        torch.manual_seed(0)
+        model = ImageConditioner(1, widths=(8, 16, 16), dropout_rate=0.0, coordinate_channels=coordinates,
+                                 **LATENT).eval()
+        with torch.no_grad():
+            features = model.features(spots)
+        change[coordinates] = (features[0] - features[1]).abs().max().item() / features.abs().max().item()
+    assert change[False] < 1e-3
+    assert change[True] > 20 * change[False]
+
+
+def test_the_factory_gives_the_cnn_coordinate_channels_and_keypoints_unless_told_not_to():
+    image = ConditionerConfig(input_type="image", filters=(8, 16))
+    shipped = build_conditioner(image, **LATENT)
+    assert shipped.coordinate_channels and shipped.stem[0].in_channels == 3 and shipped.feature_kind == "keypoints"
+    previous = build_conditioner(dataclasses.replace(image, image_coordinates=False, image_features="pooled"), **LATENT)
+    assert not previous.coordinate_channels and previous.feature_kind == "pooled"
+
+
+def test_spatial_keypoints_report_where_each_channel_peaks():
+    maps = torch.zeros(2, 3, 5, 9)
+    maps[0, 0, 0, 0] = maps[0, 1, 4, 8] = maps[0, 2, 2, 6] = 50.0  # a sharp peak per channel
+    expected_x, expected_y = SpatialKeypoints()(maps).view(2, 2, 3)[0]
+    assert torch.allclose(expected_x, torch.tensor([-1.0, 1.0, 0.5]), atol=1e-4)
+    assert torch.allclose(expected_y, torch.tensor([-1.0, 1.0, 0.0]), atol=1e-4)
+    assert torch.allclose(SpatialKeypoints()(maps)[1], torch.zeros(6), atol=1e-6)  # a flat map: the centre
+
+
+def test_keypoint_features_tell_a_drawing_from_the_same_drawing_twice_as_bright():
+    """Per-image GroupNorm makes the pooled CNN blind to a global brightness factor (a drawn load's strength);
+    the keypoint head keeps the stem's gray levels before the norm."""
+    drawing = torch.zeros(1, 1, 32, 32)
+    drawing[0, 0, 10:14, 20:24] = 0.4
+    drawing[0, 0, 20:30, 2:8] = 0.2
+    pair = torch.cat([drawing, 2 * drawing])
+    change = {}
+    for kind in ("pooled", "keypoints"):
+        torch.manual_seed(0)
+        model = ImageConditioner(1, widths=(8, 16, 16), dropout_rate=0.0, features=kind, **LATENT).eval()
+        with torch.no_grad():
+            features = model.features(pair)
+        change[kind] = (features[0] - features[1]).abs().max().item() / features.abs().max().item()
+    assert change["pooled"] < 1e-2  # GroupNorm's epsilon, not the brightness, makes the difference
+    assert change["keypoints"] > 20 * change["pooled"]
+
+
+def test_the_keypoint_cnn_keeps_a_map_of_an_eighth_of_the_image_and_rejects_an_unknown_head():
+    model = ImageConditioner(1, widths=(8, 16, 16, 16), features="keypoints", **LATENT)
+    with torch.no_grad():
+        hidden = model.stages(model.stem(torch.rand(2, 1, 64, 64)))
+    assert hidden.shape == (2, 16, 8, 8)
+    assert model(torch.rand(2, 1, 64, 64)).main.shape == (2, LATENT["latent_dim_main"])
+    with pytest.raises(ValueError, match="features must be one of"):
+        ImageConditioner(1, widths=(8,), features="maxpool", **LATENT)
 
 
 def test_group_count_divides_the_channels():

@@ -306,3 +306,13 @@ def test_an_ensemble_is_read_and_needs_a_trained_prediction_decoder_per_member(t
             f"    fix: set those two keys, or conditioner_ensemble 1") in problems(preset, condition)
     edit(condition, "conditioner_ensemble\t3", "conditioner_ensemble\t0")
     assert "key 'conditioner_ensemble': must be 1 to 10, got 0" in problems(preset, condition)
+
+
+def test_the_image_feature_head_is_read_and_an_unknown_one_is_named_with_its_line(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    condition.write_text(condition.read_text() + "image_features\tpooled\n")
+    config, _ = load_run_config(preset, condition)
+    assert config.conditioner.image_features == "pooled"
+    edit(condition, "image_features\tpooled", "image_features\tmax")
+    assert (f"{condition}:{line_of(condition, 'image_features')}, key 'image_features': must be one of pooled, "
+            f"keypoints, got 'max'") in problems(preset, condition)

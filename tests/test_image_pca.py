@@ -194,6 +194,26 @@ def test_a_bundle_written_before_image_pca_existed_still_loads(tmp_path):
     assert torch.equal(loaded.model_inputs(designs), scaled_inputs(designs, scaler))
 
 
+def test_an_image_bundle_written_before_coordinates_and_keypoints_existed_loads_its_cnn_as_it_was(tmp_path):
+    cfg = ConditionerConfig(input_type="image", filters=(8, 8), image_coordinates=False, image_features="pooled")
+    torch.manual_seed(0)
+    model = build_conditioner(cfg, latent_dim_main=4, latent_dim_hier=2, num_hier_levels=1)
+    settings = dataclasses.asdict(cfg)
+    del settings["image_coordinates"], settings["image_features"]
+    pixels = images(6, shape=(1, 16, 16))
+    save_state(tmp_path / "old.pt", {
+        "format": "simulgenvae-conditioner-1", "model": model.state_dict(), "conditioner_config": settings,
+        "spectral_norm": False, "latent_dims": [4, 2, 1], "input_kind": "image", "in_channels": 1,
+        "input_scaler": InputScaler().fit(pixels, np.arange(6)).state_dict(),
+        "latent_residual_std": torch.ones(6), "seed": 0})
+    loaded = load_conditioner_bundle(tmp_path / "old.pt", torch.device("cpu"))
+    assert not loaded.config.image_coordinates and not loaded.model.coordinate_channels
+    assert loaded.config.image_features == "pooled" and loaded.model.feature_kind == "pooled"
+    batch = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(batch).flat(), model.eval()(batch).flat())
+
+
 # ---------------------------------------------------------------- the whole command
 
 def test_train_with_image_pca_then_predict_from_images_matches_the_in_run_evaluation(tmp_path):

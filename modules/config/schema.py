@@ -24,6 +24,7 @@ DECODER_STARTS = ("vae", "fresh", "auto")
 RECONSTRUCTION_DECODERS = ("auto", "vae")
 CONDITIONER_INPUT_TYPES = ("csv", "image")
 CONDITIONER_ARCHITECTURES = ("auto", "mlp", "cnn", "vit")
+IMAGE_FEATURES = ("pooled", "keypoints")
 LR_SCHEDULES = ("cosine", "constant")
 TIMESTEP_MODES = ("first", "spread")
 NODE_SCALERS = ("minmax", "robust")
@@ -523,6 +524,13 @@ class ConditionerConfig:
     """CNN conditioner: spatial attention after the ResNet stages."""
     image_size: int = 64
     """Images are resized to image_size x image_size."""
+    image_coordinates: bool = True
+    """CNN conditioner: two pixel-coordinate channels (x, y in [-1, 1]) beside the image (CoordConv, Liu et al.
+    2018), so that where something is drawn survives the global pooling; bundles saved before the key load
+    without them."""
+    image_features: str = "keypoints"
+    """CNN conditioner: pooled (the last map's average) or keypoints (soft-argmax positions, the average and the
+    stem's gray levels; models/conditioner_cnn.py); bundles saved before the key load as pooled."""
     early_stopping_patience: int = 0
     """Stop when validation has not improved for N epochs (0 = never)."""
     image_pca_components: int = 0
@@ -541,6 +549,9 @@ class ConditionerConfig:
         if self.pod_gp_blend not in POD_GP_BLEND_VALUES:
             out.append(issue("pod_gp_blend", f"must be one of {', '.join(POD_GP_BLEND_VALUES)}, got "
                              f"'{self.pod_gp_blend}'", "use auto, or 0 for the conditioners alone"))
+        if self.image_features not in IMAGE_FEATURES:
+            out.append(issue("image_features", f"must be one of {', '.join(IMAGE_FEATURES)}, got "
+                             f"'{self.image_features}'", "use keypoints, or pooled for the previous CNN head"))
         if self.image_pca_components < 0:
             out.append(issue("image_pca_components", f"must be >= 0, got {self.image_pca_components}",
                         "use 0 to feed pixels, or e.g. 32"))

@@ -44,7 +44,7 @@ def build_conditioner(cfg: ConditionerConfig, latent_dim_main: int, latent_dim_h
     if architecture == "cnn":
         return ImageConditioner(in_channels=in_channels, widths=tuple(cfg.filters), dropout_rate=cfg.dropout_rate,
                                 use_spatial_attention=cfg.use_spatial_attention, spectral_norm=spectral_norm,
-                                **latent)
+                                coordinate_channels=cfg.image_coordinates, features=cfg.image_features, **latent)
     embed_dim = -(-max(cfg.filters) // VIT_NUM_HEADS) * VIT_NUM_HEADS
     return VisionTransformerConditioner(in_channels=in_channels, image_size=cfg.image_size,
                                         patch_size=min(8, cfg.image_size), embed_dim=embed_dim,

@@ -153,7 +153,11 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
     state = load_state(path)
     if state.get("format") != CONDITIONER_BUNDLE_FORMAT:
         raise CheckpointError(f"{path}: not a SimulGenVAE latent conditioner (format {state.get('format')!r})")
-    cfg = ConditionerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["conditioner_config"].items()})
+    stored = dict(state["conditioner_config"])
+    # Bundles written before image_coordinates and image_features existed hold the CNN of that time.
+    stored.setdefault("image_coordinates", False)
+    stored.setdefault("image_features", "pooled")
+    cfg = ConditionerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
     latent_dim_main, latent_dim_hier, levels = state["latent_dims"]
     members = int(state.get("ensemble_members", 1))
     networks = [build_conditioner(cfg, latent_dim_main, latent_dim_hier, levels, in_channels=state["in_channels"],
