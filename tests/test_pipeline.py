@@ -480,7 +480,8 @@ def test_the_pod_gp_blend_is_saved_predicted_by_predict_and_reported_beside_the_
     assert load_state(out / "latent_conditioner.pt")["pod_gp_blend"]["weight"] == 0.5
     error, report, surrogate, designs = predicted_val_errors_and_report(tmp_path, out)
     section = report["conditioner"]
-    assert section["pod_gp_blend"] == {"weight_on_conditioners": 0.5, "gaussian_processes": 11}  # 12 training cases
+    assert section["pod_gp_blend"] == {"weight_on_conditioners": 0.5, "gaussian_processes": 11,  # 12 training cases
+                                       "processes_read": "the design"}
     # The saved surrogate predicts what the report measured as the tool's prediction ...
     assert error == pytest.approx(section["prediction_relative_l2"]["conditioner"]["val"]["mean"], rel=1e-4)
     # ... half the conditioners' field and half POD + GP's; the conditioners alone are reported beside it.
@@ -506,12 +507,17 @@ def test_the_pod_gp_blend_is_saved_predicted_by_predict_and_reported_beside_the_
     assert "the prediction is 0.5 x the conditioners' field + 0.5 x POD + Gaussian processes'" in capsys.readouterr().out
 
 
-def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):
-    extra = "image_size\t16\n"
-    args = write_config(tmp_path, epochs=2, lc_epochs=4, extra=extra)
+def write_image_config(tmp_path: Path, extra: str = "") -> list:
+    """A tiny run whose designs are the sweep's 16 x 16 images."""
+    args = write_config(tmp_path, epochs=2, lc_epochs=4, extra="image_size\t16\n" + extra)
     condition = tmp_path / "condition.txt"
     condition.write_text(condition.read_text().replace("input_type\tcsvs", "input_type\timage").replace(
         f"param_dir\t{tmp_path / 'data'}/params.csv", f"param_dir\t{tmp_path / 'data'}/images"))
+    return args
+
+
+def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):
+    args = write_image_config(tmp_path)
     out = tmp_path / "out"
     assert entry.main(args + ["--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())["conditioner"]
@@ -534,6 +540,32 @@ def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tm
     assert entry.main(["predict", "--model", str(out), "--images", str(single), "--out", str(tmp_path / "one.npy"),
                        "--device", "cpu"]) == 0
     assert np.allclose(np.load(tmp_path / "one.npy")[0], prediction[0], atol=1e-5)
+
+
+def test_with_design_images_the_blends_processes_read_the_conditioners_code_in_training_and_in_predict(
+        entry, tmp_path, monkeypatch):
+    from modules.data.design_images import load_images
+    from modules.training import pod_gp_blend_fit
+    monkeypatch.setattr(pod_gp_blend_fit, "BLEND_WEIGHTS", (0.5,))  # a blend whatever validation says
+    args = write_image_config(tmp_path, ENSEMBLE.format(2))
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    section = json.loads((out / "report.json").read_text())["conditioner"]
+    assert section["pod_gp_blend"]["processes_read"] == "the conditioners' code"
+    assert "GP on the conditioners' code; the tool's prediction" in (out / "report.txt").read_text()
+    surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
+    images = load_images(tmp_path / "data" / "images", None, 16)[:5]
+    alone = surrogate.without_blend()
+    codes = alone.predict_latents(images)
+    blend, width = surrogate.conditioner.blend, surrogate.vae.flat_latent_dim
+    assert blend.reads_code == width and codes.shape[1] == width * surrogate.conditioner.members
+    pod_gp = np.empty((5, surrogate.vae.num_timesteps, alone.field_readout().channels), np.float32)
+    with torch.no_grad():
+        alone.field_readout().write(blend.coefficients(blend.gp(codes.reshape(5, -1, width).mean(dim=1))), pod_gp)
+    network = alone.predict(images).fields
+    assert not np.allclose(network, pod_gp, atol=1e-3 * np.abs(network).max())
+    np.testing.assert_allclose(surrogate.predict(images).fields, 0.5 * network + 0.5 * pod_gp, rtol=1e-4,
+                               atol=1e-4 * np.abs(network).max())
 
 
 def test_the_legacy_tools_own_image_files_run_end_to_end(entry, tmp_path, monkeypatch):

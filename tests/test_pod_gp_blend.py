@@ -65,6 +65,32 @@ def test_the_blend_is_left_out_when_asked_or_without_a_design_vector():
     assert blend is None and "images read as pixels" in reason
 
 
+def test_on_images_the_processes_read_the_members_mean_code_and_keep_reading_it_after_a_save_and_load():
+    designs, coefficients = smooth_sweep()
+    images = torch.randn(40, 1, 4, 4, generator=torch.Generator().manual_seed(3))  # nothing a process could read
+    # Two members' codes side by side, each the design plus its own error: their mean is the design.
+    error = torch.randn(40, 2, generator=torch.Generator().manual_seed(4)) * 0.3
+    codes = torch.cat([designs + error, designs - error], dim=1)
+    noisy = coefficients[30:] + torch.randn(coefficients[30:].shape, generator=torch.Generator().manual_seed(0)) * \
+        coefficients.std()
+    blend, reason = fit_pod_gp_blend("auto", images, coefficients, np.arange(30), np.arange(30, 40), noisy, 2,
+                                     network_codes=codes)
+    assert blend is not None and blend.reads_code == 2 and "reading the conditioners' code" in reason
+    with torch.no_grad():
+        torch.testing.assert_close(blend.scores_of(images[:5], codes[:5]), blend.gp(designs[:5]).float())
+        # The processes learned the field from the codes: POD + GP alone beats the noisy network on validation.
+        pod_gp = blend.coefficients(blend.scores_of(images[30:], codes[30:]))
+        assert ((pod_gp - coefficients[30:]) ** 2).mean() < 0.5 * ((noisy - coefficients[30:]) ** 2).mean()
+        loaded = PodGpBlend.from_state_dict(blend.state_dict())
+        assert loaded.reads_code == 2
+        network = lambda batch: MembersCode(codes[:len(batch)])  # a stand-in for the members on those images
+        predicted = loaded.conditioner(network)(images[:5]).flat()
+        torch.testing.assert_close(predicted, torch.cat([codes[:5], blend.gp(designs[:5]).float()], dim=1))
+    # A blend saved before the processes could read codes reads the design inputs.
+    older = {key: value for key, value in blend.state_dict().items() if key != "reads_code"}
+    assert PodGpBlend.from_state_dict(older).reads_code == 0
+
+
 class LinearDecoder(torch.nn.Module):
     """A stand-in network decoder: code [B, 2] -> coefficients [B, C, T], and a design-prior code."""
 

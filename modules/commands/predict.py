@@ -85,7 +85,8 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     if conditioner.blend is not None:
         print(f"the prediction is {conditioner.blend.weight:.1f} x the conditioners' field + "
               f"{1 - conditioner.blend.weight:.1f} x POD + Gaussian processes' (pod_gp_blend auto, weight picked on "
-              "the validation designs)")
+              "the validation designs" + ("; the processes read the conditioners' code of each image"
+                                          if conditioner.blend.reads_code else "") + ")")
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
     if result.lower is not None:

@@ -132,7 +132,8 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "ensemble_trained": trained.members_trained,
         "ensemble_configured": config.conditioner.ensemble_members,
         "ensemble_kept": [member + 1 for member in trained.members_kept],
-        "pod_gp_blend": ({"weight_on_conditioners": trained.blend.weight, "gaussian_processes": trained.blend.scores}
+        "pod_gp_blend": ({"weight_on_conditioners": trained.blend.weight, "gaussian_processes": trained.blend.scores,
+                          "processes_read": "the conditioners' code" if trained.blend.reads_code else "the design"}
                          if trained.blend is not None else None),
         "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
                                           for split, errors in per_split.items()}

@@ -89,8 +89,10 @@ def format_run_report(report: Dict[str, Any]) -> str:
         blend = lc.get("pod_gp_blend")
         if blend:
             weight = blend["weight_on_conditioners"]
+            on_code = "; GP on the conditioners' code" if blend.get("processes_read") == "the conditioners' code" else ""
             rows = [(f"{weight:.1f} x conditioner + {1 - weight:.1f} x POD + GP ({blend['gaussian_processes']} "
-                     "modes; the tool's prediction)", split, summary) for split, summary in errors["conditioner"].items()]
+                     f"modes{on_code}; the tool's prediction)", split, summary)
+                    for split, summary in errors["conditioner"].items()]
             rows += [(name + ", alone", split, summary) for split, summary in errors["network"].items()]
         else:
             rows = [(name, split, summary) for split, summary in errors["conditioner"].items()]

@@ -11,6 +11,9 @@ with the Gaussian processes' predicted scores side by side, and decoding mixes t
 coefficients. So `predict`, the band's draws and the report all go through the same two calls. The Gaussian
 processes are fitted with scikit-learn at training time and evaluated here in torch from their fitted
 tensors: the bundle holds tensors only (no pickled estimators) and predicting needs no scikit-learn objects.
+
+Design images read as pixels have no design vector for the Gaussian processes; there they read the conditioners'
+own predicted code (the members' mean), a summary of the drawing the networks learned (`reads_code`).
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ class PodGpBlend:
     pca: CasePCA
     coefficient_shape: Tuple[int, int]
     """(C, T): spatial modes x timesteps of the decoders' coefficients."""
+    reads_code: int = 0
+    """0: the Gaussian processes read the design inputs. F > 0: they read the conditioners' predicted code, F
+    numbers per member, averaged over the members (design images, which have no design vector)."""
 
     @property
     def scores(self) -> int:
@@ -47,11 +53,22 @@ class PodGpBlend:
             pca.directions.to(scores.device)
         return flat.reshape((-1,) + tuple(self.coefficient_shape)).float()
 
+    def gp_inputs(self, inputs: torch.Tensor, network_code: torch.Tensor) -> torch.Tensor:
+        """What the Gaussian processes read for these design inputs, given the conditioners' code [B, members x F]
+        of them."""
+        if not self.reads_code:
+            return inputs
+        return network_code.reshape(len(network_code), -1, self.reads_code).mean(dim=1)
+
+    def scores_of(self, inputs: torch.Tensor, network_code: torch.Tensor) -> torch.Tensor:
+        """The Gaussian processes' predicted whitened scores [B, m] (float32, on the code's device)."""
+        return self.gp(self.gp_inputs(inputs, network_code)).to(network_code.device).float()
+
     def mix(self, network: torch.Tensor, pod_gp: torch.Tensor) -> torch.Tensor:
         return self.weight * network + (1.0 - self.weight) * pod_gp
 
     def conditioner(self, network: torch.nn.Module) -> "BlendedConditioner":
-        return BlendedConditioner(network, self.gp)
+        return BlendedConditioner(network, self)
 
     def decoder(self, network_decoder: torch.nn.Module) -> "BlendedDecoder":
         return BlendedDecoder(network_decoder, self)
@@ -59,7 +76,7 @@ class PodGpBlend:
     def state_dict(self) -> Dict[str, object]:
         return {"weight": self.weight, "gp": {k: v.cpu() for k, v in self.gp.state_dict().items()},
                 "pca_mean": self.pca.mean, "pca_directions": self.pca.directions, "pca_spread": self.pca.spread,
-                "coefficient_shape": list(self.coefficient_shape)}
+                "coefficient_shape": list(self.coefficient_shape), "reads_code": self.reads_code}
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, object]) -> "PodGpBlend":
@@ -68,18 +85,20 @@ class PodGpBlend:
         if pca.count != gp.processes:
             raise ValueError(f"the blend holds {gp.processes} Gaussian processes for {pca.count} PCA scores")
         shape = tuple(int(n) for n in state["coefficient_shape"])
-        return cls(float(state["weight"]), gp, pca, (shape[0], shape[1]))
+        # Blends saved before `reads_code` existed read the design inputs.
+        return cls(float(state["weight"]), gp, pca, (shape[0], shape[1]), int(state.get("reads_code", 0)))
 
 
 class BlendedConditioner(torch.nn.Module):
     """Design inputs -> [the conditioners' flat code, the Gaussian processes' scores] side by side."""
 
-    def __init__(self, network: torch.nn.Module, gp: DesignGaussianProcess):
+    def __init__(self, network: torch.nn.Module, blend: PodGpBlend):
         super().__init__()
-        self.network, self.gp = network, gp
+        self.network, self.gp, self.blend = network, blend.gp, blend
 
     def forward(self, inputs: torch.Tensor) -> MembersCode:
-        return MembersCode(torch.cat([self.network(inputs).flat().float(), self.gp(inputs).to(inputs.device)], dim=1))
+        code = self.network(inputs).flat().float()
+        return MembersCode(torch.cat([code, self.blend.scores_of(inputs, code)], dim=1))
 
 
 class BlendedDecoder(torch.nn.Module):

@@ -145,15 +145,17 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     with evaluation_mode(decoder):
         predicted = predict_latents(conditioner, val_inputs, runtime.device, prior=prior)
         network_validation = _decoded(decoder, predicted, runtime.device)
+    # Images have no design vector: the blend's processes read the conditioners' codes of the designs instead.
+    codes = predict_latents(conditioner, inputs, runtime.device, prior=prior) if inputs.dim() != 2 else None
     blend, reason = fit_pod_gp_blend(config.conditioner.pod_gp_blend, inputs, coefficients, sweep.train_indices,
-                                     sweep.val_indices, network_validation, vae.flat_latent_dim)
+                                     sweep.val_indices, network_validation, vae.flat_latent_dim, codes)
     log.info(f"conditioner: {reason}")
     # An ensemble's code is its members' codes side by side, each compared with the VAE's code; with the blend,
     # the Gaussian processes' scores follow, compared with the validation cases' own scores.
     residual = _residual_std(predicted, targets[sweep.val_indices].repeat(1, len(kept)))
     if blend is not None:
         with torch.no_grad():
-            residual = torch.cat([residual, _residual_std(blend.gp(val_inputs),
+            residual = torch.cat([residual, _residual_std(blend.scores_of(val_inputs, predicted),
                                                           blend.pca.scores(coefficients[sweep.val_indices]).float())])
     # The decoder is all that end-to-end training changes in the VAE (the encoder, design prior and basis stay
     # the VAE bundle's): only it is saved, not the whole VAE again (136 MB, 97 of them the basis, at seed size).
