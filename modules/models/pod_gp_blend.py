@@ -27,6 +27,11 @@ from modules.models.decoder import at_timesteps
 from modules.models.design_gp import DesignGaussianProcess
 from modules.models.ensemble import MembersCode
 
+def members_mean(code: torch.Tensor, width: int) -> torch.Tensor:
+    """The members' codes side by side [B, members x width] -> their mean [B, width]."""
+    return code.reshape(len(code), -1, width).mean(dim=1)
+
+
 @dataclass
 class PodGpBlend:
     """The fitted blend: the Gaussian processes predict the whitened scores of `pca` (the training cases' case
@@ -56,9 +61,7 @@ class PodGpBlend:
     def gp_inputs(self, inputs: torch.Tensor, network_code: torch.Tensor) -> torch.Tensor:
         """What the Gaussian processes read for these design inputs, given the conditioners' code [B, members x F]
         of them."""
-        if not self.reads_code:
-            return inputs
-        return network_code.reshape(len(network_code), -1, self.reads_code).mean(dim=1)
+        return inputs if not self.reads_code else members_mean(network_code, self.reads_code)
 
     def scores_of(self, inputs: torch.Tensor, network_code: torch.Tensor) -> torch.Tensor:
         """The Gaussian processes' predicted whitened scores [B, m] (float32, on the code's device)."""

@@ -9,7 +9,7 @@ from sklearn.preprocessing import StandardScaler
 
 from modules.models.case_pca import CasePCA
 from modules.models.design_gp import DesignGaussianProcess, fit_gaussian_processes
-from modules.models.pod_gp_blend import PodGpBlend
+from modules.models.pod_gp_blend import PodGpBlend, members_mean
 
 BLEND_WEIGHTS = tuple(step / 10 for step in range(11))
 """Weights on the conditioners' field tried on the validation designs (a coarse grid: 16 validation designs
@@ -52,8 +52,7 @@ def fit_pod_gp_blend(setting: str, inputs: torch.Tensor, coefficients: torch.Ten
     pca = CasePCA.fit(coefficients[train], SCORES_PER_LATENT_NUMBER * latent_numbers)
     # On images the processes read the networks' code of each design (the members' mean): measured on impact-dev's
     # drawings (README, ablations), the blend so formed predicted better than the networks alone.
-    gp_inputs = inputs if not reads_code else \
-        network_codes.reshape(len(network_codes), -1, reads_code).mean(dim=1)
+    gp_inputs = inputs if not reads_code else members_mean(network_codes, reads_code)
     train_inputs = gp_inputs[train].double().numpy()
     scaler = StandardScaler().fit(train_inputs)
     processes, _ = fit_gaussian_processes(scaler.transform(train_inputs), pca.scores(coefficients[train]).numpy(),
