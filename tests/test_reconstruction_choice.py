@@ -52,5 +52,9 @@ def test_the_error_is_the_pooled_relative_error_of_the_refined_reconstruction_in
         decoded = refined_reconstruction(vae, fields, vae.cfg.refine_steps)
     expected = float((decoded - fields).pow(2).sum().sqrt() / fields.pow(2).sum().sqrt())
     assert expected > 0.05  # the VAE's decoder cannot give the other decoder's fields: the error is not trivially 0
-    assert reconstruction_error(vae, fields, CPU, batch_size=2) == pytest.approx(expected, rel=1e-5)
-    assert reconstruction_error(vae, fields, CPU) == pytest.approx(expected, rel=1e-5)
+    # the encoder's guess rounds differently with the batch's shape and 30 L-BFGS iterations amplify that to a few
+    # 1e-5 (seen on some CPUs), so the tolerance is 1e-3: still 10x finer than the mean of per-case errors is off
+    per_case = ((decoded - fields).pow(2).sum(dim=(1, 2)) / fields.pow(2).sum(dim=(1, 2))).sqrt()
+    assert abs(float(per_case.mean()) - expected) > 1e-2 * expected
+    assert reconstruction_error(vae, fields, CPU, batch_size=2) == pytest.approx(expected, rel=1e-3)
+    assert reconstruction_error(vae, fields, CPU) == pytest.approx(expected, rel=1e-3)
