@@ -308,6 +308,15 @@ def test_an_ensemble_is_read_and_needs_a_trained_prediction_decoder_per_member(t
     assert "key 'conditioner_ensemble': must be 1 to 10, got 0" in problems(preset, condition)
 
 
+def test_the_gray_levels_are_read_and_a_count_out_of_range_is_named_with_its_line(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    condition.write_text(condition.read_text() + "image_gray_levels\t0\n")
+    assert load_run_config(preset, condition)[0].conditioner.image_gray_levels == 0
+    edit(condition, "image_gray_levels\t0", "image_gray_levels\t1")
+    assert (f"{condition}:{line_of(condition, 'image_gray_levels')}, key 'image_gray_levels': must be 0 or 2-32, "
+            f"got 1") in problems(preset, condition)
+
+
 def test_the_image_feature_head_is_read_and_an_unknown_one_is_named_with_its_line(tmp_path):
     preset, condition = legacy_copy(tmp_path)
     condition.write_text(condition.read_text() + "image_features\tpooled\n")

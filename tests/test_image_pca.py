@@ -194,19 +194,25 @@ def test_a_bundle_written_before_image_pca_existed_still_loads(tmp_path):
     assert torch.equal(loaded.model_inputs(designs), scaled_inputs(designs, scaler))
 
 
-def test_an_image_bundle_written_before_coordinates_and_keypoints_existed_loads_its_cnn_as_it_was(tmp_path):
-    cfg = ConditionerConfig(input_type="image", filters=(8, 8), image_coordinates=False, image_features="pooled")
-    torch.manual_seed(0)
-    model = build_conditioner(cfg, latent_dim_main=4, latent_dim_hier=2, num_hier_levels=1)
+def load_older_image_bundle(tmp_path, cfg: ConditionerConfig, model: torch.nn.Module, without: tuple):
+    """Save `model` as a bundle of an older version, whose config had no `without` keys, and load it back."""
     settings = dataclasses.asdict(cfg)
-    del settings["image_coordinates"], settings["image_features"]
+    for key in without:
+        del settings[key]
     pixels = images(6, shape=(1, 16, 16))
     save_state(tmp_path / "old.pt", {
         "format": "simulgenvae-conditioner-1", "model": model.state_dict(), "conditioner_config": settings,
         "spectral_norm": False, "latent_dims": [4, 2, 1], "input_kind": "image", "in_channels": 1,
         "input_scaler": InputScaler().fit(pixels, np.arange(6)).state_dict(),
         "latent_residual_std": torch.ones(6), "seed": 0})
-    loaded = load_conditioner_bundle(tmp_path / "old.pt", torch.device("cpu"))
+    return load_conditioner_bundle(tmp_path / "old.pt", torch.device("cpu"))
+
+
+def test_an_image_bundle_written_before_coordinates_and_keypoints_existed_loads_its_cnn_as_it_was(tmp_path):
+    cfg = ConditionerConfig(input_type="image", filters=(8, 8), image_coordinates=False, image_features="pooled")
+    torch.manual_seed(0)
+    model = build_conditioner(cfg, latent_dim_main=4, latent_dim_hier=2, num_hier_levels=1)
+    loaded = load_older_image_bundle(tmp_path, cfg, model, without=("image_coordinates", "image_features"))
     assert not loaded.config.image_coordinates and not loaded.model.coordinate_channels
     assert loaded.config.image_features == "pooled" and loaded.model.feature_kind == "pooled"
     batch = torch.rand(3, 1, 16, 16)
@@ -251,3 +257,15 @@ def test_train_with_image_pca_then_predict_from_images_matches_the_in_run_evalua
     in_run = report["prediction_relative_l2"]["conditioner"]["val"]
     for name, value in (("mean", errors.mean()), ("median", np.median(errors)), ("max", errors.max())):
         assert value == pytest.approx(in_run[name], rel=1e-4), name
+
+
+def test_a_keypoint_bundle_written_before_gray_levels_existed_loads_its_cnn_as_it_was(tmp_path):
+    cfg = ConditionerConfig(input_type="image", filters=(8, 8), image_gray_levels=0)
+    torch.manual_seed(0)
+    model = build_conditioner(cfg, latent_dim_main=4, latent_dim_hier=2, num_hier_levels=1)
+    loaded = load_older_image_bundle(tmp_path, cfg, model, without=("image_gray_levels",))
+    assert loaded.config.image_gray_levels == 0 and loaded.model.gray_geometry is None
+    assert loaded.model.feature_kind == "keypoints"
+    batch = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(batch).flat(), model.eval()(batch).flat())

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from modules.storage.state_files import load_state
+from modules.surrogate.conditioner_bundle import load_conditioner_bundle
 from modules.surrogate.surrogate import Surrogate
 from modules.training.projected_training import ProjectedVAEObjective
 from legacy_fixture import as_the_legacy_tool_ships_it, edit, legacy_copy
@@ -516,12 +517,18 @@ def write_image_config(tmp_path: Path, extra: str = "") -> list:
     return args
 
 
-def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path):
-    args = write_image_config(tmp_path)
+@pytest.mark.parametrize("gray_levels", [0, 4])
+def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tmp_path, gray_levels):
+    args = write_image_config(tmp_path, f"image_gray_levels\t{gray_levels}\n")
     out = tmp_path / "out"
     assert entry.main(args + ["--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())["conditioner"]
     assert report["architecture"] == "cnn" and report["input_type"] == "image"
+    network = load_conditioner_bundle(out / "latent_conditioner.pt", torch.device("cpu")).model
+    if gray_levels:  # standardised by the training drawings before training, and saved so
+        assert network.gray_geometry.levels == gray_levels and (network.gray_geometry.scale != 1).any()
+    else:
+        assert network.gray_geometry is None
     assert report["band"]["design_spread"] is False  # pixels: no design vector for the band's process
     assert "Prediction of designs from their images" in (out / "report.txt").read_text()
     new_designs = tmp_path / "new"

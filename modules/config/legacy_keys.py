@@ -142,6 +142,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "image_size": ("conditioner.image_size", _to_int),
     "image_coordinates": ("conditioner.image_coordinates", _to_flag),
     "image_features": ("conditioner.image_features", _to_text),
+    "image_gray_levels": ("conditioner.image_gray_levels", _to_int),
     "lc_early_stopping_patience": ("conditioner.early_stopping_patience", _to_int),
     "use_e2e_training": ("end_to_end.enabled", _to_flag),
     "e2e_loss_function": ("end_to_end.loss_function", _to_text),

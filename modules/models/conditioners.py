@@ -44,7 +44,10 @@ def build_conditioner(cfg: ConditionerConfig, latent_dim_main: int, latent_dim_h
     if architecture == "cnn":
         return ImageConditioner(in_channels=in_channels, widths=tuple(cfg.filters), dropout_rate=cfg.dropout_rate,
                                 use_spatial_attention=cfg.use_spatial_attention, spectral_norm=spectral_norm,
-                                coordinate_channels=cfg.image_coordinates, features=cfg.image_features, **latent)
+                                coordinate_channels=cfg.image_coordinates, features=cfg.image_features,
+                                # the gray levels join the keypoint head's features; the pooled head has none
+                                gray_levels=cfg.image_gray_levels if cfg.image_features == "keypoints" else 0,
+                                **latent)
     embed_dim = -(-max(cfg.filters) // VIT_NUM_HEADS) * VIT_NUM_HEADS
     return VisionTransformerConditioner(in_channels=in_channels, image_size=cfg.image_size,
                                         patch_size=min(8, cfg.image_size), embed_dim=embed_dim,

@@ -154,9 +154,11 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
     if state.get("format") != CONDITIONER_BUNDLE_FORMAT:
         raise CheckpointError(f"{path}: not a SimulGenVAE latent conditioner (format {state.get('format')!r})")
     stored = dict(state["conditioner_config"])
-    # Bundles written before image_coordinates and image_features existed hold the CNN of that time.
+    # Bundles written before image_coordinates, image_features and image_gray_levels existed hold the CNN of
+    # that time.
     stored.setdefault("image_coordinates", False)
     stored.setdefault("image_features", "pooled")
+    stored.setdefault("image_gray_levels", 0)
     cfg = ConditionerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
     latent_dim_main, latent_dim_hier, levels = state["latent_dims"]
     members = int(state.get("ensemble_members", 1))

@@ -109,6 +109,8 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
         if member > 0 and not _affords_member(budget, results[-1], config.conditioner.epochs, member, runtime, log):
             break
         conditioner = build(config, vae, in_channels, member)
+        if hasattr(conditioner, "fit_input_statistics"):  # from the training designs alone, before any epoch
+            conditioner.fit_input_statistics(inputs[torch.as_tensor(sweep.train_indices)])
         if on_prior:
             zero_output_heads(conditioner)
         if e2e:
