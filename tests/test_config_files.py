@@ -317,6 +317,20 @@ def test_the_gray_levels_are_read_and_a_count_out_of_range_is_named_with_its_lin
             f"got 1") in problems(preset, condition)
 
 
+def test_the_amplitude_parameter_is_read_and_a_column_out_of_range_is_named_with_its_line(tmp_path):
+    preset, condition = legacy_copy(tmp_path)
+    assert load_run_config(preset, condition)[0].conditioner.amplitude_parameter == "auto"  # not in legacy files
+    condition.write_text(condition.read_text() + "amplitude_parameter\t2\n")
+    config = load_run_config(preset, condition)[0]
+    assert config.conditioner.amplitude_parameter == "2"
+    columns = config.conditioner.num_params
+    edit(condition, "amplitude_parameter\t2", f"amplitude_parameter\t{columns + 1}")
+    assert (f"{condition}:{line_of(condition, 'amplitude_parameter')}, key 'amplitude_parameter': must be auto, none "
+            f"or a parameter's column number 1-{columns}, got '{columns + 1}'") in problems(preset, condition)
+    edit(condition, f"amplitude_parameter\t{columns + 1}", "amplitude_parameter\tstrength")
+    assert "got 'strength'" in problems(preset, condition)
+
+
 def test_the_image_feature_head_is_read_and_an_unknown_one_is_named_with_its_line(tmp_path):
     preset, condition = legacy_copy(tmp_path)
     condition.write_text(condition.read_text() + "image_features\tpooled\n")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules.storage.state_files import load_state
+from modules.errors import CheckpointError
+from modules.storage.state_files import load_state, save_state
 from modules.surrogate.conditioner_bundle import load_conditioner_bundle
 from modules.surrogate.surrogate import Surrogate
 from modules.training.projected_training import ProjectedVAEObjective
@@ -506,6 +507,50 @@ def test_the_pod_gp_blend_is_saved_predicted_by_predict_and_reported_beside_the_
     assert entry.main(["predict", "--model", str(out), "--params", str(designs_file), "--out", str(tmp_path / "p.npy"),
                        "--device", "cpu"]) == 0
     assert "the prediction is 0.5 x the conditioners' field + 0.5 x POD + Gaussian processes'" in capsys.readouterr().out
+
+
+def test_an_amplitude_parameter_is_saved_applied_by_predict_and_reported(entry, tmp_path, monkeypatch, capsys):
+    from modules.training import pod_gp_blend_fit
+    monkeypatch.setattr(pod_gp_blend_fit, "BLEND_WEIGHTS", (0.5,))  # with a blend: the two wrappers together
+    args = write_config(tmp_path, epochs=3, lc_epochs=4, extra=ENSEMBLE.format(1) + "amplitude_parameter\t4\n")
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    assert "amplitude_parameter 4: fields predicted as parameter 4 x a unit field" in (out / "train_log.txt").read_text()
+    error, report, surrogate, designs = predicted_val_errors_and_report(tmp_path, out)
+    section = report["conditioner"]
+    assert section["amplitude_parameter"] == 4
+    assert error == pytest.approx(section["prediction_relative_l2"]["conditioner"]["val"]["mean"], rel=1e-4)
+    assert "fields = parameter 4 x a unit field" in (out / "report.txt").read_text()
+    # The code ends with r = the power over its training mean; the fields are r x the decoders' unit fields.
+    amplitude = surrogate.conditioner.amplitude
+    train = np.setdiff1d(np.arange(16), report["vae"]["val_case_indices"] + report["vae"].get("test_case_indices", []))
+    power = np.loadtxt(tmp_path / "data" / "params.csv", delimiter=",", skiprows=1)[:, 3]
+    flat = surrogate.predict_latents(designs)
+    np.testing.assert_allclose(flat[:, -1].numpy(), designs[:, 3] / power[train].mean(), rtol=1e-5)
+    with torch.no_grad():
+        unit = surrogate.prediction_decoder.unit_decoder.decode_flat(flat[:, :-1], projected=True)
+    torch.testing.assert_close(surrogate.decode_coefficients(flat), amplitude.from_unit(unit, flat[:, -1]))
+    # The conditioners alone keep the scaling (the report measured them so).
+    alone = surrogate.without_blend()
+    assert alone.conditioner.amplitude is amplitude and alone.prediction_decoder.amplitude is amplitude
+    truth = np.load(tmp_path / "data" / "dataset1.npy")[report["vae"]["val_case_indices"]]
+    network = alone.predict(designs).fields
+    alone_error = np.mean(np.linalg.norm((network - truth).reshape(len(truth), -1), axis=1) /
+                          np.linalg.norm(truth.reshape(len(truth), -1), axis=1))
+    assert alone_error == pytest.approx(section["prediction_relative_l2"]["network"]["val"]["mean"], rel=1e-4)
+    designs_file = tmp_path / "designs.csv"
+    designs_file.write_text("\n".join((tmp_path / "data" / "params.csv").read_text().splitlines()[:3]) + "\n")
+    capsys.readouterr()
+    assert entry.main(["predict", "--model", str(out), "--params", str(designs_file), "--out", str(tmp_path / "p.npy"),
+                       "--device", "cpu", "--samples", "3"]) == 0
+    assert "the fields are predicted in proportion to parameter 4" in capsys.readouterr().out
+    state = load_state(out / "latent_conditioner.pt")
+    state["amplitude"]["column"] = 7
+    with pytest.raises(CheckpointError, match="reads parameter 8 of 5; the file is damaged"):
+        load_conditioner_bundle(save_state(tmp_path / "edited.pt", state), torch.device("cpu"))
+    del state["amplitude"]["zero"]
+    with pytest.raises(CheckpointError, match="the amplitude scaling in the bundle is damaged"):
+        load_conditioner_bundle(save_state(tmp_path / "edited.pt", state), torch.device("cpu"))
 
 
 def write_image_config(tmp_path: Path, extra: str = "") -> list:

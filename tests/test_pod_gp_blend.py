@@ -136,3 +136,18 @@ def test_the_blended_decoder_mixes_coefficients_and_survives_a_save_and_load():
         assert torch.equal(prior[:, :2], designs[:4] * 0.5) and torch.equal(prior[:, 2:], torch.zeros(4, blend.scores))
     with pytest.raises(ValueError, match="mode coefficients only"):
         decoder.decode_flat(code, projected=False)
+
+
+def test_with_unit_fields_the_weight_is_picked_on_the_fields_they_stand_for():
+    # The network is far off on the first half of the validation designs and exact on the second; mapped to their
+    # fields the first half counts for nothing, so the network alone is best there, not on the unit fields.
+    designs, coefficients = smooth_sweep()
+    train, validation = np.arange(30), np.arange(30, 40)
+    network = coefficients[validation].clone()
+    network[:5] += 3 * coefficients.std()
+    unit_blend, _ = fit_pod_gp_blend("auto", designs, coefficients, train, validation, network, latent_numbers=2)
+    assert unit_blend is not None and unit_blend.weight < 1.0
+    scale = torch.tensor([0.0] * 5 + [1.0] * 5)[:, None, None]
+    blend, reason = fit_pod_gp_blend("auto", designs, coefficients, train, validation, network, latent_numbers=2,
+                                     to_fields=lambda unit: unit * scale)
+    assert blend is None and "no blend beats the conditioners alone" in reason

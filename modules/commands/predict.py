@@ -87,6 +87,9 @@ def run_predict(args: argparse.Namespace) -> Prediction:
               f"{1 - conditioner.blend.weight:.1f} x POD + Gaussian processes' (pod_gp_blend auto, weight picked on "
               "the validation designs" + ("; the processes read the conditioners' code of each image"
                                           if conditioner.blend.reads_code else "") + ")")
+    if conditioner.amplitude is not None:
+        print(f"the fields are predicted in proportion to {conditioner.amplitude.name} (amplitude_parameter: "
+              "parameter / its training mean x a predicted unit field)")
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
     if result.lower is not None:

@@ -155,6 +155,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "reconstruction_decoder": ("end_to_end.reconstruction_decoder", _to_text),
     "conditioner_ensemble": ("conditioner.ensemble_members", _to_int),
     "pod_gp_blend": ("conditioner.pod_gp_blend", _to_text),
+    "amplitude_parameter": ("conditioner.amplitude_parameter", _to_text),
     "aug_time_warp_probability": ("augmentation.time_warp_probability", _to_float),
     "aug_time_warp_range": ("augmentation.time_warp_range", _to_float),
     "aug_node_mask_probability": ("augmentation.node_mask_probability", _to_float),

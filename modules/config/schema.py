@@ -547,12 +547,22 @@ class ConditionerConfig:
     pod_gp_blend: str = "auto"
     """pod_gp_blend: auto = predict w x (the conditioners' field) + (1 - w) x (POD + Gaussian processes' field),
     w in 0, 0.1, ..., 1 picked on the validation designs (models/pod_gp_blend.py); 0 = the conditioners alone."""
+    amplitude_parameter: str = "auto"
+    """Parameter tables with end-to-end training: predict the field as r x a unit field, r = this parameter (its
+    1-based column) over its training mean, for fields proportional to a load's amplitude (linear physics;
+    models/amplitude.py). auto: the parameter whose division helps POD + GP predict the validation designs by 10 %
+    or more, if any (training/amplitude_choice.py); none: never."""
 
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
         if self.pod_gp_blend not in POD_GP_BLEND_VALUES:
             out.append(issue("pod_gp_blend", f"must be one of {', '.join(POD_GP_BLEND_VALUES)}, got "
                              f"'{self.pod_gp_blend}'", "use auto, or 0 for the conditioners alone"))
+        if self.amplitude_parameter not in ("auto", "none") and not (
+                self.amplitude_parameter.isdigit() and 1 <= int(self.amplitude_parameter) <= max(self.num_params, 1)):
+            out.append(issue("amplitude_parameter", f"must be auto, none or a parameter's column number 1-"
+                             f"{max(self.num_params, 1)}, got '{self.amplitude_parameter}'",
+                             "use auto, none, or e.g. 3 for the third column of the parameter table"))
         if self.image_features not in IMAGE_FEATURES:
             out.append(issue("image_features", f"must be one of {', '.join(IMAGE_FEATURES)}, got "
                              f"'{self.image_features}'", "use keypoints, or pooled for the previous CNN head"))

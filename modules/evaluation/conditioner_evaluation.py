@@ -135,6 +135,8 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
         "pod_gp_blend": ({"weight_on_conditioners": trained.blend.weight, "gaussian_processes": trained.blend.scores,
                           "processes_read": "the conditioners' code" if trained.blend.reads_code else "the design"}
                          if trained.blend is not None else None),
+        # The 1-based column the fields were predicted in proportion to (models/amplitude.py), or None.
+        "amplitude_parameter": None if trained.amplitude is None else trained.amplitude.column + 1,
         "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
                                           for split, errors in per_split.items()}
                                    for name, per_split in evaluation.errors.items()},

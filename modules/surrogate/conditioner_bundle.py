@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from modules.data.designs import scaled_inputs
 from modules.data.image_pca import ImagePCA
 from modules.errors import CheckpointError
 from modules.models.conditioners import build_conditioner
+from modules.models.amplitude import AmplitudeScaling
 from modules.models.design_spread import DesignSpread
 from modules.models.ensemble import ConditionerEnsemble
 from modules.models.pod_gp_blend import PodGpBlend
@@ -76,11 +77,15 @@ class TrainedConditioner:
     """Parameter designs: how much wider the band is for a design than for a typical validation design
     (a Gaussian process's posterior std, models/design_spread.py). None (images, bundles written before it
     existed): the same band width for every design."""
+    amplitude: Optional[AmplitudeScaling] = None
+    """With an amplitude parameter (amplitude_parameter): the decoders and the blend predict unit fields, the
+    prediction is r x them (models/amplitude.py); the predicted code ends with r. None: fields as they are."""
 
     @property
     def predictor(self) -> torch.nn.Module:
-        """Design inputs -> the predicted code: the network's, with the blend's scores side by side."""
-        return self.model if self.blend is None else self.blend.conditioner(self.model)
+        """Design inputs -> the predicted code: the network's, with the blend's scores and r side by side."""
+        predictor = self.model if self.blend is None else self.blend.conditioner(self.model)
+        return predictor if self.amplitude is None else self.amplitude.conditioner(predictor)
 
     @property
     def members(self) -> int:
@@ -146,6 +151,8 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         state["reconstruction_starts"] = trained.reconstruction_starts.detach().cpu()
     if trained.band_spread is not None:
         state["band_spread"] = {k: v.cpu() for k, v in trained.band_spread.state_dict().items()}
+    if trained.amplitude is not None:
+        state["amplitude"] = trained.amplitude.state_dict()
     return save_state(path, state)
 
 
@@ -159,6 +166,7 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
     stored.setdefault("image_coordinates", False)
     stored.setdefault("image_features", "pooled")
     stored.setdefault("image_gray_levels", 0)
+    stored.setdefault("amplitude_parameter", "none")
     cfg = ConditionerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
     latent_dim_main, latent_dim_hier, levels = state["latent_dims"]
     members = int(state.get("ensemble_members", 1))
@@ -186,7 +194,19 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               list(state.get("ensemble_kept", range(members))), _blend(state, path, device),
                               _reconstruction_member(state, members, path),
                               _reconstruction_starts(state, latent_dim_main + levels * latent_dim_hier, path),
-                              _band_spread(state, path, device))
+                              _band_spread(state, path, device), _amplitude(state, cfg, path))
+
+
+def _amplitude(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -> Optional[AmplitudeScaling]:
+    """Bundles written before amplitude scaling existed predict the fields as they are."""
+    if "amplitude" not in state:
+        return None
+    amplitude = _part(state, "amplitude", AmplitudeScaling.from_state_dict, "the amplitude scaling", path)
+    if not 0 <= amplitude.column < cfg.num_params:
+        raise CheckpointError(f"{path}: the amplitude scaling reads parameter {amplitude.column + 1} of "
+                              f"{cfg.num_params}; the file is damaged or was edited, retrain the conditioner "
+                              "(python SimulGen-VAE.py --lc_only=1)")
+    return amplitude
 
 
 def _reconstruction_member(state: Dict[str, Any], members: int, path: Path) -> Optional[int]:
@@ -240,10 +260,16 @@ def _decoder_weights(state: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]
 def _blend(state: Dict[str, Any], path: Path, device: torch.device) -> Optional[PodGpBlend]:
     if "pod_gp_blend" not in state:  # bundles written before the blend existed predict as they did
         return None
-    try:
-        blend = PodGpBlend.from_state_dict(state["pod_gp_blend"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: the POD + GP blend in the bundle is damaged ({error}); retrain the "
-                              "conditioner (python SimulGen-VAE.py --lc_only=1)") from error
+    blend = _part(state, "pod_gp_blend", PodGpBlend.from_state_dict, "the POD + GP blend", path)
     blend.gp.to(device)
     return blend
+
+
+def _part(state: Dict[str, Any], key: str, from_state_dict: Callable[[Dict[str, Any]], Any], what: str,
+          path: Path) -> Any:
+    """state[key] rebuilt, or a CheckpointError naming what is damaged and the fix."""
+    try:
+        return from_state_dict(state[key])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: {what} in the bundle is damaged ({error}); retrain the conditioner "
+                              "(python SimulGen-VAE.py --lc_only=1)") from error

@@ -107,6 +107,8 @@ class Surrogate:
             decoder = copies[0] if len(copies) == 1 else DecoderEnsemble(copies).to(self.device)
         if conditioner.blend is not None:
             decoder = conditioner.blend.decoder(self.vae if decoder is None else decoder)
+        if conditioner.amplitude is not None:
+            decoder = conditioner.amplitude.decoder(self.vae if decoder is None else decoder)
         member = conditioner.reconstruction_member
         return replace(self, conditioner=conditioner, prediction_decoder=decoder,
                        reconstruction_vae=None if member is None else copies[member])
@@ -122,9 +124,13 @@ class Surrogate:
         """The same surrogate predicting with the conditioners alone (no POD + GP blend)."""
         if self.conditioner is None or self.conditioner.blend is None:
             return self
-        network_decoder = self.prediction_decoder.network_decoder
+        amplitude = self.conditioner.amplitude
+        blended = self.prediction_decoder if amplitude is None else self.prediction_decoder.unit_decoder
+        decoder = blended.network_decoder
+        if amplitude is not None:
+            decoder = amplitude.decoder(decoder)
         return replace(self, conditioner=replace(self.conditioner, blend=None),
-                       prediction_decoder=None if network_decoder is self.vae else network_decoder)
+                       prediction_decoder=None if decoder is self.vae else decoder)
 
     @property
     def reconstruction_decoder_text(self) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 import time
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,6 +32,8 @@ from modules.training.augmentation import DesignAugmenter
 from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
 from modules.training.time_budget import MIN_MEMBER_EPOCH_FRACTION, TimeBudget, affords_another_member
+from modules.models.amplitude import AmplitudeScaling
+from modules.training.amplitude_choice import choose_amplitude, zero_field_coefficients
 from modules.training.pod_gp_blend_fit import fit_pod_gp_blend
 from modules.training.reconstruction_choice import pick_reconstruction_decoder
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
@@ -84,6 +87,10 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     inputs = model_inputs(designs, scaler, image_pca)
     targets = torch.as_tensor(latents["flat"], dtype=torch.float32)
     in_channels = designs.shape[1] if designs.ndim == 4 else 1
+    amplitude = _amplitude(config, sweep, vae, designs, inputs, scaler, coefficients, log)
+    # With an amplitude parameter the decoders learn unit fields, the loss stays on the fields (ConditionedDecoder
+    # multiplies by r); the blend's processes predict the unit fields.
+    unit_coefficients = coefficients if amplitude is None else amplitude.to_unit(coefficients, amplitude.ratios(inputs))
     members = config.conditioner.ensemble_members
     # Each member trains its decoder in its own copy of the VAE: the VAE keeps its decoder for reconstruction.
     vaes = [decoder_copy(vae) for _ in range(members)]
@@ -115,7 +122,7 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
             zero_output_heads(conditioner)
         if e2e:
             model: torch.nn.Module = ConditionedDecoder(conditioner, vaes[member], config.end_to_end.finetune_decoder,
-                                                        on_prior, fresh_decoder=fresh)
+                                                        on_prior, fresh_decoder=fresh, amplitude=amplitude)
             objective: Any = EndToEndObjective(config.end_to_end, DesignAugmenter(config.augmentation))
         else:
             weights = field_sensitivity(vae, targets[torch.as_tensor(sweep.train_indices)])
@@ -149,8 +156,9 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
         network_validation = _decoded(decoder, predicted, runtime.device)
     # Images have no design vector: the blend's processes read the conditioners' codes of the designs instead.
     codes = predict_latents(conditioner, inputs, runtime.device, prior=prior) if inputs.dim() != 2 else None
-    blend, reason = fit_pod_gp_blend(config.conditioner.pod_gp_blend, inputs, coefficients, sweep.train_indices,
-                                     sweep.val_indices, network_validation, vae.flat_latent_dim, codes)
+    to_fields = None if amplitude is None else partial(amplitude.from_unit, ratios=amplitude.ratios(val_inputs))
+    blend, reason = fit_pod_gp_blend(config.conditioner.pod_gp_blend, inputs, unit_coefficients, sweep.train_indices,
+                                     sweep.val_indices, network_validation, vae.flat_latent_dim, codes, to_fields)
     log.info(f"conditioner: {reason}")
     # An ensemble's code is its members' codes side by side, each compared with the VAE's code; with the blend,
     # the Gaussian processes' scores follow, compared with the validation cases' own scores.
@@ -158,7 +166,10 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     if blend is not None:
         with torch.no_grad():
             residual = torch.cat([residual, _residual_std(blend.scores_of(val_inputs, predicted),
-                                                          blend.pca.scores(coefficients[sweep.val_indices]).float())])
+                                                          blend.pca.scores(unit_coefficients[sweep.val_indices])
+                                                          .float())])
+    if amplitude is not None:  # r is known exactly: no draws around it
+        residual = torch.cat([residual, residual.new_zeros(1)])
     # The decoder is all that end-to-end training changes in the VAE (the encoder, design prior and basis stay
     # the VAE bundle's): only it is saved, not the whole VAE again (136 MB, 97 of them the basis, at seed size).
     trains_decoders = e2e and config.end_to_end.finetune_decoder
@@ -176,13 +187,35 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
                                  member_decoder_weights=member_decoders, members_trained=trained_members,
                                  members_kept=kept, blend=blend, reconstruction_member=reconstruction,
-                                 reconstruction_starts=reconstruction_starts)
+                                 reconstruction_starts=reconstruction_starts, amplitude=amplitude)
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
     best = ", ".join(f"{member.best_val_loss:.4g} at epoch {member.best_epoch + 1}" for member in results)
     log.info(f"conditioner: best validation loss {best}; saved {run_dir.conditioner_bundle}")
     return trained, result
+
+
+def _amplitude(config: RunConfig, sweep: PreparedSweep, vae: HierarchicalVAE, designs: np.ndarray,
+               inputs: torch.Tensor, scaler: InputScaler, coefficients: torch.Tensor, log: RunLog
+               ) -> Optional[AmplitudeScaling]:
+    """amplitude_parameter resolved (training/amplitude_choice.py) and logged. It needs a parameter table (images
+    give no value to multiply by), end-to-end training (the loss is on the field) and an affine node scaler
+    (the robust scaler clips)."""
+    setting = config.conditioner.amplitude_parameter
+    if setting == "none":
+        return None
+    if config.conditioner.input_type == "image" or not config.end_to_end.enabled or sweep.scaler.clipped:
+        why = ("design images" if config.conditioner.input_type == "image" else
+               "no end-to-end training" if not config.end_to_end.enabled else "scaler robust clips the fields")
+        log.info(f"conditioner: amplitude_parameter {setting} does not apply ({why}): fields predicted as they are")
+        return None
+    started = time.perf_counter()
+    zero = zero_field_coefficients(vae.basis, sweep.scaler, vae.num_timesteps)
+    amplitude, reason = choose_amplitude(setting, designs, inputs, scaler, coefficients, sweep.train_indices,
+                                         sweep.val_indices, zero, vae.flat_latent_dim)
+    log.info(f"conditioner: {reason}; {time.perf_counter() - started:.1f} s")
+    return amplitude
 
 
 def _affords_member(budget: Optional[TimeBudget], previous: TrainingResult, epochs: int, member: int,

@@ -12,6 +12,7 @@ import torch
 
 from modules.training.augmentation import DesignAugmenter, FieldAugmenter
 from modules.config.schema import EndToEndConfig, TrainConfig
+from modules.models.amplitude import AmplitudeScaling
 from modules.models.vae import VAEOutput
 from modules.training.losses import design_loss, kl_weight, reconstruction_loss, vae_loss
 from modules.training.physics_loss import PhysicsLoss
@@ -152,14 +153,17 @@ class ConditionedDecoder(torch.nn.Module):
     buffer, so it is never trained; the encoder and the design prior are off the path and stay frozen."""
 
     def __init__(self, conditioner: torch.nn.Module, vae: torch.nn.Module, finetune_decoder: bool,
-                 on_design_prior: bool = False, fresh_decoder: bool = False):
+                 on_design_prior: bool = False, fresh_decoder: bool = False,
+                 amplitude: Optional[AmplitudeScaling] = None):
         """on_design_prior: the conditioner's output is a correction added to the VAE's design_latent.
+        amplitude: the decoder gives the unit field, multiplied here by the design's r (models/amplitude.py).
         fresh_decoder (with finetune_decoder): the decoder's layers on the latent -> field path start from a new
         initialisation instead of the VAE's weights (e2e_decoder_start fresh)."""
         super().__init__()
         self.conditioner = conditioner
         self.vae = vae
         self.on_design_prior = on_design_prior
+        self.amplitude = amplitude
         on_path = {name: module for name, module in vae.decoder.named_children()
                    if name not in DECODER_HEADS_UNUSED_BY_DECODE_FLAT}
         if fresh_decoder:
@@ -178,7 +182,10 @@ class ConditionedDecoder(torch.nn.Module):
         flat = self.conditioner(inputs).flat()
         if self.on_design_prior:
             flat = flat + self.vae.design_latent(inputs)
-        return flat, self.vae.decode_flat(flat, projected=True)
+        decoded = self.vae.decode_flat(flat, projected=True)
+        if self.amplitude is not None:
+            decoded = self.amplitude.from_unit(decoded, self.amplitude.ratios(inputs))
+        return flat, decoded
 
 
 class EndToEndObjective:

@@ -1,7 +1,7 @@
 """Fitting the POD + GP blend of the predictions (models/pod_gp_blend.py) and picking its weight on validation."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,14 +30,18 @@ doubled the time."""
 
 def fit_pod_gp_blend(setting: str, inputs: torch.Tensor, coefficients: torch.Tensor, train: Sequence[int],
                      validation: Sequence[int], network_validation: torch.Tensor, latent_numbers: int,
-                     network_codes: Optional[torch.Tensor] = None) -> Tuple[Optional[PodGpBlend], str]:
+                     network_codes: Optional[torch.Tensor] = None,
+                     to_fields: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                     ) -> Tuple[Optional[PodGpBlend], str]:
     """pod_gp_blend ('auto' or '0') resolved: (the blend, or None for the conditioners alone; the reason in words).
 
     inputs: the conditioner's design inputs [cases, p], or images [cases, C, S, S]; coefficients: every case's mode
     coefficients [cases, C, T] (basis units, where squared error is the physically weighted field error);
     network_validation: the conditioners' decoded prediction of the validation cases [v, C, T]; network_codes:
     the conditioners' predicted codes of every case [cases, members x latent_numbers], which the Gaussian
-    processes read instead of images (images have no design vector)."""
+    processes read instead of images (images have no design vector); to_fields: with an amplitude parameter
+    (models/amplitude.py) the coefficients are the unit fields', and this maps the validation cases' [v, C, T] to
+    their fields', where the weight is picked (an affine map: it commutes with the mix)."""
     if setting == "0":
         return None, "pod_gp_blend 0: the conditioners alone"
     reads_code = 0
@@ -62,8 +66,9 @@ def fit_pod_gp_blend(setting: str, inputs: torch.Tensor, coefficients: torch.Ten
                        (int(coefficients.shape[1]), int(coefficients.shape[2])), reads_code)
     with torch.no_grad():
         pod_gp = blend.coefficients(blend.gp(gp_inputs[validation]))
-    truth, network = coefficients[validation].float(), network_validation.float()
-    errors = {weight: float(((weight * network + (1 - weight) * pod_gp - truth) ** 2).mean())
+    fields = to_fields if to_fields is not None else (lambda unit: unit)
+    truth, network = fields(coefficients[validation].float()), network_validation.float()
+    errors = {weight: float(((fields(weight * network + (1 - weight) * pod_gp) - truth) ** 2).mean())
               for weight in BLEND_WEIGHTS + (0.0, 1.0)}
     # Ties go to the larger weight: the conditioners alone unless mixing in POD + GP measurably helps.
     blend.weight = min(sorted(BLEND_WEIGHTS, reverse=True), key=lambda weight: errors[weight])
