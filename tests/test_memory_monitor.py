@@ -15,8 +15,11 @@ def reading(available_gib: float, total_gib: float = 16.0, **gpu) -> MemoryReadi
 
 
 def test_a_reading_holds_this_process_its_peak_its_children_and_the_machine():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # The child says when its interpreter is up: read too early, it is a bare exec of a few hundred KiB.
+    child = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout.readline().strip() == "up"
         found = MemoryMonitor(torch.device("cpu"), 0.1).read()
     finally:
         child.kill()
