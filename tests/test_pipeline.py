@@ -543,7 +543,7 @@ def test_an_amplitude_parameter_is_saved_applied_by_predict_and_reported(entry, 
     capsys.readouterr()
     assert entry.main(["predict", "--model", str(out), "--params", str(designs_file), "--out", str(tmp_path / "p.npy"),
                        "--device", "cpu", "--samples", "3"]) == 0
-    assert "the fields are predicted in proportion to parameter 4" in capsys.readouterr().out
+    assert f"the fields are predicted as {amplitude.describe()} (amplitude_parameter" in capsys.readouterr().out
     state = load_state(out / "latent_conditioner.pt")
     state["amplitude"]["column"] = 7
     with pytest.raises(CheckpointError, match="reads parameter 8 of 5; the file is damaged"):

@@ -88,8 +88,8 @@ def run_predict(args: argparse.Namespace) -> Prediction:
               "the validation designs" + ("; the processes read the conditioners' code of each image"
                                           if conditioner.blend.reads_code else "") + ")")
     if conditioner.amplitude is not None:
-        print(f"the fields are predicted in proportion to {conditioner.amplitude.name} (amplitude_parameter: "
-              "parameter / its training mean x a predicted unit field)")
+        print(f"the fields are predicted as {conditioner.amplitude.describe()} (amplitude_parameter: the "
+              "parameter / its training mean scales a predicted unit field about the reference value)")
     if result.mean is not None:
         print(f"wrote {outputs['mean']} and {outputs['std']}: mean and standard deviation of {args.samples} samples")
     if result.lower is not None:

@@ -137,6 +137,8 @@ def conditioner_report_section(evaluation: ConditionerEvaluation, training: Opti
                          if trained.blend is not None else None),
         # The 1-based column the fields were predicted in proportion to (models/amplitude.py), or None.
         "amplitude_parameter": None if trained.amplitude is None else trained.amplitude.column + 1,
+        # The constant field value it scales about (0, or e.g. an ambient temperature), or None.
+        "amplitude_reference": None if trained.amplitude is None else trained.amplitude.reference,
         "prediction_relative_l2": {name: {split: summarize_errors(errors, evaluation.pooled[name][split])
                                           for split, errors in per_split.items()}
                                    for name, per_split in evaluation.errors.items()},

@@ -85,7 +85,8 @@ def format_run_report(report: Dict[str, Any]) -> str:
                                   lc.get("ensemble_configured", lc.get("ensemble_trained", 1)))
                  + (["on the design prior"] if lc.get("on_design_prior") and decoder != "fresh" else [])
                  + ([lc_kept[2:]] if lc_kept else [])
-                 + ([f"fields = parameter {lc['amplitude_parameter']} x a unit field"]
+                 + ([f"fields = parameter {lc['amplitude_parameter']} x a unit field"
+                     + (f" about {lc['amplitude_reference']:.6g}" if lc.get("amplitude_reference") else "")]
                     if lc.get("amplitude_parameter") else []))
         name = f"{lc['architecture'].upper()} conditioner + decoder" + (f" ({', '.join(notes)})" if notes else "")
         blend = lc.get("pod_gp_blend")

@@ -6,13 +6,16 @@ Gaussian processes fitted to 144 designs learn that product only roughly; given 
 on impact-dev (the wave after a force pulse of strength 0.5-2; test designs, pooled): POD + GP on the fields
 divided by the strength 0.351 against 0.489 on the fields themselves (README, ablations).
 
+A load answers about the state without it, which need not be 0: a heated plate's temperatures are its ambient
+value plus power x G. So the scaling is about a constant reference field c: field = c + r x (G - c).
 Everything happens in the spatial-mode coefficients (basis units), where the node scaler and the basis are
-affine: the coefficients of r x G are zero + r x (coefficients of G - zero), `zero` the coefficients of the
-all-zero field. The predicted code carries r as its last number (the ensemble's side-by-side convention,
+affine: the coefficients of c + r x (G - c) are zero + r x (coefficients of G - zero), `zero` the coefficients
+of the constant field c. The predicted code carries r as its last number (the ensemble's side-by-side convention,
 models/ensemble.py), so `predict`, the band's draws and the report go through the same two calls as before.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -32,7 +35,13 @@ class AmplitudeScaling:
     offset: float
     slope: float
     zero: torch.Tensor
-    """[C, T] float32: the mode coefficients of the all-zero field."""
+    """[C, T] float32: the mode coefficients of the reference field (the constant `reference` everywhere)."""
+    reference: float = 0.0
+    """The field's value without the load (0, or e.g. an ambient temperature), about which it scales."""
+
+    def describe(self) -> str:
+        """In words, for logs, the report and predict: 'parameter 4 x a unit field (about 20)'."""
+        return f"{self.name} x a unit field" + (f" (about {self.reference:.6g})" if self.reference else "")
 
     def ratios(self, inputs: torch.Tensor) -> torch.Tensor:
         """Standardised design inputs [B, p] -> r [B] (float32)."""
@@ -59,15 +68,18 @@ class AmplitudeScaling:
 
     def state_dict(self) -> Dict[str, object]:
         return {"column": self.column, "name": self.name, "offset": self.offset, "slope": self.slope,
-                "zero": self.zero.detach().cpu()}
+                "zero": self.zero.detach().cpu(), "reference": self.reference}
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, object]) -> "AmplitudeScaling":
         zero = state["zero"]
         if not isinstance(zero, torch.Tensor) or zero.dim() != 2 or not bool(torch.isfinite(zero).all()):
             raise ValueError("'zero' must be finite mode coefficients [C, T]")
+        reference = float(state.get("reference", 0.0))  # scalings saved before references existed: about 0
+        if not math.isfinite(reference):
+            raise ValueError(f"'reference' must be a finite number, not {reference}")
         return cls(int(state["column"]), str(state["name"]), float(state["offset"]), float(state["slope"]),
-                   zero.float())
+                   zero.float(), reference)
 
 
 class AmplitudeConditioner(torch.nn.Module):

@@ -33,7 +33,7 @@ from modules.training.checkpointing import Checkpointer
 from modules.training.loop import LoopSettings, Trainer, TrainingResult
 from modules.training.time_budget import MIN_MEMBER_EPOCH_FRACTION, TimeBudget, affords_another_member
 from modules.models.amplitude import AmplitudeScaling
-from modules.training.amplitude_choice import choose_amplitude, zero_field_coefficients
+from modules.training.amplitude_choice import choose_amplitude, reference_fields
 from modules.training.pod_gp_blend_fit import fit_pod_gp_blend
 from modules.training.reconstruction_choice import pick_reconstruction_decoder
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
@@ -211,9 +211,9 @@ def _amplitude(config: RunConfig, sweep: PreparedSweep, vae: HierarchicalVAE, de
         log.info(f"conditioner: amplitude_parameter {setting} does not apply ({why}): fields predicted as they are")
         return None
     started = time.perf_counter()
-    zero = zero_field_coefficients(vae.basis, sweep.scaler, vae.num_timesteps)
+    references = reference_fields(vae.basis, sweep.scaler, vae.num_timesteps)
     amplitude, reason = choose_amplitude(setting, designs, inputs, scaler, coefficients, sweep.train_indices,
-                                         sweep.val_indices, zero, vae.flat_latent_dim)
+                                         sweep.val_indices, references, vae.flat_latent_dim)
     log.info(f"conditioner: {reason}; {time.perf_counter() - started:.1f} s")
     return amplitude
 
