@@ -133,3 +133,22 @@ def test_a_fresh_prediction_decoder_keeps_the_pca_readout_frozen():
     flat, recon = model(torch.randn(5, 3))
     recon.square().mean().backward()
     assert vae.decoder.case_readout.weight.grad is None and vae.decoder.readout[0].weight.grad.abs().sum() > 0
+
+
+def test_prediction_decoders_of_unit_fields_start_their_linear_path_at_the_unit_fields_pca():
+    from modules.models.ensemble import decoder_copy
+    from modules.training.conditioner_stage import start_linear_paths_at_pca
+    train, held_out = coefficients(40), coefficients(7, seed=1)
+    vae = vae_at_pca_start(train)
+    unit = train / torch.linspace(0.3, 2.0, 40)[:, None, None]  # the training fields over each design's r
+    copies = [decoder_copy(vae) for _ in range(2)]
+    assert start_linear_paths_at_pca(copies, unit) == 8
+    expected = pca_reconstruction(unit, held_out, components=8)
+    for copy in copies:
+        with torch.no_grad():
+            decoded = copy.decoder.linear_readout(copy.case_projection(held_out.flatten(1)))
+        assert torch.allclose(decoded.double(), expected, atol=1e-4)
+        assert not copy.decoder.case_readout.weight.requires_grad  # still frozen
+    with torch.no_grad():  # the VAE itself keeps the fields' PCA (it reconstructs)
+        kept = vae.decoder.linear_readout(vae.case_projection(held_out.flatten(1)))
+    assert torch.allclose(kept.double(), pca_reconstruction(train, held_out, components=8), atol=1e-4)
