@@ -88,7 +88,7 @@ def build_surrogate(num_nodes: int, num_timesteps: int, num_modes: int, seed: in
     torch.manual_seed(seed)
 
     vae = HierarchicalVAE(model_config, num_nodes, num_timesteps, num_modes,
-                          num_params if model_config.design_prior else 0)
+                          num_params if config.uses_design_prior else 0)
     node_weights = torch.rand(num_nodes, generator=generator, dtype=torch.float64) + 0.5
     vae.basis.set_modes(orthonormal_basis(num_nodes, num_modes, generator), node_weights, scale=1.0)
     # POD-like spreads, falling off from the first mode to the last (the readout's cost does not depend on them).

@@ -80,7 +80,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     runtime = Runtime(torch.device("cpu"))
     sweep = prepare_sweep(config, REPO, runtime)
     designs = load_design_array(config.conditioner, REPO, config.data.num_cases)
-    features = design_features(designs, sweep.train_indices) if config.model.design_prior else None
+    features = design_features(designs, sweep.train_indices) if config.uses_design_prior else None
 
     rates: Dict[str, List[float]] = {name: [] for name in VARIANTS}
     phases: Dict[str, float] = {}

@@ -55,3 +55,40 @@ def test_refinement_iterations_bind_no_stage_even_in_checkpoints_that_saved_them
         assert differing_keys(saved_with_defaults(written_then, stage), must_match(now, stage)) == []
         assert differing_keys(saved_with_defaults(written_then, stage), must_match(other_width, stage)) == \
             [f"model.decoder_width: saved {RunConfig().model.decoder_width}, now 64"]
+
+
+def with_design(design_prior: str, input_type: str) -> RunConfig:
+    return RunConfig(model=dataclasses.replace(RunConfig().model, design_prior=design_prior),
+                     conditioner=dataclasses.replace(ConditionerConfig(), input_type=input_type))
+
+
+def test_design_prior_auto_is_on_for_a_parameter_table_and_off_for_design_images():
+    assert with_design("auto", "csv").uses_design_prior and not with_design("auto", "image").uses_design_prior
+    assert with_design("1", "image").uses_design_prior and not with_design("0", "csv").uses_design_prior
+    assert [found.key for found in with_design("yes", "csv").model.problems()] == ["design_prior"]
+
+
+def test_checkpoints_that_saved_design_prior_as_a_flag_match_what_auto_resolves_to():
+    for stage in ("vae", "conditioner"):
+        written_then = must_match(RunConfig(), stage)
+        written_then["model"]["design_prior"] = True  # a 0/1 flag before 'auto', saved as a bool
+        assert differing_keys(saved_with_defaults(written_then, stage), must_match(with_design("auto", "csv"), stage)) \
+            == []
+        # a VAE trained with the prior on images is not resumed without it: its network has the prior's layers
+        assert differing_keys(saved_with_defaults(written_then, stage)["model"],
+                              must_match(with_design("auto", "image"), stage)["model"]) == \
+            ["design_prior: saved True, now False"]
+
+
+def test_a_bundle_that_saved_the_flag_loads_as_its_value_and_a_reused_vae_may_differ_in_it():
+    from modules.config.compatibility import reused_vae_must_match
+    from modules.config.schema import ModelConfig, config_from_dict
+    saved = RunConfig().to_dict()
+    saved["model"]["design_prior"] = False
+    assert config_from_dict(saved).model.design_prior == "0" and ModelConfig(design_prior=True).design_prior == "1"
+    trained_on_parameters = with_design("auto", "csv")
+    images = with_design("auto", "image")
+    assert differing_keys(reused_vae_must_match(trained_on_parameters), reused_vae_must_match(images)) == []
+    wider = RunConfig(model=dataclasses.replace(RunConfig().model, decoder_width=64))
+    assert differing_keys(reused_vae_must_match(trained_on_parameters), reused_vae_must_match(wider)) == \
+        [f"decoder_width: saved {RunConfig().model.decoder_width}, now 64"]

@@ -17,6 +17,7 @@ from modules.errors import CheckpointError
 from modules.storage.state_files import load_state, save_state
 from modules.surrogate.conditioner_bundle import load_conditioner_bundle
 from modules.surrogate.surrogate import Surrogate
+from modules.surrogate.vae_bundle import load_vae_bundle
 from modules.training.projected_training import ProjectedVAEObjective
 from legacy_fixture import as_the_legacy_tool_ships_it, edit, legacy_copy
 from tiny_sweep import load_entry, tiny_condition, tiny_preset
@@ -73,6 +74,8 @@ def test_full_run_writes_models_latents_and_an_honest_report(trained_run):
     assert latents["flat"].shape == (16, 6) and len(latents["val_indices"]) == 4
     history = load_state(out / "checkpoints" / "vae_last.pt")["history"]
     assert history["train_recon"][-1] < history["train_recon"][0]
+    # design_prior auto: on for a parameter table (the VAE's prior reads the 5 parameters)
+    assert load_vae_bundle(out / "SimulGen-VAE", torch.device("cpu")).model.design_features == 5
 
 
 def test_saved_latents_are_the_encoders_codes_of_the_fields(trained_run):
@@ -576,6 +579,9 @@ def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tm
         assert network.gray_geometry is None
     assert report["band"]["design_spread"] is False  # pixels: no design vector for the band's process
     assert "Prediction of designs from their images" in (out / "report.txt").read_text()
+    # design_prior auto: off for design images (their PCA scores made the VAE stop early; README, ablations)
+    vae = load_vae_bundle(out / "SimulGen-VAE", torch.device("cpu")).model
+    assert vae.design_prior is None and report["on_design_prior"] is False
     new_designs = tmp_path / "new"
     new_designs.mkdir()
     for name in ("case_0010.png", "case_0002.png"):

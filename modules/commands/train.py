@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from modules.commands.run_figures import RunFigures, require_plot_backend
-from modules.config.compatibility import must_match
+from modules.config.compatibility import reused_vae_must_match
 from modules.config.schema import RunConfig
 from modules.data.demo_request import ensure_demo_data
 from modules.data.design_features import design_features
@@ -157,10 +157,10 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
         if not np.array_equal(bundle.train_indices, sweep.train_indices):
             raise CheckpointError(f"{path}: the VAE was trained on another train/validation split of the cases "
                                   f"(validation_fraction, split_seed or Dim1 differ); restore those settings")
-        require_matching(path, must_match(bundle.config, "vae")["model"], must_match(config, "vae")["model"], "VAE")
+        require_matching(path, reused_vae_must_match(bundle.config), reused_vae_must_match(config), "VAE")
         log.info(f"VAE: using the trained model {path}")
         return bundle.model, None, vae_stage.reused_projection(bundle.model, path, sweep, config, runtime, log)
-    features = design_features(designs, sweep.train_indices) if config.model.design_prior else None
+    features = design_features(designs, sweep.train_indices) if config.uses_design_prior else None
     return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features, budget)
 
 

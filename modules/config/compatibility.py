@@ -18,6 +18,9 @@ VAE_TRAIN_FIELDS_THAT_MAY_CHANGE = ("device", "amp", "checkpoint_every", "keep_c
 # Model settings used only when a trained VAE encodes a field (reconstruct): they change no weight, so a VAE
 # trained with other values is reused and resumed as it is.
 MODEL_FIELDS_THAT_MAY_CHANGE = ("refine_steps",)
+# Model settings that shape a VAE's training but not what reusing it needs (--lc_only): a reused VAE carries its
+# design prior or not, and a conditioner starts on it only where its inputs are what the prior reads.
+MODEL_FIELDS_A_REUSED_VAE_MAY_DIFFER_IN = ("design_prior",)
 # Training settings the conditioner takes from TrainConfig and learns differently with.
 CONDITIONER_TRAIN_FIELDS = ("lr_schedule", "min_lr_fraction", "grad_clip", "seed", "grad_accumulation_steps")
 
@@ -26,6 +29,8 @@ def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
     """{section: {field: value}} a 'vae' or 'conditioner' checkpoint must share with the run that resumes or
     reuses it; `["model"]` alone is what a VAE reused by --lc_only=1 must share."""
     model = _binding_model_fields(dataclasses.asdict(config.model))
+    # Resolved (auto -> on or off): the saved value of versions where design_prior was a 0/1 flag is a bool.
+    model["design_prior"] = config.uses_design_prior
     if stage == "vae":
         window = {name: getattr(config.data, name) for name in VAE_DATA_FIELDS}
         training = {key: value for key, value in dataclasses.asdict(config.train).items()
@@ -37,6 +42,12 @@ def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
         return {"conditioner": dataclasses.asdict(config.conditioner),
                 "end_to_end": dataclasses.asdict(config.end_to_end), "model": model, "train": schedule}
     raise ValueError(f"must_match: unknown stage {stage!r}; stages are 'vae' and 'conditioner'")
+
+
+def reused_vae_must_match(config: RunConfig) -> Dict[str, Any]:
+    """The model settings a VAE reused by --lc_only=1 must share with the run that reuses it."""
+    return {key: value for key, value in must_match(config, "vae")["model"].items()
+            if key not in MODEL_FIELDS_A_REUSED_VAE_MAY_DIFFER_IN}
 
 
 def saved_with_defaults(saved: Dict[str, Any], stage: str) -> Dict[str, Any]:

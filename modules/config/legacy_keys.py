@@ -100,7 +100,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "decoder_width": ("model.decoder_width", _to_int),
     "decoder_depth": ("model.decoder_depth", _to_int),
     "case_pca_path": ("model.case_pca_path", _to_text),
-    "design_prior": ("model.design_prior", _to_flag),
+    "design_prior": ("model.design_prior", _to_text),
     "refine_steps": ("model.refine_steps", _to_int),
     "Training_epochs": ("train.epochs", _to_int),
     "Batch_size": ("train.batch_size", _to_int),

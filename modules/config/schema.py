@@ -188,6 +188,7 @@ class DataConfig:
 
 
 CASE_PCA_PATH_VALUES = ("auto", "1", "0")
+DESIGN_PRIOR_VALUES = ("auto", "1", "0")
 POD_GP_BLEND_VALUES = ("auto", "0")
 
 
@@ -221,12 +222,18 @@ class ModelConfig:
     """case_pca_path: 1 = start the VAE at PCA with as many components as latent numbers, through a linear path
     beside the encoder and the decoder (models/case_pca.py); 0 = no such path; auto = 1 when that PCA leaves under
     CASE_PCA_AUTO_UNEXPLAINED of the validation cases' variance unexplained (a nearly linear sweep)."""
-    design_prior: bool = True
-    """Train the VAE with a design-conditioned prior of the main latent (a small MLP of the designs) when the
-    run has designs: the decoder then learns a latent space laid out by the designs (README, ablations)."""
+    design_prior: str = "auto"
+    """1 = train the VAE with a design-conditioned prior of the main latent (a small MLP of the designs): the
+    decoder then learns a latent space laid out by the designs (README, ablations); 0 = a standard N(0, I) prior;
+    auto = 1 for a parameter table, 0 for design images, whose 16 PCA scores predicted the field poorly and made
+    the VAE stop early (RunConfig.uses_design_prior). Bundles written when this was a 0/1 flag load as '1'/'0'."""
     refine_steps: int = 50
     """Encoding a field (reconstruct, the report's reconstruction) refines the encoder's latent code with at most
     this many L-BFGS iterations on the field's own reconstruction error (0 = the encoder's output as it is)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.design_prior, bool):  # saved by versions where it was a flag (bundles, checkpoints)
+            object.__setattr__(self, "design_prior", "1" if self.design_prior else "0")
 
     @property
     def num_hier_levels(self) -> int:
@@ -251,6 +258,9 @@ class ModelConfig:
         if self.case_pca_path not in CASE_PCA_PATH_VALUES:
             out.append(issue("case_pca_path", f"must be one of {', '.join(CASE_PCA_PATH_VALUES)}, got "
                              f"'{self.case_pca_path}'", "use auto"))
+        if self.design_prior not in DESIGN_PRIOR_VALUES:
+            out.append(issue("design_prior", f"must be one of {', '.join(DESIGN_PRIOR_VALUES)}, got "
+                             f"'{self.design_prior}'", "use auto"))
         for name in ("decoder_width", "decoder_depth"):
             if getattr(self, name) <= 0:
                 out.append(issue(name, f"must be positive, got {getattr(self, name)}", "use e.g. 256 and 3"))
@@ -686,6 +696,13 @@ class RunConfig:
     """Run under torchrun with DistributedDataParallel."""
     preset_path: str = "preset.txt"
     condition_path: str = "input_data/condition.txt"
+
+    @property
+    def uses_design_prior(self) -> bool:
+        """design_prior resolved: auto = on for a parameter table, off for design images."""
+        if self.model.design_prior == "auto":
+            return self.conditioner.input_type != "image"
+        return self.model.design_prior == "1"
 
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
