@@ -236,6 +236,27 @@ def test_lc_only_retrains_the_conditioner_and_keeps_the_vae(trained_run, entry, 
     assert history["train_loss"][-1] < history["train_loss"][0]
 
 
+def test_lc_only_trains_image_designs_on_a_vae_trained_with_the_parameters(trained_run, entry, tmp_path):
+    """design_prior auto resolves off for images: the VAE reused from a parameter run (its prior on) is still
+    accepted, keeps its prior, and the image conditioner does not start on it (it reads parameters)."""
+    import shutil
+
+    root, out, args = trained_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    vae_before = (copy / "SimulGen-VAE").read_bytes()
+    condition = tmp_path / "condition.txt"
+    condition.write_text(tiny_condition(root / "data", vae_path=copy / "SimulGen-VAE", extra="image_size\t16\n")
+                         .replace("input_type\tcsvs", "input_type\timage")
+                         .replace(f"param_dir\t{root / 'data'}/params.csv", f"param_dir\t{root / 'data'}/images"))
+    assert entry.main(args[:2] + ["--condition", str(condition)] + args[4:] +
+                      ["--out", str(copy), "--lc_only=1", "--overwrite"]) == 0
+    assert (copy / "SimulGen-VAE").read_bytes() == vae_before
+    report = json.loads((copy / "report.json").read_text())["conditioner"]
+    assert report["input_type"] == "image" and report["on_design_prior"] is False
+    assert load_vae_bundle(copy / "SimulGen-VAE", torch.device("cpu")).model.design_features == 5
+
+
 def test_lc_only_without_a_trained_vae_is_a_clear_error(entry, tmp_path, capsys):
     args = write_config(tmp_path)
     assert entry.main(args + ["--out", str(tmp_path / "fresh"), "--lc_only=1"]) == 1
