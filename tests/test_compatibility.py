@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from modules.config.compatibility import must_match, saved_with_defaults
-from modules.config.schema import ConditionerConfig, EndToEndConfig, RunConfig, TrainConfig
+from modules.config.compatibility import must_match, reused_vae_must_match, saved_with_defaults
+from modules.config.schema import (ConditionerConfig, EndToEndConfig, ModelConfig, RunConfig, TrainConfig,
+                                   config_from_dict)
 from modules.storage.state_files import differing_keys
 
 
@@ -81,8 +82,6 @@ def test_checkpoints_that_saved_design_prior_as_a_flag_match_what_auto_resolves_
 
 
 def test_a_bundle_that_saved_the_flag_loads_as_its_value_and_a_reused_vae_may_differ_in_it():
-    from modules.config.compatibility import reused_vae_must_match
-    from modules.config.schema import ModelConfig, config_from_dict
     saved = RunConfig().to_dict()
     saved["model"]["design_prior"] = False
     assert config_from_dict(saved).model.design_prior == "0" and ModelConfig(design_prior=True).design_prior == "1"

@@ -27,7 +27,7 @@ CONDITIONER_TRAIN_FIELDS = ("lr_schedule", "min_lr_fraction", "grad_clip", "seed
 
 def must_match(config: RunConfig, stage: str) -> Dict[str, Any]:
     """{section: {field: value}} a 'vae' or 'conditioner' checkpoint must share with the run that resumes or
-    reuses it; `["model"]` alone is what a VAE reused by --lc_only=1 must share."""
+    reuses it (a VAE reused by --lc_only=1: reused_vae_must_match)."""
     model = _binding_model_fields(dataclasses.asdict(config.model))
     # Resolved (auto -> on or off): the saved value of versions where design_prior was a 0/1 flag is a bool.
     model["design_prior"] = config.uses_design_prior
