@@ -197,8 +197,6 @@ def test_the_band_of_each_design_is_scaled_by_the_saved_design_spread(trained_ru
     np.testing.assert_allclose(got.upper - got.fields, (plain.upper - plain.fields) * widths[:, None, None],
                                rtol=1e-4, atol=8 * np.finfo(np.float32).eps * float(np.abs(got.fields).max()))
     # A bundle written before the spread existed draws as wide for every design; a damaged one is refused.
-    from modules.errors import CheckpointError
-    from modules.storage.state_files import save_state
     bundle = load_state(out / "latent_conditioner.pt")
     spread = bundle.pop("band_spread")
     save_state(tmp_path / "old.pt", bundle)
@@ -327,7 +325,6 @@ def test_a_fresh_prediction_decoder_is_saved_with_the_conditioner_and_leaves_the
     assert history["train_field"][-1] < history["train_field"][0]
     # Bundles written before the decoder-only format held the whole VAE's state under "vae_weights": they
     # predict as they did; without either the VAE's own decoder predicts, and differently.
-    from modules.storage.state_files import save_state
     out, bundle = tmp_path / "out", load_state(tmp_path / "out" / "latent_conditioner.pt")
     decoder = bundle.pop("decoder_weights")
     bundle.pop("reconstruction_decoder", None)  # written after that format, as are the next
@@ -348,6 +345,18 @@ def per_case_errors(truth: np.ndarray, fields: np.ndarray) -> np.ndarray:
         np.linalg.norm(truth.reshape(len(truth), -1), axis=1)
 
 
+def reconstructed_validation_cases(entry, tmp_path: Path, out: Path, report: dict) -> None:
+    """`reconstruct` on the validation cases: its errors are the report's, and not those of the VAE's own decoder."""
+    truth = np.load(tmp_path / "data" / "dataset1.npy")[report["vae"]["val_case_indices"]]
+    np.save(tmp_path / "val.npy", truth)
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "val.npy"),
+                       "--out", str(tmp_path / "recon.npy"), "--device", "cpu"]) == 0
+    errors = per_case_errors(truth, np.load(tmp_path / "recon.npy"))
+    assert errors.mean() == pytest.approx(report["vae"]["relative_l2"]["vae"]["val"]["mean"], rel=1e-4)
+    own = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu")).reconstruct(truth)
+    assert not np.allclose(per_case_errors(truth, own), errors, rtol=1e-3)
+
+
 def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_reconstruct_use(entry, tmp_path,
                                                                                              monkeypatch):
     from modules.training import conditioner_stage
@@ -359,6 +368,8 @@ def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_r
         return 0, picked[-1]  # as validation does where the prediction decoder reconstructs better (front-dev)
 
     monkeypatch.setattr(conditioner_stage, "pick_reconstruction_decoder", pick_the_member)
+    # inverse design is measured too (a parameter table of 5 numbers, the VAE has 6); here it loses
+    monkeypatch.setattr(conditioner_stage, "design_reconstruction_error", lambda *args: float("inf"))
     args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(1))
     out = tmp_path / "out"
     assert entry.main(args + ["--out", str(out)]) == 0
@@ -370,18 +381,8 @@ def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_r
     assert "decoded by conditioner 1's prediction decoder, picked on validation" in (out / "report.txt").read_text()
     assert "reconstruction: through conditioner 1's decoder" in (out / "train_log.txt").read_text()
     # `reconstruct` gives what the report measured, through that decoder, not through the VAE's
-    val = report["vae"]["val_case_indices"]
-    truth = np.load(tmp_path / "data" / "dataset1.npy")[val]
-    np.save(tmp_path / "val.npy", truth)
-    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "val.npy"),
-                       "--out", str(tmp_path / "recon.npy"), "--device", "cpu"]) == 0
-    errors = per_case_errors(truth, np.load(tmp_path / "recon.npy"))
-    assert errors.mean() == pytest.approx(report["vae"]["relative_l2"]["vae"]["val"]["mean"], rel=1e-4)
-    own = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu")).reconstruct(truth)
-    assert not np.allclose(per_case_errors(truth, own), errors, rtol=1e-3)
+    reconstructed_validation_cases(entry, tmp_path, out, report)
     # a bundle naming a decoder it does not hold is refused with the file, the key and the fix
-    from modules.errors import CheckpointError
-    from modules.storage.state_files import save_state
     bundle = load_state(out / "latent_conditioner.pt")
     bundle["reconstruction_decoder"] = 3
     save_state(tmp_path / "edited.pt", bundle)
@@ -399,6 +400,38 @@ def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_r
     save_state(tmp_path / "older.pt", bundle)
     older = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "older.pt")
     assert older.reconstruction_decoder == "conditioner 1" and older.conditioner.reconstruction_starts is None
+
+
+def test_inverse_design_picked_for_reconstruction_is_what_the_report_and_reconstruct_use(entry, tmp_path,
+                                                                                        monkeypatch):
+    from modules.training import conditioner_stage
+    measured, measure = [], conditioner_stage.design_reconstruction_error
+
+    def design_wins(path, coefficients, candidates, steps, device):
+        assert tuple(candidates.shape) == (12, 5)  # the 12 standardised training designs are its starts
+        measured.append(measure(path, coefficients, candidates, steps, device))
+        return 0.0  # as validation does where it reconstructs best (impact-dev)
+
+    monkeypatch.setattr(conditioner_stage, "design_reconstruction_error", design_wins)
+    args = write_config(tmp_path, epochs=3, lc_epochs=6, extra=ENSEMBLE.format(2))
+    out = tmp_path / "out"
+    assert entry.main(args + ["--out", str(out)]) == 0
+    assert len(measured) == 1 and 0 < measured[0] < 2
+    saved = load_state(out / "latent_conditioner.pt")
+    assert tuple(saved["reconstruction_designs"].shape) == (12, 5) and "reconstruction_decoder" not in saved
+    report = json.loads((out / "report.json").read_text())
+    assert report["vae"]["reconstruction_decoder"] == "design"
+    assert "by inverse design: the prediction of the design parameters" in (out / "report.txt").read_text()
+    assert "reconstruction: through inverse design through the prediction path" in (out / "train_log.txt").read_text()
+    # `reconstruct` gives what the report measured: the predictions of the inverse designs, not the VAE's decode
+    reconstructed_validation_cases(entry, tmp_path, out, report)
+    # a bundle whose starts are not designs of the table's width is refused with the file, the key and the fix
+    bundle = load_state(out / "latent_conditioner.pt")
+    bundle["reconstruction_designs"] = bundle["reconstruction_designs"][:, :3]
+    save_state(tmp_path / "edited.pt", bundle)
+    with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_designs \(12, 3\) are not finite "
+                                              r"standardised parameter designs \[cases, 5\].*retrain the conditioner"):
+        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
 
 
 def test_reconstruction_decoder_vae_keeps_the_vaes_decoder_without_measuring_the_others(entry, tmp_path):

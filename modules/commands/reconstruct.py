@@ -44,12 +44,14 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
 
 
 def _reconstructing_surrogate(vae_path: Path, device: torch.device) -> Surrogate:
-    """The VAE, with the run's conditioner bundle beside it when training picked one of its prediction decoders
-    to reconstruct (reconstruction_decoder auto): reconstruct then gives what the report measured."""
+    """The VAE, with the run's conditioner bundle beside it when training picked one of its prediction decoders, or
+    inverse design through its prediction path, to reconstruct (reconstruction_decoder auto): reconstruct then
+    gives what the report measured."""
     conditioner_path = RunDirectory(vae_path.parent).conditioner_bundle
     surrogate = Surrogate.load(vae_path, device)
     if not conditioner_path.is_file():
         return surrogate
     conditioner = load_conditioner_bundle(conditioner_path, device)
-    return surrogate if conditioner.reconstruction_member is None else surrogate.with_conditioner(conditioner,
-                                                                                                   conditioner_path)
+    if conditioner.reconstruction_member is None and conditioner.reconstruction_designs is None:
+        return surrogate
+    return surrogate.with_conditioner(conditioner, conditioner_path)

@@ -64,6 +64,9 @@ def format_run_report(report: Dict[str, Any]) -> str:
     kept = _kept(vae.get("training"))
     decoder = vae.get("reconstruction_decoder", "vae")  # Surrogate.reconstruction_decoder
     through = "" if decoder == "vae" else f"; decoded by {decoder}'s prediction decoder, picked on validation"
+    if decoder == "design":
+        through = ("; by inverse design: the prediction of the design parameters that match the field best, "
+                   "picked on validation")
     for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers{kept}{through})"),
                               ("pca", f"PCA ({vae['pca_components']} components)")):
         for split, summary in vae["relative_l2"][model_name].items():

@@ -80,12 +80,21 @@ class TrainedConditioner:
     amplitude: Optional[AmplitudeScaling] = None
     """With an amplitude parameter (amplitude_parameter): the decoders and the blend predict unit fields, the
     prediction is r x them (models/amplitude.py); the predicted code ends with r. None: fields as they are."""
+    reconstruction_designs: Optional[torch.Tensor] = None
+    """[training cases, p] standardised training designs, when reconstruction goes by inverse design through the
+    prediction path (it reconstructed the validation cases best; surrogate/inverse_design.py): its starts. None:
+    a decoder reconstructs (reconstruction_member)."""
 
     @property
     def predictor(self) -> torch.nn.Module:
         """Design inputs -> the predicted code: the network's, with the blend's scores and r side by side."""
         predictor = self.model if self.blend is None else self.blend.conditioner(self.model)
         return predictor if self.amplitude is None else self.amplitude.conditioner(predictor)
+
+    def prediction_decoder(self, network_decoder: torch.nn.Module) -> torch.nn.Module:
+        """What decodes `predictor`'s code: the network decoder(s), inside the blend's and the amplitude's."""
+        decoder = network_decoder if self.blend is None else self.blend.decoder(network_decoder)
+        return decoder if self.amplitude is None else self.amplitude.decoder(decoder)
 
     @property
     def members(self) -> int:
@@ -147,6 +156,8 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         state["member_decoder_weights"] = trained.member_decoder_weights
     if trained.reconstruction_member is not None:
         state["reconstruction_decoder"] = trained.reconstruction_member
+    if trained.reconstruction_designs is not None:
+        state["reconstruction_designs"] = trained.reconstruction_designs.detach().cpu()
     if trained.reconstruction_starts is not None:
         state["reconstruction_starts"] = trained.reconstruction_starts.detach().cpu()
     if trained.band_spread is not None:
@@ -194,7 +205,8 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               list(state.get("ensemble_kept", range(members))), _blend(state, path, device),
                               _reconstruction_member(state, members, path),
                               _reconstruction_starts(state, latent_dim_main + levels * latent_dim_hier, path),
-                              _band_spread(state, path, device), _amplitude(state, cfg, path))
+                              _band_spread(state, path, device), _amplitude(state, cfg, path),
+                              _reconstruction_designs(state, cfg, path))
 
 
 def _amplitude(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -> Optional[AmplitudeScaling]:
@@ -233,6 +245,23 @@ def _reconstruction_starts(state: Dict[str, Any], flat_latent: int, path: Path) 
                               "the reconstruction decoder; the file is damaged or was edited, retrain the conditioner "
                               "(python SimulGen-VAE.py --lc_only=1)")
     return starts.float()
+
+
+def _reconstruction_designs(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -> Optional[torch.Tensor]:
+    """Bundles written before inverse-design reconstruction existed reconstruct through a decoder."""
+    designs = state.get("reconstruction_designs")
+    if designs is None:
+        return None
+    num_params = cfg.num_params
+    if (cfg.input_type != "csv" or state.get("reconstruction_decoder") is not None
+            or not isinstance(designs, torch.Tensor) or designs.dim() != 2 or designs.shape[1] != num_params
+            or len(designs) == 0 or not bool(torch.isfinite(designs).all())):
+        shape = tuple(designs.shape) if isinstance(designs, torch.Tensor) else type(designs).__name__
+        raise CheckpointError(f"{path}: reconstruction_designs {shape} are not finite standardised parameter designs "
+                              f"[cases, {num_params}] of a parameter-table conditioner that reconstructs by inverse "
+                              "design; the file is damaged or was edited, retrain the conditioner "
+                              "(python SimulGen-VAE.py --lc_only=1)")
+    return designs.float()
 
 
 def _band_spread(state: Dict[str, Any], path: Path, device: torch.device) -> Optional[DesignSpread]:

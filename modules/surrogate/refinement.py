@@ -8,11 +8,15 @@ a reconstruction worse than the encoder's.
 """
 from __future__ import annotations
 
-from typing import Optional
+from functools import partial
+from typing import Callable, Optional
 
 import torch
 
 from modules.models.vae import HierarchicalVAE
+
+Decode = Callable[..., torch.Tensor]
+"""codes [k, F] (timesteps=[k, n] or None) -> mode coefficients [k, C, n]: what refinement searches through."""
 
 REFINE_HISTORY = 20
 """L-BFGS memory (curvature pairs); the code has a few dozen numbers per case."""
@@ -56,10 +60,15 @@ def refined_reconstruction(vae: HierarchicalVAE, coefficients: torch.Tensor, ste
 
 def nearest_starts(vae: HierarchicalVAE, coefficients: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     """[k, F]: for each case [k, C, T] the start [S, F] whose decode is nearest it (on the refined timesteps)."""
+    return nearest_codes(partial(vae.decode_flat, projected=True), coefficients, starts)
+
+
+def nearest_codes(decode: Decode, coefficients: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """nearest_starts for any differentiable `decode(codes, timesteps=...)` -> mode coefficients."""
     timesteps = refined_timesteps(coefficients.shape[2], len(starts), coefficients.device)
     starts = starts.to(coefficients.device, coefficients.dtype)
     with torch.no_grad():
-        decoded = vae.decode_flat(starts, projected=True, timesteps=timesteps).float().flatten(1)
+        decoded = decode(starts, timesteps=timesteps).float().flatten(1)
         targets = coefficients if timesteps is None else coefficients[:, :, timesteps[0]]
         distances = torch.cdist(targets.float().flatten(1), decoded, compute_mode="donot_use_mm_for_euclid_dist")
     return starts[distances.argmin(dim=1)]
@@ -73,6 +82,12 @@ def refine_latents(vae: HierarchicalVAE, coefficients: torch.Tensor, initial: to
     the same cost as 200 Adam steps (lr 0.1, cosine) it gets further (advection 0.481 against 0.487, wave 0.266
     against 0.267), and 50 iterations did what 100 Adam steps at the earlier 1e-2 did not (demo 0.0486 against
     0.0526 on the same VAE). The case keeps the best code any evaluation gave it, never worse than its guess."""
+    return refine_codes(partial(vae.decode_flat, projected=True), coefficients, initial, steps)
+
+
+def refine_codes(decode: Decode, coefficients: torch.Tensor, initial: torch.Tensor, steps: int) -> torch.Tensor:
+    """refine_latents for any differentiable `decode(codes, timesteps=...)` -> mode coefficients [k, C, n]
+    (e.g. the whole prediction path from a design, surrogate/inverse_design.py)."""
     best = initial.detach().clone()
     if steps <= 0 or len(best) == 0:
         return best
@@ -80,11 +95,11 @@ def refine_latents(vae: HierarchicalVAE, coefficients: torch.Tensor, initial: to
     targets = coefficients.detach() if timesteps is None else coefficients.detach()[:, :, timesteps[0]]
     with torch.enable_grad():
         for case in range(len(best)):
-            best[case] = _refined_case(vae, targets[case:case + 1], best[case:case + 1], steps, timesteps)[0]
+            best[case] = _refined_case(decode, targets[case:case + 1], best[case:case + 1], steps, timesteps)[0]
     return best
 
 
-def _refined_case(vae: HierarchicalVAE, target: torch.Tensor, initial: torch.Tensor, steps: int,
+def _refined_case(decode: Decode, target: torch.Tensor, initial: torch.Tensor, steps: int,
                   timesteps: Optional[torch.Tensor]) -> torch.Tensor:
     """One case: target [1, C, n], initial [1, F] -> the best code [1, F] L-BFGS evaluated."""
     best, best_error = initial.clone(), float("inf")
@@ -94,7 +109,7 @@ def _refined_case(vae: HierarchicalVAE, target: torch.Tensor, initial: torch.Ten
 
     def error() -> torch.Tensor:
         nonlocal best, best_error
-        value = (vae.decode_flat(code, projected=True, timesteps=timesteps).float() - target).pow(2).sum()
+        value = (decode(code, timesteps=timesteps).float() - target).pow(2).sum()
         (code.grad,) = torch.autograd.grad(value, code)
         if float(value.detach()) < best_error:
             best, best_error = code.detach().clone(), float(value.detach())

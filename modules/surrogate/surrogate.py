@@ -28,6 +28,7 @@ from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
 from modules.surrogate.band_calibration import band_std, std_floor
 from modules.surrogate.field_readout import FieldReadout
+from modules.surrogate.inverse_design import DesignPath, design_reconstruction
 from modules.surrogate.refinement import refined_reconstruction
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
 from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
@@ -50,7 +51,9 @@ class Prediction:
 
 
 def decoder_text(name: str) -> str:
-    """A decoder's name ('vae', 'conditioner k': Surrogate.reconstruction_decoder) in words."""
+    """A decoder's name ('vae', 'conditioner k', 'design': Surrogate.reconstruction_decoder) in words."""
+    if name == "design":
+        return "inverse design through the prediction path (the design whose prediction is nearest the field)"
     return "the VAE's decoder" if name == "vae" else f"{name}'s decoder"
 
 
@@ -105,17 +108,18 @@ class Surrogate:
         decoder: Optional[torch.nn.Module] = None
         if copies:
             decoder = copies[0] if len(copies) == 1 else DecoderEnsemble(copies).to(self.device)
-        if conditioner.blend is not None:
-            decoder = conditioner.blend.decoder(self.vae if decoder is None else decoder)
-        if conditioner.amplitude is not None:
-            decoder = conditioner.amplitude.decoder(self.vae if decoder is None else decoder)
+        if conditioner.blend is not None or conditioner.amplitude is not None:
+            decoder = conditioner.prediction_decoder(self.vae if decoder is None else decoder)
         member = conditioner.reconstruction_member
         return replace(self, conditioner=conditioner, prediction_decoder=decoder,
                        reconstruction_vae=None if member is None else copies[member])
 
     @property
     def reconstruction_decoder(self) -> str:
-        """Which decoder reconstructs: 'vae' (its own), or 'conditioner k' (k-th trained member's prediction decoder)."""
+        """What reconstructs: 'vae' (its own decoder), 'conditioner k' (k-th trained member's prediction decoder),
+        or 'design' (inverse design through the prediction path, surrogate/inverse_design.py)."""
+        if self.reconstructs_by_design:
+            return "design"
         if self.reconstruction_vae is None:
             return "vae"
         return f"conditioner {self.conditioner.members_kept[self.conditioner.reconstruction_member] + 1}"
@@ -143,6 +147,26 @@ class Surrogate:
 
     def _reconstructing(self) -> HierarchicalVAE:
         return self.vae if self.reconstruction_vae is None else self.reconstruction_vae
+
+    @property
+    def reconstructs_by_design(self) -> bool:
+        return self.conditioner is not None and self.conditioner.reconstruction_designs is not None
+
+    def design_path(self) -> DesignPath:
+        """Standardised parameter designs -> the prediction's mode coefficients (what predict decodes)."""
+        conditioner = self._trained_conditioner()
+        return DesignPath(conditioner.predictor, self._predicting(), conditioner.on_design_prior)
+
+    def _reconstruct_in_basis(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """Mode coefficients [k, C, T] (basis units, on the device) -> their reconstruction, the same shape."""
+        if self.reconstructs_by_design:
+            path = self.design_path()
+            with evaluation_mode(path):
+                return design_reconstruction(path, coefficients, self.conditioner.reconstruction_designs.to(
+                    coefficients.device), self.vae.cfg.refine_steps)
+        vae = self._reconstructing()
+        with evaluation_mode(vae):
+            return refined_reconstruction(vae, coefficients, vae.cfg.refine_steps, self._reconstruction_starts())
 
     def _reconstruction_starts(self) -> Optional[torch.Tensor]:
         """The picked prediction decoder's codes of the training designs, its refinement's second starts."""
@@ -185,24 +209,18 @@ class Surrogate:
         reconstruction decoder (the VAE's, or the prediction decoder validation picked, which also refines from
         the nearest of its training codes and keeps the better) before it is decoded."""
         out = np.empty(fields.shape, dtype=np.float32)
-        vae = self._reconstructing()
-        with evaluation_mode(vae):
-            for chunk in memory.chunk_slices(len(fields), batch_size):
-                scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
-                coefficients = vae.basis.project(scaled.transpose(1, 2).to(self.device))
-                self.field_readout().write(refined_reconstruction(vae, coefficients, vae.cfg.refine_steps,
-                                                                  self._reconstruction_starts()), out[chunk])
+        for chunk in memory.chunk_slices(len(fields), batch_size):
+            scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
+            coefficients = self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
+            self.field_readout().write(self._reconstruct_in_basis(coefficients), out[chunk])
         return out
 
     def reconstruct_coefficients(self, coefficients: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """reconstruct in the spatial-mode coefficients [k, C, T] (basis units): what the decoder gives for the
         refined code, before the basis turns it into fields."""
         out = torch.empty(coefficients.shape, dtype=torch.float32)
-        vae = self._reconstructing()
-        with evaluation_mode(vae):
-            for chunk in memory.chunk_slices(len(coefficients), batch_size):
-                out[chunk] = refined_reconstruction(vae, coefficients[chunk].to(self.device), vae.cfg.refine_steps,
-                                                    self._reconstruction_starts()).float().cpu()
+        for chunk in memory.chunk_slices(len(coefficients), batch_size):
+            out[chunk] = self._reconstruct_in_basis(coefficients[chunk].to(self.device)).float().cpu()
         return out
 
     def field_readout(self, channels: Optional[np.ndarray] = None) -> FieldReadout:

@@ -36,7 +36,8 @@ from modules.models.amplitude import AmplitudeScaling
 from modules.models.case_pca import CasePCA
 from modules.training.amplitude_choice import choose_amplitude, reference_fields
 from modules.training.pod_gp_blend_fit import fit_pod_gp_blend
-from modules.training.reconstruction_choice import pick_reconstruction_decoder
+from modules.surrogate.inverse_design import DesignPath
+from modules.training.reconstruction_choice import design_reconstruction_error, pick_reconstruction_decoder
 from modules.training.objectives import ConditionedDecoder, ConditionerObjective, EndToEndObjective
 from modules.training.run_log import RunLog
 
@@ -182,19 +183,12 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     trains_decoders = e2e and config.end_to_end.finetune_decoder
     decoder_weights = _decoder_state(vaes[0]) if trains_decoders else None
     member_decoders = [_decoder_state(other) for other in vaes[1:]]
-    reconstruction, reconstruction_starts = None, None
-    if trains_decoders and config.end_to_end.reconstruction_decoder == "auto":
-        # Each prediction decoder's codes of the training designs: its second refinement starts (refinement.py).
-        member_starts = list(predict_latents(conditioner, inputs[sweep.train_indices], runtime.device, prior=prior)
-                             .split(vae.flat_latent_dim, dim=1))
-        reconstruction = _reconstruction_member(vae, vaes, kept, coefficients[torch.as_tensor(sweep.val_indices)],
-                                                member_starts, runtime, log)
-        reconstruction_starts = None if reconstruction is None else member_starts[reconstruction].clone()
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
                                  member_decoder_weights=member_decoders, members_trained=trained_members,
-                                 members_kept=kept, blend=blend, reconstruction_member=reconstruction,
-                                 reconstruction_starts=reconstruction_starts, amplitude=amplitude)
+                                 members_kept=kept, blend=blend, amplitude=amplitude)
+    if trains_decoders and config.end_to_end.reconstruction_decoder == "auto":
+        trained = _reconstruction_choice(trained, vae, vaes, decoder, kept, inputs, coefficients, sweep, runtime, log)
     if runtime.is_main:
         save_conditioner_bundle(run_dir.conditioner_bundle, trained, config, vae)
     runtime.barrier()
@@ -252,19 +246,41 @@ def _affords_member(budget: Optional[TimeBudget], previous: TrainingResult, epoc
     return False
 
 
-def _reconstruction_member(vae: HierarchicalVAE, decoders: Sequence[HierarchicalVAE], kept: Sequence[int],
-                           val_coefficients: torch.Tensor, starts: Sequence[torch.Tensor], runtime: Runtime,
-                           log: RunLog) -> Optional[int]:
-    """Which kept prediction decoder reconstructs (position in `decoders`, the kept members' in `kept` order), or
-    None for the VAE's own decoder; starts[k]: decoders[k]'s codes of the training designs."""
+def _reconstruction_choice(trained: TrainedConditioner, vae: HierarchicalVAE, decoders: Sequence[HierarchicalVAE],
+                           network_decoder: torch.nn.Module, kept: Sequence[int], inputs: torch.Tensor,
+                           coefficients: torch.Tensor, sweep: PreparedSweep, runtime: Runtime,
+                           log: RunLog) -> TrainedConditioner:
+    """`trained` with what reconstructs best on the validation cases: the VAE's own decoder, a kept prediction
+    decoder (`decoders`, the kept members' in `kept` order; reconstruction_member, with its codes of the training
+    designs as second starts), or, for parameter designs of at most the VAE's latent numbers, inverse design
+    through the whole prediction path (reconstruction_designs: the training designs, its starts)."""
     started = time.perf_counter()
-    member, errors = pick_reconstruction_decoder(vae, decoders, val_coefficients, runtime.device, starts)
+    val_coefficients = coefficients[torch.as_tensor(sweep.val_indices)]
+    train_inputs = inputs[sweep.train_indices]
+    prior = network_decoder if trained.on_design_prior else None
+    # Each prediction decoder's codes of the training designs: its second refinement starts (refinement.py).
+    member_starts = list(predict_latents(trained.model, train_inputs, runtime.device, prior=prior)
+                         .split(vae.flat_latent_dim, dim=1))
+    member, errors = pick_reconstruction_decoder(vae, decoders, val_coefficients, runtime.device, member_starts)
     names = [decoder_text("vae")] + [decoder_text(f"conditioner {number + 1}") for number in kept]
     chosen = names[0 if member is None else member + 1]
     measured = ", ".join(f"{name} {error:.4g}" for name, error in zip(names, errors))
+    by_design = False
+    if trained.input_kind == "csv" and inputs.shape[1] <= vae.flat_latent_dim:
+        path = DesignPath(trained.predictor, trained.prediction_decoder(network_decoder), trained.on_design_prior)
+        error = design_reconstruction_error(path, val_coefficients, train_inputs, vae.cfg.refine_steps,
+                                            runtime.device)
+        measured += f", {decoder_text('design')} {error:.4g} ({inputs.shape[1]} numbers)"
+        by_design = error < min(errors)  # strictly better: the decoders keep ties
+        chosen = decoder_text("design") if by_design else chosen
     log.info(f"reconstruction: through {chosen} (refined codes, relative error on the {len(val_coefficients)} "
              f"validation cases in the basis' units: {measured}; {time.perf_counter() - started:.1f} s)")
-    return member
+    if by_design:
+        return dataclasses.replace(trained, reconstruction_designs=train_inputs.detach().cpu().clone())
+    if member is None:
+        return trained
+    return dataclasses.replace(trained, reconstruction_member=member,
+                               reconstruction_starts=member_starts[member].clone())
 
 
 @torch.no_grad()

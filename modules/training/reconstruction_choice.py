@@ -16,6 +16,7 @@ import torch
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
 from modules.runtime.devices import evaluation_mode
+from modules.surrogate.inverse_design import DesignPath, design_reconstruction
 from modules.surrogate.refinement import refined_reconstruction
 
 
@@ -29,6 +30,20 @@ def reconstruction_error(vae: HierarchicalVAE, coefficients: torch.Tensor, devic
         for chunk in memory.chunk_slices(len(coefficients), batch_size):
             target = coefficients[chunk].to(device)
             decoded = refined_reconstruction(vae, target, vae.cfg.refine_steps, starts).float()
+            error += float((decoded - target).pow(2).sum())
+            total += float(target.pow(2).sum())
+    return (error / max(total, 1e-30)) ** 0.5
+
+
+def design_reconstruction_error(path: DesignPath, coefficients: torch.Tensor, candidates: torch.Tensor, steps: int,
+                                device: torch.device, batch_size: int = 32) -> float:
+    """reconstruction_error of inverse design through the prediction path `path`, from the standardised
+    candidate designs [S, p] (the training designs)."""
+    error = total = 0.0
+    with evaluation_mode(path):
+        for chunk in memory.chunk_slices(len(coefficients), batch_size):
+            target = coefficients[chunk].to(device)
+            decoded = design_reconstruction(path, target, candidates.to(device), steps).float()
             error += float((decoded - target).pow(2).sum())
             total += float(target.pow(2).sum())
     return (error / max(total, 1e-30)) ** 0.5
