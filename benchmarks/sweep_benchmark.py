@@ -92,7 +92,10 @@ def print_report(name: str, report: Dict, seconds: float, baselines: Optional[Di
     split = "test" if "test" in vae["relative_l2"]["vae"] else "val"
     recon, prediction = vae["relative_l2"], lc["prediction_relative_l2"]
     print(f"\n{name}: errors ||X - X_hat||_F / ||X||_F over the {split} designs; training + report {seconds:.0f} s")
-    rows = [(f"reconstruct: VAE ({vae['latent_numbers']} latent numbers)", pooled(recon, "vae", split)),
+    model = f"VAE ({vae['latent_numbers']} latent numbers)"
+    if vae.get("reconstruction_decoder") == "design":
+        model = f"inverse design ({vae.get('reconstruction_numbers', '?')} design numbers)"
+    rows = [(f"reconstruct: {model}", pooled(recon, "vae", split)),
             (f"reconstruct: PCA ({vae['pca_components']} components)", pooled(recon, "pca", split)),
             (f"predict from {lc['input_type']}: {lc['architecture']} conditioner + decoder"
              + _blend_note(lc.get("pod_gp_blend")), pooled(prediction, "conditioner", split))]

@@ -421,8 +421,10 @@ def test_inverse_design_picked_for_reconstruction_is_what_the_report_and_reconst
     assert tuple(saved["reconstruction_designs"].shape) == (12, 5) and "reconstruction_decoder" not in saved
     report = json.loads((out / "report.json").read_text())
     assert report["vae"]["reconstruction_decoder"] == "design"
-    assert "by inverse design: the prediction of the design parameters" in (out / "report.txt").read_text()
-    assert "reconstruction: through inverse design through the prediction path" in (out / "train_log.txt").read_text()
+    assert report["vae"]["reconstruction_numbers"] == 5
+    assert ("inverse design (5 design numbers: the prediction of the design that matches the field best; picked on "
+            "validation over the VAE, 6 latent numbers") in (out / "report.txt").read_text()
+    assert "reconstruction: through the prediction path, by inverse design" in (out / "train_log.txt").read_text()
     # `reconstruct` gives what the report measured: the predictions of the inverse designs, not the VAE's decode
     reconstructed_validation_cases(entry, tmp_path, out, report)
     # a bundle whose starts are not designs of the table's width is refused with the file, the key and the fix

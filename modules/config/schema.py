@@ -639,8 +639,9 @@ class EndToEndConfig:
 
     reconstruction_decoder: str = "auto"
     """reconstruction_decoder: auto = reconstruct (the report's reconstruction and the `reconstruct` command)
-    through whichever decoder, the VAE's or a kept prediction decoder, reconstructs the validation cases best
-    (training/reconstruction_choice.py); vae = always the VAE's own decoder."""
+    through whichever reconstructs the validation cases best: the VAE's decoder, a kept prediction decoder, or
+    (parameter designs) inverse design through the prediction path (training/reconstruction_choice.py);
+    vae = always the VAE's own decoder."""
 
     @property
     def prediction_decoder(self) -> str:

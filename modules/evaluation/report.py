@@ -64,10 +64,12 @@ def format_run_report(report: Dict[str, Any]) -> str:
     kept = _kept(vae.get("training"))
     decoder = vae.get("reconstruction_decoder", "vae")  # Surrogate.reconstruction_decoder
     through = "" if decoder == "vae" else f"; decoded by {decoder}'s prediction decoder, picked on validation"
+    model = f"VAE ({vae['latent_numbers']} latent numbers{kept}{through})"
     if decoder == "design":
-        through = ("; by inverse design: the prediction of the design parameters that match the field best, "
-                   "picked on validation")
-    for model_name, label in (("vae", f"VAE ({vae['latent_numbers']} latent numbers{kept}{through})"),
+        model = (f"inverse design ({vae.get('reconstruction_numbers', '?')} design numbers: the prediction of the "
+                 f"design that matches the field best; picked on validation over the VAE, {vae['latent_numbers']} "
+                 f"latent numbers{kept})")
+    for model_name, label in (("vae", model),
                               ("pca", f"PCA ({vae['pca_components']} components)")):
         for split, summary in vae["relative_l2"][model_name].items():
             rows.append((label, split, summary))

@@ -129,6 +129,8 @@ def vae_report_section(evaluation: VAEEvaluation, training: Optional[Dict[str, A
         "refine_steps": surrogate.vae.cfg.refine_steps,
         "reconstruction_decoder": surrogate.reconstruction_decoder,
     }
+    if surrogate.reconstructs_by_design:  # the code is the design: its numbers, not the VAE's latent numbers
+        section["reconstruction_numbers"] = int(surrogate.conditioner.reconstruction_designs.shape[1])
     if training is not None:
         section["training"] = training
     return section

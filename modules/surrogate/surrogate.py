@@ -53,7 +53,7 @@ class Prediction:
 def decoder_text(name: str) -> str:
     """A decoder's name ('vae', 'conditioner k', 'design': Surrogate.reconstruction_decoder) in words."""
     if name == "design":
-        return "inverse design through the prediction path (the design whose prediction is nearest the field)"
+        return "the prediction path, by inverse design (the design whose prediction is nearest the field)"
     return "the VAE's decoder" if name == "vae" else f"{name}'s decoder"
 
 
