@@ -667,6 +667,10 @@ def test_with_design_images_the_blends_processes_read_the_conditioners_code_in_t
     section = json.loads((out / "report.json").read_text())["conditioner"]
     assert section["pod_gp_blend"]["processes_read"] == "the conditioners' code"
     assert "GP on the conditioners' code; the tool's prediction" in (out / "report.txt").read_text()
+    # reconstruction candidates: the decoders only; a drawing has no design vector to search (inverse design)
+    log = (out / "train_log.txt").read_text()
+    assert "reconstruction: through" in log and "by inverse design" not in log
+    assert "reconstruction_designs" not in load_state(out / "latent_conditioner.pt")
     surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
     images = load_images(tmp_path / "data" / "images", None, 16)[:5]
     alone = surrogate.without_blend()
