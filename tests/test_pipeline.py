@@ -418,7 +418,8 @@ def test_inverse_design_picked_for_reconstruction_is_what_the_report_and_reconst
     assert entry.main(args + ["--out", str(out)]) == 0
     assert len(measured) == 1 and 0 < measured[0] < 2
     saved = load_state(out / "latent_conditioner.pt")
-    assert tuple(saved["reconstruction_designs"].shape) == (12, 5) and "reconstruction_decoder" not in saved
+    assert tuple(saved["training_designs"].shape) == (12, 5) and saved["reconstruction_by_design"] is True
+    assert "reconstruction_decoder" not in saved
     report = json.loads((out / "report.json").read_text())
     assert report["vae"]["reconstruction_decoder"] == "design"
     assert report["vae"]["reconstruction_numbers"] == 5
@@ -427,12 +428,24 @@ def test_inverse_design_picked_for_reconstruction_is_what_the_report_and_reconst
     assert "reconstruction: through the prediction path, by inverse design" in (out / "train_log.txt").read_text()
     # `reconstruct` gives what the report measured: the predictions of the inverse designs, not the VAE's decode
     reconstructed_validation_cases(entry, tmp_path, out, report)
+    # --designs writes those designs: predicting them gives the reconstruction back
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "val.npy"), "--out",
+                       str(tmp_path / "again.npy"), "--designs", str(tmp_path / "designs.csv"), "--device", "cpu"]) == 0
+    assert (tmp_path / "designs.csv").read_text().splitlines()[0] == ",".join(f"parameter_{k}" for k in range(1, 6))
+    assert entry.main(["predict", "--model", str(out), "--params", str(tmp_path / "designs.csv"), "--out",
+                       str(tmp_path / "predicted.npy"), "--device", "cpu"]) == 0
+    recon = np.load(tmp_path / "again.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "predicted.npy"), recon, rtol=1e-4, atol=1e-4 * np.abs(recon).max())
     # a bundle whose starts are not designs of the table's width is refused with the file, the key and the fix
     bundle = load_state(out / "latent_conditioner.pt")
-    bundle["reconstruction_designs"] = bundle["reconstruction_designs"][:, :3]
+    bundle["training_designs"] = bundle["training_designs"][:, :3]
     save_state(tmp_path / "edited.pt", bundle)
-    with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_designs \(12, 3\) are not finite "
+    with pytest.raises(CheckpointError, match=r"edited\.pt: training_designs \(12, 3\) are not finite "
                                               r"standardised parameter designs \[cases, 5\].*retrain the conditioner"):
+        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
+    bundle.pop("training_designs")
+    save_state(tmp_path / "edited.pt", bundle)
+    with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_by_design True needs training_designs"):
         Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
 
 
@@ -657,7 +670,7 @@ def test_image_designs_train_a_cnn_conditioner_and_predict_from_images(entry, tm
 
 
 def test_with_design_images_the_blends_processes_read_the_conditioners_code_in_training_and_in_predict(
-        entry, tmp_path, monkeypatch):
+        entry, tmp_path, monkeypatch, capsys):
     from modules.data.design_images import load_images
     from modules.training import pod_gp_blend_fit
     monkeypatch.setattr(pod_gp_blend_fit, "BLEND_WEIGHTS", (0.5,))  # a blend whatever validation says
@@ -670,7 +683,14 @@ def test_with_design_images_the_blends_processes_read_the_conditioners_code_in_t
     # reconstruction candidates: the decoders only; a drawing has no design vector to search (inverse design)
     log = (out / "train_log.txt").read_text()
     assert "reconstruction: through" in log and "by inverse design" not in log
-    assert "reconstruction_designs" not in load_state(out / "latent_conditioner.pt")
+    assert not {"training_designs", "reconstruction_by_design"} & set(load_state(out / "latent_conditioner.pt"))
+    # nor can inverse design be asked of it: the error says why and what to do
+    np.save(tmp_path / "fields.npy", np.load(tmp_path / "data" / "dataset1.npy")[:2])
+    assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "fields.npy"), "--out",
+                       str(tmp_path / "recon.npy"), "--designs", str(tmp_path / "designs.csv"), "--device", "cpu"]) == 1
+    assert re.search(r"inverse design needs a conditioner trained on a parameter table.*--lc_only=1",
+                     capsys.readouterr().err)
+    assert not (tmp_path / "designs.csv").exists()
     surrogate = Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), out / "latent_conditioner.pt")
     images = load_images(tmp_path / "data" / "images", None, 16)[:5]
     alone = surrogate.without_blend()

@@ -156,13 +156,17 @@ def build_reconstruct_parser() -> argparse.ArgumentParser:
         description="Run a trained VAE (encode, then decode) on a dataset file and write the reconstruction in "
                     "physical units, same shape as the model's window of the input.",
         epilog="example:\n  python SimulGen-VAE.py reconstruct --model model_save --data input_data/dataset1.npy "
-               "--out recon.npy\n", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+               "--out recon.npy\n  python SimulGen-VAE.py reconstruct --model model_save --data fields.npy --out recon.npy "
+               "--designs designs.csv\n", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model", type=Path, default=Path("model_save"), help="folder of a trained run")
     parser.add_argument("--data", type=Path, required=True, help="dataset file (.npy, .npz or legacy .pickle)")
     parser.add_argument("--out", type=Path, required=True, help="output .npy")
+    parser.add_argument("--designs", type=Path,
+                        help="also write a CSV of the design parameters whose prediction matches each field best "
+                             "(inverse design; needs a conditioner trained on a parameter table)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="cases per forward pass")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --out / --designs files")
     return parser
 
 

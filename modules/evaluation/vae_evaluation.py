@@ -130,7 +130,7 @@ def vae_report_section(evaluation: VAEEvaluation, training: Optional[Dict[str, A
         "reconstruction_decoder": surrogate.reconstruction_decoder,
     }
     if surrogate.reconstructs_by_design:  # the code is the design: its numbers, not the VAE's latent numbers
-        section["reconstruction_numbers"] = int(surrogate.conditioner.reconstruction_designs.shape[1])
+        section["reconstruction_numbers"] = int(surrogate.conditioner.training_designs.shape[1])
     if training is not None:
         section["training"] = training
     return section

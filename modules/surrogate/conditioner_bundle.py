@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -80,10 +80,13 @@ class TrainedConditioner:
     amplitude: Optional[AmplitudeScaling] = None
     """With an amplitude parameter (amplitude_parameter): the decoders and the blend predict unit fields, the
     prediction is r x them (models/amplitude.py); the predicted code ends with r. None: fields as they are."""
-    reconstruction_designs: Optional[torch.Tensor] = None
-    """[training cases, p] standardised training designs, when reconstruction goes by inverse design through the
-    prediction path (it reconstructed the validation cases best; surrogate/inverse_design.py): its starts. None:
-    a decoder reconstructs (reconstruction_member)."""
+    training_designs: Optional[torch.Tensor] = None
+    """[training cases, p] the standardised training designs of a parameter-table conditioner: the starts of
+    inverse design (surrogate/inverse_design.py; `reconstruct --designs`). None: image designs, or bundles written
+    before it existed."""
+    reconstructs_by_design: bool = False
+    """Reconstruction goes by inverse design through the prediction path (it reconstructed the validation cases
+    best, training/reconstruction_choice.py), not through a decoder (reconstruction_member)."""
 
     @property
     def predictor(self) -> torch.nn.Module:
@@ -156,8 +159,10 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         state["member_decoder_weights"] = trained.member_decoder_weights
     if trained.reconstruction_member is not None:
         state["reconstruction_decoder"] = trained.reconstruction_member
-    if trained.reconstruction_designs is not None:
-        state["reconstruction_designs"] = trained.reconstruction_designs.detach().cpu()
+    if trained.training_designs is not None:
+        state["training_designs"] = trained.training_designs.detach().cpu()
+    if trained.reconstructs_by_design:
+        state["reconstruction_by_design"] = True
     if trained.reconstruction_starts is not None:
         state["reconstruction_starts"] = trained.reconstruction_starts.detach().cpu()
     if trained.band_spread is not None:
@@ -206,7 +211,7 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               _reconstruction_member(state, members, path),
                               _reconstruction_starts(state, latent_dim_main + levels * latent_dim_hier, path),
                               _band_spread(state, path, device), _amplitude(state, cfg, path),
-                              _reconstruction_designs(state, cfg, path))
+                              *_inverse_design(state, cfg, path))
 
 
 def _amplitude(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -> Optional[AmplitudeScaling]:
@@ -247,21 +252,23 @@ def _reconstruction_starts(state: Dict[str, Any], flat_latent: int, path: Path) 
     return starts.float()
 
 
-def _reconstruction_designs(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -> Optional[torch.Tensor]:
-    """Bundles written before inverse-design reconstruction existed reconstruct through a decoder."""
-    designs = state.get("reconstruction_designs")
-    if designs is None:
-        return None
+def _inverse_design(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -> Tuple[Optional[torch.Tensor], bool]:
+    """(training_designs, reconstructs_by_design); bundles written before inverse design existed have neither."""
+    designs, by_design = state.get("training_designs"), state.get("reconstruction_by_design", False)
     num_params = cfg.num_params
-    if (cfg.input_type != "csv" or state.get("reconstruction_decoder") is not None
-            or not isinstance(designs, torch.Tensor) or designs.dim() != 2 or designs.shape[1] != num_params
-            or len(designs) == 0 or not bool(torch.isfinite(designs).all())):
+    if designs is not None and (cfg.input_type != "csv" or not isinstance(designs, torch.Tensor) or designs.dim() != 2
+                                or designs.shape[1] != num_params or len(designs) == 0
+                                or not bool(torch.isfinite(designs).all())):
         shape = tuple(designs.shape) if isinstance(designs, torch.Tensor) else type(designs).__name__
-        raise CheckpointError(f"{path}: reconstruction_designs {shape} are not finite standardised parameter designs "
-                              f"[cases, {num_params}] of a parameter-table conditioner that reconstructs by inverse "
-                              "design; the file is damaged or was edited, retrain the conditioner "
+        raise CheckpointError(f"{path}: training_designs {shape} are not finite standardised parameter designs "
+                              f"[cases, {num_params}] of a parameter-table conditioner; the file is damaged or was "
+                              "edited, retrain the conditioner (python SimulGen-VAE.py --lc_only=1)")
+    if by_design is not False and (by_design is not True or designs is None
+                                   or state.get("reconstruction_decoder") is not None):
+        raise CheckpointError(f"{path}: reconstruction_by_design {by_design!r} needs training_designs and no "
+                              "reconstruction_decoder; the file is damaged or was edited, retrain the conditioner "
                               "(python SimulGen-VAE.py --lc_only=1)")
-    return designs.float()
+    return (None if designs is None else designs.float()), by_design
 
 
 def _band_spread(state: Dict[str, Any], path: Path, device: torch.device) -> Optional[DesignSpread]:

@@ -21,6 +21,7 @@ from modules.config.schema import DataConfig
 from modules.data.scaling import NodeScaler
 from modules.data.sweep_file import read_cases
 from modules.data.variables import as_node_variables
+from modules.errors import SimulGenError
 from modules.models.ensemble import DecoderEnsemble, decoder_copy
 from modules.models.vae import HierarchicalVAE
 from modules.runtime import memory
@@ -28,7 +29,7 @@ from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
 from modules.surrogate.band_calibration import band_std, std_floor
 from modules.surrogate.field_readout import FieldReadout
-from modules.surrogate.inverse_design import DesignPath, design_reconstruction
+from modules.surrogate.inverse_design import DesignPath, design_reconstruction, inverse_designs
 from modules.surrogate.refinement import refined_reconstruction
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
 from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
@@ -150,19 +151,37 @@ class Surrogate:
 
     @property
     def reconstructs_by_design(self) -> bool:
-        return self.conditioner is not None and self.conditioner.reconstruction_designs is not None
+        return self.conditioner is not None and self.conditioner.reconstructs_by_design
 
     def design_path(self) -> DesignPath:
         """Standardised parameter designs -> the prediction's mode coefficients (what predict decodes)."""
         conditioner = self._trained_conditioner()
         return DesignPath(conditioner.predictor, self._predicting(), conditioner.on_design_prior)
 
+    def inverse_designs(self, fields: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """[k, T, N] fields (physical units) -> [k, p] float64: the parameter designs, in the table's units and
+        column order, whose prediction matches each field best (surrogate/inverse_design.py)."""
+        conditioner = self._trained_conditioner()
+        if conditioner.training_designs is None:
+            raise SimulGenError("inverse design needs a conditioner trained on a parameter table and saved with its "
+                                "training designs; this run's reads design images or was saved before inverse design "
+                                "existed: train the conditioner again (python SimulGen-VAE.py --lc_only=1)")
+        path = self.design_path()
+        found = []
+        with evaluation_mode(path):
+            for chunk in memory.chunk_slices(len(fields), batch_size):
+                scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
+                coefficients = self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
+                found.append(inverse_designs(path, coefficients, conditioner.training_designs.to(self.device),
+                                             self.vae.cfg.refine_steps).double().cpu().numpy())
+        return conditioner.input_scaler.inverse(np.concatenate(found)) if found else np.empty((0, 0))
+
     def _reconstruct_in_basis(self, coefficients: torch.Tensor) -> torch.Tensor:
         """Mode coefficients [k, C, T] (basis units, on the device) -> their reconstruction, the same shape."""
         if self.reconstructs_by_design:
             path = self.design_path()
             with evaluation_mode(path):
-                return design_reconstruction(path, coefficients, self.conditioner.reconstruction_designs.to(
+                return design_reconstruction(path, coefficients, self.conditioner.training_designs.to(
                     coefficients.device), self.vae.cfg.refine_steps)
         vae = self._reconstructing()
         with evaluation_mode(vae):

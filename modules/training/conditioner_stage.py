@@ -186,7 +186,9 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
     trained = TrainedConditioner(conditioner, scaler, config.conditioner.input_type, in_channels, residual,
                                  decoder_weights, config.conditioner, image_pca, on_design_prior=on_prior,
                                  member_decoder_weights=member_decoders, members_trained=trained_members,
-                                 members_kept=kept, blend=blend, amplitude=amplitude)
+                                 members_kept=kept, blend=blend, amplitude=amplitude,
+                                 training_designs=(inputs[sweep.train_indices].detach().cpu().float().clone()
+                                                   if config.conditioner.input_type == "csv" else None))
     if trains_decoders and config.end_to_end.reconstruction_decoder == "auto":
         trained = _reconstruction_choice(trained, vae, vaes, decoder, kept, inputs, coefficients, sweep, runtime, log)
     if runtime.is_main:
@@ -253,7 +255,7 @@ def _reconstruction_choice(trained: TrainedConditioner, vae: HierarchicalVAE, de
     """`trained` with what reconstructs best on the validation cases: the VAE's own decoder, a kept prediction
     decoder (`decoders`, the kept members' in `kept` order; reconstruction_member, with its codes of the training
     designs as second starts), or, for parameter designs of at most the VAE's latent numbers, inverse design
-    through the whole prediction path (reconstruction_designs: the training designs, its starts)."""
+    through the whole prediction path (reconstructs_by_design; the training designs are its starts)."""
     started = time.perf_counter()
     val_coefficients = coefficients[torch.as_tensor(sweep.val_indices)]
     train_inputs = inputs[sweep.train_indices]
@@ -266,9 +268,9 @@ def _reconstruction_choice(trained: TrainedConditioner, vae: HierarchicalVAE, de
     chosen = names[0 if member is None else member + 1]
     measured = ", ".join(f"{name} {error:.4g}" for name, error in zip(names, errors))
     by_design = False
-    if trained.input_kind == "csv" and inputs.shape[1] <= vae.flat_latent_dim:
+    if trained.training_designs is not None and inputs.shape[1] <= vae.flat_latent_dim:
         path = DesignPath(trained.predictor, trained.prediction_decoder(network_decoder), trained.on_design_prior)
-        error = design_reconstruction_error(path, val_coefficients, train_inputs, vae.cfg.refine_steps,
+        error = design_reconstruction_error(path, val_coefficients, trained.training_designs, vae.cfg.refine_steps,
                                             runtime.device)
         measured += f", {decoder_text('design')} {error:.4g} ({inputs.shape[1]} numbers)"
         by_design = error < min(errors)  # strictly better: the decoders keep ties
@@ -276,7 +278,7 @@ def _reconstruction_choice(trained: TrainedConditioner, vae: HierarchicalVAE, de
     log.info(f"reconstruction: through {chosen} (refined codes, relative error on the {len(val_coefficients)} "
              f"validation cases in the basis' units: {measured}; {time.perf_counter() - started:.1f} s)")
     if by_design:
-        return dataclasses.replace(trained, reconstruction_designs=train_inputs.detach().cpu().clone())
+        return dataclasses.replace(trained, reconstructs_by_design=True)
     if member is None:
         return trained
     return dataclasses.replace(trained, reconstruction_member=member,
