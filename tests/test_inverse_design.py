@@ -1,6 +1,7 @@
 """Reconstruction by inverse design: the design whose prediction matches the field, found through the prediction path."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,7 +10,8 @@ from modules.config.schema import ModelConfig
 from modules.models.ensemble import MembersCode
 from modules.models.vae import HierarchicalVAE
 from modules.runtime.devices import evaluation_mode
-from modules.surrogate.inverse_design import DesignPath, design_reconstruction, inverse_designs
+from modules.surrogate.inverse_design import (DesignPath, design_reconstruction, inverse_designs,
+                                              outside_training_range)
 from modules.training.reconstruction_choice import design_reconstruction_error
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -83,3 +85,9 @@ def test_the_validation_error_is_the_pooled_relative_error_of_the_inverse_design
     assert 0.1 < expected < 1.5
     assert design_reconstruction_error(path, fields, candidates, 20, CPU, batch_size=2) == pytest.approx(expected,
                                                                                                          rel=1e-5)
+
+
+def test_found_designs_outside_the_training_range_beyond_the_margin_are_flagged():
+    training = np.array([[0.0, 10.0], [1.0, 20.0], [0.5, 15.0]])  # spans 1 and 10: margins 0.05 and 0.5
+    found = np.array([[0.5, 15.0], [1.04, 20.4], [-0.06, 15.0], [0.5, 20.6], [0.5, 9.4]])
+    np.testing.assert_array_equal(outside_training_range(found, training), [False, False, True, True, True])

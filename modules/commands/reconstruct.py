@@ -19,6 +19,7 @@ from modules.storage.array_files import refuse_existing, save_array
 from modules.storage.run_directory import RunDirectory
 from modules.storage.state_files import write_atomically
 from modules.surrogate.conditioner_bundle import load_conditioner_bundle
+from modules.surrogate.inverse_design import outside_training_range
 from modules.surrogate.surrogate import Surrogate
 from modules.surrogate.vae_bundle import resolve_vae_bundle_path
 
@@ -57,6 +58,14 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
                                                                   header=header, comments=""), mode="w")
         print(f"wrote {args.designs}: the {len(table)} designs (the parameter table's columns, its units) whose "
               f"prediction matches each field best (inverse design)")
+        conditioner = surrogate.conditioner
+        outside = outside_training_range(table, conditioner.input_scaler.inverse(
+            conditioner.training_designs.double().numpy()))
+        if outside.any():
+            rows = ", ".join(str(row + 1) for row in np.flatnonzero(outside)[:10])
+            print(f"note: {int(outside.sum())} of them lie outside the training designs' range (rows {rows}"
+                  f"{', ...' if outside.sum() > 10 else ''}): the surrogate extrapolates there, so treat those "
+                  "parameters as rough")
     return out
 
 
