@@ -63,7 +63,8 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
             conditioner.training_designs.double().numpy()))
         if outside.any():
             rows = ", ".join(str(row + 1) for row in np.flatnonzero(outside)[:10])
-            print(f"note: {int(outside.sum())} of them lie outside the training designs' range (rows {rows}"
+            verb = "lies" if outside.sum() == 1 else "lie"
+            print(f"note: {int(outside.sum())} of them {verb} outside the training designs' range (rows {rows}"
                   f"{', ...' if outside.sum() > 10 else ''}): the surrogate extrapolates there, so treat those "
                   "parameters as rough")
     return out
