@@ -357,6 +357,14 @@ def reconstructed_validation_cases(entry, tmp_path: Path, out: Path, report: dic
     assert not np.allclose(per_case_errors(truth, own), errors, rtol=1e-3)
 
 
+def assert_edited_bundle_refused(out: Path, tmp_path: Path, bundle: dict, message: str) -> None:
+    """The run's VAE with `bundle` saved as an edited conditioner: loading it raises CheckpointError matching
+    `message` (the file, the key, the fix)."""
+    save_state(tmp_path / "edited.pt", bundle)
+    with pytest.raises(CheckpointError, match=message):
+        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
+
+
 def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_reconstruct_use(entry, tmp_path,
                                                                                              monkeypatch):
     from modules.training import conditioner_stage
@@ -385,16 +393,12 @@ def test_a_prediction_decoder_picked_for_reconstruction_is_what_the_report_and_r
     # a bundle naming a decoder it does not hold is refused with the file, the key and the fix
     bundle = load_state(out / "latent_conditioner.pt")
     bundle["reconstruction_decoder"] = 3
-    save_state(tmp_path / "edited.pt", bundle)
-    with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_decoder 3 names no saved prediction "
-                                              r"decoder.*retrain the conditioner"):
-        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
+    assert_edited_bundle_refused(out, tmp_path, bundle, r"edited\.pt: reconstruction_decoder 3 names no saved "
+                                                        r"prediction decoder.*retrain the conditioner")
     bundle["reconstruction_decoder"] = 0
     bundle["reconstruction_starts"] = bundle["reconstruction_starts"][:, :4]
-    save_state(tmp_path / "edited.pt", bundle)
-    with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_starts \(12, 4\) are not finite codes "
-                                              r"\[cases, 6\].*retrain the conditioner"):
-        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
+    assert_edited_bundle_refused(out, tmp_path, bundle, r"edited\.pt: reconstruction_starts \(12, 4\) are not "
+                                                        r"finite codes \[cases, 6\].*retrain the conditioner")
     # A bundle written before the second starts existed reconstructs from the encoder's code alone.
     bundle.pop("reconstruction_starts")
     save_state(tmp_path / "older.pt", bundle)
@@ -439,14 +443,12 @@ def test_inverse_design_picked_for_reconstruction_is_what_the_report_and_reconst
     # a bundle whose starts are not designs of the table's width is refused with the file, the key and the fix
     bundle = load_state(out / "latent_conditioner.pt")
     bundle["training_designs"] = bundle["training_designs"][:, :3]
-    save_state(tmp_path / "edited.pt", bundle)
-    with pytest.raises(CheckpointError, match=r"edited\.pt: training_designs \(12, 3\) are not finite "
-                                              r"standardised parameter designs \[cases, 5\].*retrain the conditioner"):
-        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
+    assert_edited_bundle_refused(out, tmp_path, bundle, r"edited\.pt: training_designs \(12, 3\) are not finite "
+                                                        r"standardised parameter designs \[cases, 5\].*"
+                                                        r"retrain the conditioner")
     bundle.pop("training_designs")
-    save_state(tmp_path / "edited.pt", bundle)
-    with pytest.raises(CheckpointError, match=r"edited\.pt: reconstruction_by_design True needs training_designs"):
-        Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "edited.pt")
+    assert_edited_bundle_refused(out, tmp_path, bundle,
+                                 r"edited\.pt: reconstruction_by_design True needs training_designs")
 
 
 def test_reconstruction_decoder_vae_keeps_the_vaes_decoder_without_measuring_the_others(entry, tmp_path):

@@ -170,9 +170,8 @@ class Surrogate:
         found = []
         with evaluation_mode(path):
             for chunk in memory.chunk_slices(len(fields), batch_size):
-                scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
-                coefficients = self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
-                found.append(inverse_designs(path, coefficients, conditioner.training_designs.to(self.device),
+                found.append(inverse_designs(path, self._projected(fields[chunk]),
+                                             conditioner.training_designs.to(self.device),
                                              self.vae.cfg.refine_steps).double().cpu().numpy())
         return conditioner.input_scaler.inverse(np.concatenate(found)) if found else np.empty((0, 0))
 
@@ -229,10 +228,13 @@ class Surrogate:
         the nearest of its training codes and keeps the better) before it is decoded."""
         out = np.empty(fields.shape, dtype=np.float32)
         for chunk in memory.chunk_slices(len(fields), batch_size):
-            scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields[chunk], dtype=np.float32)))
-            coefficients = self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
-            self.field_readout().write(self._reconstruct_in_basis(coefficients), out[chunk])
+            self.field_readout().write(self._reconstruct_in_basis(self._projected(fields[chunk])), out[chunk])
         return out
+
+    def _projected(self, fields: np.ndarray) -> torch.Tensor:
+        """Fields [k, T, N] (physical units) -> their spatial-mode coefficients [k, C, T] on the device."""
+        scaled = torch.as_tensor(self.scaler.transform(np.asarray(fields, dtype=np.float32)))
+        return self.vae.basis.project(scaled.transpose(1, 2).to(self.device))
 
     def reconstruct_coefficients(self, coefficients: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """reconstruct in the spatial-mode coefficients [k, C, T] (basis units): what the decoder gives for the

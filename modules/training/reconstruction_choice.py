@@ -9,7 +9,7 @@ ablations). Validation decides per run; the number of latent numbers stays the V
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -25,27 +25,29 @@ def reconstruction_error(vae: HierarchicalVAE, coefficients: torch.Tensor, devic
     """Pooled relative error of the refined reconstruction of cases' mode coefficients [k, C, T] (basis units,
     where squared errors are the physically weighted field errors up to the basis scale); `starts`: the
     decoder's second starts (refinement.refined_reconstruction)."""
-    error = total = 0.0
     with evaluation_mode(vae):
-        for chunk in memory.chunk_slices(len(coefficients), batch_size):
-            target = coefficients[chunk].to(device)
-            decoded = refined_reconstruction(vae, target, vae.cfg.refine_steps, starts).float()
-            error += float((decoded - target).pow(2).sum())
-            total += float(target.pow(2).sum())
-    return (error / max(total, 1e-30)) ** 0.5
+        return _pooled_error(lambda target: refined_reconstruction(vae, target, vae.cfg.refine_steps, starts),
+                             coefficients, device, batch_size)
 
 
 def design_reconstruction_error(path: DesignPath, coefficients: torch.Tensor, candidates: torch.Tensor, steps: int,
                                 device: torch.device, batch_size: int = 32) -> float:
     """reconstruction_error of inverse design through the prediction path `path`, from the standardised
     candidate designs [S, p] (the training designs)."""
-    error = total = 0.0
+    candidates = candidates.to(device)
     with evaluation_mode(path):
-        for chunk in memory.chunk_slices(len(coefficients), batch_size):
-            target = coefficients[chunk].to(device)
-            decoded = design_reconstruction(path, target, candidates.to(device), steps).float()
-            error += float((decoded - target).pow(2).sum())
-            total += float(target.pow(2).sum())
+        return _pooled_error(lambda target: design_reconstruction(path, target, candidates, steps),
+                             coefficients, device, batch_size)
+
+
+def _pooled_error(reconstruct: Callable[[torch.Tensor], torch.Tensor], coefficients: torch.Tensor,
+                  device: torch.device, batch_size: int) -> float:
+    """||reconstruct(x) - x|| / ||x|| pooled over the cases [k, C, T], a batch at a time on `device`."""
+    error = total = 0.0
+    for chunk in memory.chunk_slices(len(coefficients), batch_size):
+        target = coefficients[chunk].to(device)
+        error += float((reconstruct(target).float() - target).pow(2).sum())
+        total += float(target.pow(2).sum())
     return (error / max(total, 1e-30)) ** 0.5
 
 
