@@ -162,3 +162,25 @@ def test_empty_case_file(tmp_path):
     write(tmp_path / "case_1.csv", "")
     with pytest.raises(DataError, match="case_1.csv: the file is empty; expected 2 numbers for this case"):
         load_parameter_table(tmp_path, 2, None)
+
+
+# ---------------------------------------------------------------- column names (reconstruct --designs)
+
+def test_parameter_names_come_from_the_header_row_and_round_trip_through_a_written_table(tmp_path):
+    from modules.data.design_tables import table_parameter_names, write_parameter_table
+    assert table_parameter_names(write(tmp_path / "plain.csv", "1,2\n3,4\n"), 2) is None
+    assert table_parameter_names(write(tmp_path / "named.csv", "width,height\n1,2\n"), 2) == ["width", "height"]
+    # an empty header cell gets the column's number; numbers-only names would read back as a design row
+    assert table_parameter_names(write(tmp_path / "gap.csv", "width,,depth\n1,2,3\n"), 3) == [
+        "width", "parameter_2", "depth"]
+    assert table_parameter_names(write(tmp_path / "wide.csv", "1,2,note\n1,2\n"), 2) is None
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    write(folder / "case_1.csv", "width,height\n1,2\n")
+    assert table_parameter_names(folder, 2) is None
+    # a name holding a comma survives the round trip, and so do the numbers
+    table = np.array([[0.125, -3e-4], [2.0, 7.5]])
+    with (tmp_path / "written.csv").open("w") as stream:
+        write_parameter_table(stream, ["x, mm", "strength"], table)
+    assert table_parameter_names(tmp_path / "written.csv", 2) == ["x, mm", "strength"]
+    np.testing.assert_array_equal(load_parameter_table(tmp_path / "written.csv", 2, 2), table)

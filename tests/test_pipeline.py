@@ -435,7 +435,10 @@ def test_inverse_design_picked_for_reconstruction_is_what_the_report_and_reconst
     # --designs writes those designs: predicting them gives the reconstruction back
     assert entry.main(["reconstruct", "--model", str(out), "--data", str(tmp_path / "val.npy"), "--out",
                        str(tmp_path / "again.npy"), "--designs", str(tmp_path / "designs.csv"), "--device", "cpu"]) == 0
-    assert (tmp_path / "designs.csv").read_text().splitlines()[0] == ",".join(f"parameter_{k}" for k in range(1, 6))
+    # headed by the training table's column names, in its order
+    header = (tmp_path / "data" / "params.csv").read_text().splitlines()[0]
+    assert (tmp_path / "designs.csv").read_text().splitlines()[0] == header and header.count(",") == 4
+    assert saved["parameter_names"] == header.split(",")
     assert entry.main(["predict", "--model", str(out), "--params", str(tmp_path / "designs.csv"), "--out",
                        str(tmp_path / "predicted.npy"), "--device", "cpu"]) == 0
     recon = np.load(tmp_path / "again.npy")
@@ -449,6 +452,10 @@ def test_inverse_design_picked_for_reconstruction_is_what_the_report_and_reconst
     bundle.pop("training_designs")
     assert_edited_bundle_refused(out, tmp_path, bundle,
                                  r"edited\.pt: reconstruction_by_design True needs training_designs")
+    bundle = load_state(out / "latent_conditioner.pt")
+    bundle["parameter_names"] = bundle["parameter_names"][:2]
+    assert_edited_bundle_refused(out, tmp_path, bundle, r"edited\.pt: parameter_names .* are not the 5 column names "
+                                                        r"of a parameter table.*retrain the conditioner")
 
 
 def test_reconstruction_decoder_vae_keeps_the_vaes_decoder_without_measuring_the_others(entry, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modules.data.design_tables import write_parameter_table
 from modules.data.sweep_file import check_sweep, open_sweep, read_cases
 from modules.config import time_window
 from modules.data.variables import axis_names
@@ -53,12 +54,11 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
           f"{time_window.describe(data.num_timesteps, data.timestep_indices)}")
     if args.designs is not None:
         table = np.concatenate(designs)
-        header = ",".join(f"parameter_{column + 1}" for column in range(table.shape[1]))
-        write_atomically(args.designs, lambda stream: np.savetxt(stream, table, fmt="%.8g", delimiter=",",
-                                                                  header=header, comments=""), mode="w")
+        conditioner = surrogate.conditioner
+        names = conditioner.parameter_names or [f"parameter_{column + 1}" for column in range(table.shape[1])]
+        write_atomically(args.designs, lambda stream: write_parameter_table(stream, names, table), mode="w")
         print(f"wrote {args.designs}: the {len(table)} designs (the parameter table's columns, its units) whose "
               f"prediction matches each field best (inverse design)")
-        conditioner = surrogate.conditioner
         outside = outside_training_range(table, conditioner.input_scaler.inverse(
             conditioner.training_designs.double().numpy()))
         if outside.any():

@@ -16,7 +16,7 @@ from modules.config.compatibility import reused_vae_must_match
 from modules.config.schema import RunConfig
 from modules.data.demo_request import ensure_demo_data
 from modules.data.design_features import design_features
-from modules.data.designs import load_design_array
+from modules.data.designs import load_design_array, load_parameter_names
 from modules.models.design_spread import DesignSpread, fit_design_spread
 from modules.models.vae import HierarchicalVAE
 from modules.training.projected_training import ProjectedSweep
@@ -106,7 +106,8 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             vae_stage.save_latents(run_dir, latents, sweep)
             log.info(f"latent vectors: {run_dir.latents}")
         trained, lc_result = conditioner_stage.train_conditioner(
-            config, sweep, model, latents, runtime, run_dir, log, designs, projection.coefficients, budget)
+            config, sweep, model, latents, runtime, run_dir, log, designs, projection.coefficients, budget,
+            load_parameter_names(config.conditioner, base_dir))
         surrogate = surrogate.with_conditioner(trained)
         if runtime.is_main:
             # After the conditioners: validation may have picked one of their decoders to reconstruct.

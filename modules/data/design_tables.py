@@ -5,10 +5,11 @@ of the first bad cell, what was expected and the fix.
 """
 from __future__ import annotations
 
+import csv
 import io
 import math
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence, TextIO
 
 import numpy as np
 import pandas as pd
@@ -154,6 +155,28 @@ def read_case_file(path: Path, num_params: int) -> np.ndarray:
     raise design_error(f"{path}: found {len(data)} rows of {', '.join(map(str, sorted(set(widths))))} columns; "
                        f"expected {num_params} numbers (num_param in condition.txt) as one row or one column",
                        "write this case's parameters on a single line, or one value per line")
+
+
+def table_parameter_names(path: Path, num_params: int) -> Optional[List[str]]:
+    """The names a parameter table's header row gives its first num_params columns (an empty name becomes
+    parameter_k); None for a table without a header and for a folder of per-case files."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    header = split_header(read_cells(path))
+    if header is None:
+        return None
+    names = [name or f"parameter_{column + 1}" for column, name in enumerate(header[:num_params])]
+    names += [f"parameter_{column + 1}" for column in range(len(names), num_params)]
+    # Written back as a header (reconstruct --designs), a row of numbers-only names would read as a design.
+    return names if any(not _is_number(name) for name in names) else None
+
+
+def write_parameter_table(stream: TextIO, names: Sequence[str], table: np.ndarray) -> None:
+    """A header row (csv-quoted: a name may hold a comma), then one row of numbers per design: a table
+    load_parameter_table and table_parameter_names read back."""
+    csv.writer(stream, lineterminator="\n").writerow(names)
+    np.savetxt(stream, table, fmt="%.8g", delimiter=",")
 
 
 def _check_case_count(where: str, found: int, num_cases: Optional[int], unit: str) -> None:

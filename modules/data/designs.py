@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from modules.data.design_images import load_images
-from modules.data.design_tables import load_parameter_table
+from modules.data.design_tables import load_parameter_table, table_parameter_names
 from modules.data.input_scaler import InputScaler
 from modules.config.schema import ConditionerConfig
 from modules.errors import DataError
@@ -37,6 +37,13 @@ def load_design_array(conditioner: ConditionerConfig, base_dir: Path, num_cases:
     if conditioner.input_type == "csv":
         return load_parameter_table(path, conditioner.num_params, num_cases)
     return load_images(path, num_cases, conditioner.image_size)
+
+
+def load_parameter_names(conditioner: ConditionerConfig, base_dir: Path) -> Optional[List[str]]:
+    """The parameter table's column names from its header row (None: images, or no header)."""
+    if conditioner.input_type != "csv":
+        return None
+    return table_parameter_names(resolve_param_dir(conditioner, base_dir), conditioner.num_params)
 
 
 class DesignDataset(Dataset):

@@ -87,6 +87,9 @@ class TrainedConditioner:
     reconstructs_by_design: bool = False
     """Reconstruction goes by inverse design through the prediction path (it reconstructed the validation cases
     best, training/reconstruction_choice.py), not through a decoder (reconstruction_member)."""
+    parameter_names: Optional[List[str]] = None
+    """The parameter table's column names from its header row (`reconstruct --designs` writes them). None: no
+    header, image designs, or bundles written before it existed (parameter_1..p then)."""
 
     @property
     def predictor(self) -> torch.nn.Module:
@@ -163,6 +166,8 @@ def save_conditioner_bundle(path: Path, trained: TrainedConditioner, config: Run
         state["training_designs"] = trained.training_designs.detach().cpu()
     if trained.reconstructs_by_design:
         state["reconstruction_by_design"] = True
+    if trained.parameter_names is not None:
+        state["parameter_names"] = list(trained.parameter_names)
     if trained.reconstruction_starts is not None:
         state["reconstruction_starts"] = trained.reconstruction_starts.detach().cpu()
     if trained.band_spread is not None:
@@ -211,7 +216,7 @@ def load_conditioner_bundle(path: Path, device: torch.device) -> TrainedConditio
                               _reconstruction_member(state, members, path),
                               _reconstruction_starts(state, latent_dim_main + levels * latent_dim_hier, path),
                               _band_spread(state, path, device), _amplitude(state, cfg, path),
-                              *_inverse_design(state, cfg, path))
+                              *_inverse_design(state, cfg, path), _parameter_names(state, cfg, path))
 
 
 def _amplitude(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -> Optional[AmplitudeScaling]:
@@ -269,6 +274,19 @@ def _inverse_design(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -
                               "reconstruction_decoder; the file is damaged or was edited, retrain the conditioner "
                               "(python SimulGen-VAE.py --lc_only=1)")
     return (None if designs is None else designs.float()), by_design
+
+
+def _parameter_names(state: Dict[str, Any], cfg: ConditionerConfig, path: Path) -> Optional[List[str]]:
+    """Bundles written before the names were kept, and tables without a header, have none."""
+    names = state.get("parameter_names")
+    if names is None:
+        return None
+    if (cfg.input_type != "csv" or not isinstance(names, list) or len(names) != cfg.num_params
+            or not all(isinstance(name, str) and name for name in names)):
+        raise CheckpointError(f"{path}: parameter_names {names!r} are not the {cfg.num_params} column names of a "
+                              "parameter table; the file is damaged or was edited, retrain the conditioner "
+                              "(python SimulGen-VAE.py --lc_only=1)")
+    return names
 
 
 def _band_spread(state: Dict[str, Any], path: Path, device: torch.device) -> Optional[DesignSpread]:

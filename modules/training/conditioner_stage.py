@@ -77,7 +77,8 @@ def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int, member: int
 
 def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: HierarchicalVAE, latents: Dict[str, np.ndarray],
                       runtime: Runtime, run_dir: RunDirectory, log: RunLog, designs: np.ndarray,
-                      coefficients: torch.Tensor, budget: Optional[TimeBudget] = None
+                      coefficients: torch.Tensor, budget: Optional[TimeBudget] = None,
+                      parameter_names: Optional[List[str]] = None
                       ) -> Tuple[TrainedConditioner, TrainingResult]:
     """Train on the saved latents (or end to end through the decoder, on every case's mode coefficients
     [num_cases, C, T] in units of the basis scale); returns the conditioner and its history."""
@@ -188,7 +189,8 @@ def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: Hierarchical
                                  member_decoder_weights=member_decoders, members_trained=trained_members,
                                  members_kept=kept, blend=blend, amplitude=amplitude,
                                  training_designs=(inputs[sweep.train_indices].detach().cpu().float().clone()
-                                                   if config.conditioner.input_type == "csv" else None))
+                                                   if config.conditioner.input_type == "csv" else None),
+                                 parameter_names=parameter_names)
     if trains_decoders and config.end_to_end.reconstruction_decoder == "auto":
         trained = _reconstruction_choice(trained, vae, vaes, decoder, kept, inputs, coefficients, sweep, runtime, log)
     if runtime.is_main:
