@@ -175,7 +175,10 @@ def test_the_run_report_names_the_kept_epoch_and_the_band_coverage():
     assert "VAE (6 latent numbers, epoch 37 of 50 (the time budget kept 50 of 500 epochs))  val" in \
         report.format_run_report(run)
     run["vae"]["training"].update(epochs_planned=500)
-    assert "VAE (6 latent numbers, epoch 37 of 50)  val" in report.format_run_report(run)  # stopped early, not cut
+    assert "VAE (6 latent numbers, epoch 37 of 50)  val" in report.format_run_report(run)  # ended, not cut
+    run["vae"]["training"].update(stopped_early=True)
+    assert "VAE (6 latent numbers, epoch 37 of 50 (stopped early: no better in its last 13 epochs))  val" in \
+        report.format_run_report(run)
     assert "MLP conditioner + decoder (end-to-end, untrained start kept)" in text
     assert "measured coverage: val 90.0%, test 82.5%" in text
     assert "the design's width" not in text  # a band without a design spread (images, older runs)

@@ -121,12 +121,15 @@ def format_run_report(report: Dict[str, Any]) -> str:
 
 def _kept(training: Optional[Dict[str, Any]]) -> str:
     """', epoch 396 of 500' (the kept epoch, 1-based; 0 = the untrained start), '' for a loaded model; with
-    ' (the time budget kept 214 of 500 epochs)' where training_minutes cut the stage's epochs."""
+    ' (the time budget kept 214 of 500 epochs)' where training_minutes cut the stage's epochs, and
+    ' (stopped early: no better in its last 100 epochs)' where early_stopping_patience ended it."""
     if not training:
         return ""
     configured = training.get("epochs_configured", 0)
     planned = training.get("epochs_planned", configured)
     budget = f" (the time budget kept {planned} of {configured} epochs)" if planned < configured else ""
+    if training.get("stopped_early"):
+        budget += f" (stopped early: no better in its last {training['epochs_run'] - training['best_epoch']} epochs)"
     if training["best_epoch"] == 0:
         return ", untrained start kept" + budget
     return f", epoch {training['best_epoch']} of {training['epochs_run']}" + budget
