@@ -27,17 +27,24 @@ def vae_and_other_decoder():
     return vae, other
 
 
-def fields_of(vae, cases: int = 4) -> torch.Tensor:
-    """Mode coefficients that `vae`'s decoder gives exactly (for some code)."""
+def codes_for(vae, cases: int = 4) -> torch.Tensor:
     torch.manual_seed(1)
+    return torch.randn(cases, vae.flat_latent_dim)
+
+
+def fields_of(vae, cases: int = 4) -> torch.Tensor:
+    """Mode coefficients that `vae`'s decoder gives exactly (for the codes codes_for(vae, cases))."""
     with torch.no_grad():
-        return vae.decode_flat(torch.randn(cases, vae.flat_latent_dim), projected=True)
+        return vae.decode_flat(codes_for(vae, cases), projected=True)
 
 
 def test_the_decoder_that_can_give_the_fields_is_picked_and_the_vae_keeps_ties():
     vae, other = vae_and_other_decoder()
-    member, errors = pick_reconstruction_decoder(vae, [other], fields_of(other), CPU)
-    assert member == 0 and errors[1] < errors[0]
+    # From the VAE's encoder alone, 30 L-BFGS iterations through the perturbed decoder reach its codes on some
+    # CPUs and not on others (AMD EPYC: 1.03); the tool gives a prediction decoder its training codes as second
+    # starts, and so does the test: the decoder that can give the fields then shows it on any CPU.
+    member, errors = pick_reconstruction_decoder(vae, [other], fields_of(other), CPU, starts=[codes_for(other)])
+    assert member == 0 and errors[1] < 1e-3 < 0.1 < errors[0]
     member, errors = pick_reconstruction_decoder(vae, [other], fields_of(vae), CPU)
     assert member is None and errors[0] < errors[1]
     # a prediction decoder no better than the VAE's (here: the same weights) leaves reconstruction to the VAE
