@@ -44,9 +44,11 @@ def run_reconstruct(args: argparse.Namespace) -> np.ndarray:
     designs = []
     for cases in memory.chunk_slices(array.shape[0], args.batch_size):
         fields = read_cases(array, range(array.shape[0])[cases], data)
-        out[cases] = surrogate.reconstruct(fields, args.batch_size)
-        if args.designs is not None:
-            designs.append(surrogate.inverse_designs(fields, args.batch_size))
+        if args.designs is None:
+            out[cases] = surrogate.reconstruct(fields, args.batch_size)
+        else:
+            out[cases], found = surrogate.reconstruct_with_designs(fields, args.batch_size)
+            designs.append(found)
     out = surrogate.user_layout(out)
     save_array(args.out, out)
     print(f"wrote {args.out}: reconstruction {list(out.shape)} ({axis_names(data)}) in physical units, decoded by "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from modules.runtime.devices import evaluation_mode
 from modules.storage.state_files import load_weights
 from modules.surrogate.band_calibration import band_std, std_floor
 from modules.surrogate.field_readout import FieldReadout
-from modules.surrogate.inverse_design import DesignPath, design_reconstruction, inverse_designs
+from modules.surrogate.inverse_design import DesignPath, inverse_designs
 from modules.surrogate.refinement import refined_reconstruction
 from modules.surrogate.conditioner_bundle import TrainedConditioner, load_conditioner_bundle, predict_latents
 from modules.surrogate.vae_bundle import VAEBundle, load_vae_bundle
@@ -161,27 +161,42 @@ class Surrogate:
     def inverse_designs(self, fields: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """[k, T, N] fields (physical units) -> [k, p] float64: the parameter designs, in the table's units and
         column order, whose prediction matches each field best (surrogate/inverse_design.py)."""
+        return self.reconstruct_with_designs(fields, batch_size, reconstruct=False)[1]
+
+    def reconstruct_with_designs(self, fields: np.ndarray, batch_size: int = 32,
+                                 reconstruct: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray]:
+        """(reconstruct(fields), inverse_designs(fields)) in one pass: where reconstruction goes by inverse design,
+        the designs it found are the ones returned, not searched for twice. reconstruct=False: (None, designs)."""
+        scaler = self._trained_conditioner().input_scaler
+        out = np.empty(fields.shape, dtype=np.float32) if reconstruct else None
+        found = []
+        for chunk in memory.chunk_slices(len(fields), batch_size):
+            coefficients = self._projected(fields[chunk])
+            designs, prediction = self._inverse_designs_in_basis(coefficients)
+            if reconstruct:
+                decoded = prediction if self.reconstructs_by_design else self._reconstruct_in_basis(coefficients)
+                self.field_readout().write(decoded, out[chunk])
+            found.append(designs.double().cpu().numpy())
+        return out, (scaler.inverse(np.concatenate(found)) if found else np.empty((0, 0)))
+
+    def _inverse_designs_in_basis(self, coefficients: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mode coefficients [k, C, T] -> (the standardised inverse designs [k, p], their predictions [k, C, T])."""
         conditioner = self._trained_conditioner()
         if conditioner.training_designs is None:
             raise SimulGenError("inverse design needs a conditioner trained on a parameter table and saved with its "
                                 "training designs; this run's reads design images or was saved before inverse design "
                                 "existed: train the conditioner again (python SimulGen-VAE.py --lc_only=1)")
         path = self.design_path()
-        found = []
         with evaluation_mode(path):
-            for chunk in memory.chunk_slices(len(fields), batch_size):
-                found.append(inverse_designs(path, self._projected(fields[chunk]),
-                                             conditioner.training_designs.to(self.device),
-                                             self.vae.cfg.refine_steps).double().cpu().numpy())
-        return conditioner.input_scaler.inverse(np.concatenate(found)) if found else np.empty((0, 0))
+            designs = inverse_designs(path, coefficients, conditioner.training_designs.to(coefficients.device),
+                                      self.vae.cfg.refine_steps)
+            with torch.no_grad():
+                return designs, path(designs)
 
     def _reconstruct_in_basis(self, coefficients: torch.Tensor) -> torch.Tensor:
         """Mode coefficients [k, C, T] (basis units, on the device) -> their reconstruction, the same shape."""
         if self.reconstructs_by_design:
-            path = self.design_path()
-            with evaluation_mode(path):
-                return design_reconstruction(path, coefficients, self.conditioner.training_designs.to(
-                    coefficients.device), self.vae.cfg.refine_steps)
+            return self._inverse_designs_in_basis(coefficients)[1]
         vae = self._reconstructing()
         with evaluation_mode(vae):
             return refined_reconstruction(vae, coefficients, vae.cfg.refine_steps, self._reconstruction_starts())
