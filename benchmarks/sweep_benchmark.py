@@ -87,7 +87,33 @@ def _blend_note(blend: Optional[Dict]) -> str:
     return f", {blend['weight_on_conditioners']:.1f} x it + {1 - blend['weight_on_conditioners']:.1f} x POD + GP"
 
 
-def print_report(name: str, report: Dict, seconds: float, baselines: Optional[Dict]) -> None:
+SPAN_FLOOR_MAX_VALUES = 200_000_000
+"""The linear floor is computed in memory (float64) up to this many values of the non-test fields."""
+
+
+def training_span_error(sweep: Path) -> Optional[float]:
+    """The test fields' error after projection onto the span of every non-test field (centred): what any linear
+    reduction fitted to these fields reaches at best, with as many components as there are non-test cases. On the
+    development sweeps 0.156 (impact) and 0.315 (front): the issue's 0.5 x PCA 56 (0.12 / 0.21) asks for better
+    than that, which only a decoder that generalises beyond the training fields' span can give (README). None
+    without a split file or when the fields are too large to hold."""
+    if not (sweep / "split.json").is_file():
+        return None
+    split = json.loads((sweep / "split.json").read_text())
+    array = np.load(sweep / "dataset1.npy", mmap_mode="r")
+    known = sorted(set(range(array.shape[0])) - set(split.get("test", [])))
+    if not split.get("test") or len(known) * int(np.prod(array.shape[1:])) > SPAN_FLOOR_MAX_VALUES:
+        return None
+    train = np.asarray(array[known], dtype=np.float64).reshape(len(known), -1)
+    test = np.asarray(array[split["test"]], dtype=np.float64).reshape(len(split["test"]), -1)
+    mean = train.mean(axis=0)
+    modes = np.linalg.svd(train - mean, full_matrices=False)[2]
+    projected = mean + (test - mean) @ modes.T @ modes
+    return float(np.linalg.norm(projected - test) / np.linalg.norm(test))
+
+
+def print_report(name: str, report: Dict, seconds: float, baselines: Optional[Dict],
+                 span_error: Optional[float] = None) -> None:
     vae, lc = report["vae"], report["conditioner"]
     split = "test" if "test" in vae["relative_l2"]["vae"] else "val"
     recon, prediction = vae["relative_l2"], lc["prediction_relative_l2"]
@@ -112,6 +138,8 @@ def print_report(name: str, report: Dict, seconds: float, baselines: Optional[Di
         print(f"  {'baselines.json: PCA 8 / 32 / 56':<70} "
               + " / ".join(f"{raw['pca'][k]['rel_l2']:.4f}" for k in ("8", "32", "56")))
         print(f"  {'baselines.json: best POD + GP/RBF (' + best[1] + ')':<70} {best[0]:.4f}")
+    if span_error is not None:
+        print(f"  {'linear floor: projection onto every non-test field (centred)':<70} {span_error:.4f}")
 
 
 def main() -> None:
@@ -142,7 +170,7 @@ def main() -> None:
     if not args.demo and (args.sweep.parent / "baselines.json").is_file():
         every = json.loads((args.sweep.parent / "baselines.json").read_text())
         baselines = every.get(re.sub(r"-dev$", "", args.sweep.name))
-    print_report(name, report, seconds, baselines)
+    print_report(name, report, seconds, baselines, None if args.demo else training_span_error(args.sweep.resolve()))
     if args.images and not args.demo:
         image_settings = dict(settings, **sweep_settings(args.sweep.resolve(), args.out.resolve(), images=True))
         image_settings["e2e_vae_model_path"] = str((args.out / "run" / "SimulGen-VAE").resolve())
