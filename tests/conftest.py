@@ -1,8 +1,17 @@
 """Fixtures shared by several test files."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Under pytest-xdist (the README's test command runs 2 workers) each worker gets one core's worth of threads:
+# two workers with a thread per core each would oversubscribe the cores, and the tensors here are tiny.
+# OMP_NUM_THREADS carries the setting into the commands and torchrun workers the tests start.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

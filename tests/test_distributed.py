@@ -40,6 +40,10 @@ WEIGHT_TOLERANCE = 1e-5
 # one process), while a wrong effective batch (2 instead of 4) moves them 9e-3.
 ACCUMULATION_TOLERANCE = 5e-5
 
+# Guards against a hung process group, not a speed check: generous, since a busy shared box runs slow.
+HANG_SECONDS = 300
+
+
 CONDITION_OVERRIDES = {
     "Dim1": "15", "Dim2": "8", "Dim3": "64", "Dim2_red": "8", "Dim3_end": "64",
     "Batch_size": "4", "latent_conditioner_batch": "4", "checkpoint_every": "1",
@@ -78,7 +82,7 @@ def train_command(out: str, condition: str, *extra: str) -> List[str]:
                     *extra)
 
 
-def run(command: List[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+def run(command: List[str], cwd: Path, timeout: int = HANG_SECONDS) -> subprocess.CompletedProcess:
     done = subprocess.run(command, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return done
@@ -202,7 +206,7 @@ def test_killed_rank_restarts_the_group_which_resumes_and_ends_like_an_uninterru
                                text=True)
     log_file, killed = out / "train_log.txt", []
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + HANG_SECONDS
         while not killed and process.poll() is None and time.monotonic() < deadline:
             # Once epoch 2 is logged, rank 1 is somewhere in epoch 3 (or writing its checkpoint).
             if log_file.is_file() and f"vae epoch 2/{VAE_EPOCHS}" in log_file.read_text():
@@ -210,7 +214,7 @@ def test_killed_rank_restarts_the_group_which_resumes_and_ends_like_an_uninterru
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
             time.sleep(0.01)
-        output, _ = process.communicate(timeout=120)
+        output, _ = process.communicate(timeout=HANG_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()
