@@ -12,23 +12,25 @@
 3. The same command through launch_ddp.py with one process: DDP over NCCL.
 
 Without a CUDA device every part says so and is skipped (exit code 0): the script is tested that way on CPU
-(tests/test_gpu_check.py). It has not yet run on a GPU (README, GPU check).
+(tests/test_gpu_check.py). Its run on an H200 (2026-12-04) is in the README (GPU check).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from modules.config.legacy_files import with_keys  # noqa: E402
 from modules.config.schema import ModelConfig  # noqa: E402
 from modules.models.vae import HierarchicalVAE  # noqa: E402
 
@@ -106,28 +108,62 @@ def projection_seconds(cases: int = 4) -> float:
     return time.perf_counter() - started
 
 
-def demo_run(out: Path, amp: int, epochs: int, launcher: bool) -> Tuple[float, Dict[str, float]]:
-    """The main command on the demo; (wall seconds, pooled test errors of the report)."""
+def demo_condition(text: str, amp: int, members: int) -> str:
+    """The shipped condition.txt with bf16 autocast on or off, `members` conditioners and no time budget (the
+    epochs come from the command line), so that the runs compared differ in `amp` alone."""
+    return with_keys(text, {"amp": str(amp), "conditioner_ensemble": str(members), "training_minutes": "0"})
+
+
+def demo_run(out: Path, amp: int, epochs: Tuple[int, int], members: int, launcher: bool,
+             timeout: float) -> Tuple[float, Dict[str, float]]:
+    """The main command on the demo with (VAE, conditioner) epochs; (wall seconds, pooled test errors of the
+    report)."""
     condition = out / f"condition_amp{amp}.txt"
-    text = (ROOT / "input_data" / "condition.txt").read_text()
-    condition.write_text(text + f"\namp\t{amp}\nTraining_epochs\t{epochs}\n")
+    condition.write_text(demo_condition((ROOT / "input_data" / "condition.txt").read_text(), amp, members))
     run_dir = out / f"demo_amp{amp}{'_ddp' if launcher else ''}"
-    flags = DEMO_TRAINING + ["--condition", str(condition), "--out", str(run_dir), "--overwrite"]
+    flags = DEMO_TRAINING + [f"--epochs={epochs[0]}", f"--lc-epochs={epochs[1]}", "--condition", str(condition),
+                             "--out", str(run_dir), "--overwrite"]
     command = ([sys.executable, "launch_ddp.py", "--nproc", "1", "--"] + flags if launcher
                else [sys.executable, "SimulGen-VAE.py"] + flags)
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"exit {done.returncode}: {done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     report = json.loads((run_dir / "report.json").read_text())
     split = "test" if "test" in report["vae"]["relative_l2"]["vae"] else "val"
     return seconds, {"reconstruct": report["vae"]["relative_l2"]["vae"][split]["pooled"],
-                     "predict": report["conditioner"]["prediction_relative_l2"]["conditioner"][split]["pooled"]}
+                     "predict": report["conditioner"]["prediction_relative_l2"]["conditioner"][split]["pooled"],
+                     "peak_gib": _peak_gpu_memory(run_dir)}
+
+
+def _peak_gpu_memory(run_dir: Path) -> float:
+    """The largest peak GPU memory (GiB) the run's stage profiles logged in train_log.txt; nan when none did."""
+    log = (run_dir / "train_log.txt").read_text() if (run_dir / "train_log.txt").is_file() else ""
+    found = [float(value) / 1024 for value in re.findall(r"peak GPU memory ([0-9.]+) MiB", log)]
+    return max(found) if found else float("nan")
+
+
+def part(title: str, work: Callable[[], str]) -> bool:
+    """Run one part of the check and print its line; a failure is printed and the next part still runs."""
+    started = time.perf_counter()
+    try:
+        line = work()
+    except Exception as error:  # noqa: BLE001 - one part's failure must not hide the others' figures
+        print(f"{title}: FAILED after {time.perf_counter() - started:.0f} s: {type(error).__name__}: {error}",
+              flush=True)
+        return False
+    print(f"{title}: {line}", flush=True)
+    return True
 
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/gpu_check"), help="folder for the demo runs")
     parser.add_argument("--epochs", type=int, default=200, help="VAE epochs of each demo run (200)")
+    parser.add_argument("--lc-epochs", type=int, default=100, help="conditioner epochs of each demo run (100)")
+    parser.add_argument("--members", type=int, default=1, help="conditioners of each demo run (1)")
+    parser.add_argument("--run-timeout", type=float, default=240.0, help="seconds allowed to each demo run (240)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: step timing, utilisation, GPU memory, the demo runs on cuda and NCCL DDP are "
@@ -135,25 +171,37 @@ def main(argv: Optional[list] = None) -> int:
         return 0
     name = torch.cuda.get_device_name(0)
     peak = card_peak(name)
-    print(f"card: {name}; dense peak bf16 / fp32(TF32) "
-          + ("unknown to the table" if peak is None else f"{peak[0]:.0f} / {peak[1]:.0f} TFLOP/s"))
+    print(f"card: {name}; torch {torch.__version__}; dense peak bf16 / fp32(TF32) "
+          + ("unknown to the table" if peak is None else f"{peak[0]:.0f} / {peak[1]:.0f} TFLOP/s"), flush=True)
     torch.backends.cuda.matmul.allow_tf32 = True
+    passed = True
     for shape in SHAPES:
         for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            result = step_benchmark(shape, dtype)
-            mfu = "" if peak is None else \
-                f", utilisation {utilisation(result['flops'], result['seconds_per_step'], peak[dtype is None]):.1%}"
-            print(f"VAE step, {shape} shape, {label}: {result['seconds_per_step'] * 1000:.1f} ms, "
-                  f"{result['flops'] / 1e9:.1f} GFLOP{mfu}, peak GPU memory {result['peak_gib']:.2f} GiB")
-    print(f"projection of 4 seed-size cases (95,008 x 200) on 256 modes: {projection_seconds():.3f} s")
+            def step_line(shape=shape, dtype=dtype) -> str:
+                result = step_benchmark(shape, dtype)
+                mfu = "" if peak is None else \
+                    f", utilisation {utilisation(result['flops'], result['seconds_per_step'], peak[dtype is None]):.2%}"
+                return (f"{result['seconds_per_step'] * 1000:.2f} ms per step of 16 cases x 10 timesteps, "
+                        f"{result['flops'] / 1e9:.2f} GFLOP{mfu}, peak GPU memory {result['peak_gib']:.2f} GiB")
+            passed &= part(f"VAE step, {shape} shape, {label}", step_line)
+    passed &= part("projection of 4 seed-size cases (95,008 x 200) on 256 modes",
+                   lambda: f"{projection_seconds():.3f} s")
     args.out.mkdir(parents=True, exist_ok=True)
+    epochs = (args.epochs, args.lc_epochs)
     for amp in (0, 1):
-        seconds, errors = demo_run(args.out, amp, args.epochs, launcher=False)
-        print(f"demo, --load_all=1 on cuda, amp {amp}: {seconds:.0f} s; test reconstruct {errors['reconstruct']:.4f}, "
-              f"predict {errors['predict']:.4f}")
-    seconds, errors = demo_run(args.out, 1, args.epochs, launcher=True)
-    print(f"demo through launch_ddp.py, 1 process (NCCL): {seconds:.0f} s; test predict {errors['predict']:.4f}")
-    return 0
+        def demo_line(amp=amp) -> str:
+            seconds, errors = demo_run(args.out, amp, epochs, args.members, False, args.run_timeout)
+            return (f"{seconds:.0f} s ({args.epochs} VAE + {args.members} x {args.lc_epochs} conditioner epochs); "
+                    f"test reconstruct {errors['reconstruct']:.4f}, predict {errors['predict']:.4f}; "
+                    f"peak GPU memory {errors['peak_gib']:.2f} GiB")
+        passed &= part(f"demo, --load_all=1 on cuda, amp {amp}", demo_line)
+
+    def ddp_line() -> str:
+        seconds, errors = demo_run(args.out, 1, (max(1, args.epochs // 10), max(1, args.lc_epochs // 10)),
+                                   1, True, args.run_timeout)
+        return f"{seconds:.0f} s (a tenth of the epochs); test predict {errors['predict']:.4f}"
+    passed &= part("demo through launch_ddp.py, 1 process (NCCL)", ddp_line)
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def vae_run(workspace) -> Path:
 # ------------------------------------------------------------------ end-to-end runs
 def test_vae_mode_under_ddp_ranks_end_identical_and_rank0_alone_writes(vae_run):
     log = (vae_run / "train_log.txt").read_text()
-    assert "device cpu, 2 processes" in log
+    assert "device cpu, 2 processes (DDP over gloo)" in log
     # The run compared both ranks' final weights; the digest it logged is that of the saved last checkpoint.
     assert agreement_digest(log, "vae", VAE_EPOCHS) == checkpoint_digest(
         vae_run / "checkpoints" / "vae_last.pt")[:16]

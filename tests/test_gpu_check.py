@@ -34,3 +34,17 @@ def test_the_step_benchmark_counts_the_flops_of_a_real_training_step_on_the_cpu(
     # A 1.7 M-weight network on 2 cases x 10 timesteps: well above a megaflop, far below a teraflop.
     assert 1e6 < result["flops"] < 1e12
     assert result["peak_gib"] == 0.0  # no CUDA memory on the CPU
+
+
+@pytest.mark.parametrize("amp", [0, 1])
+def test_the_demo_runs_read_the_shipped_condition_file_with_only_amp_members_and_budget_changed(tmp_path, amp):
+    from modules.config.legacy_files import load_run_config
+
+    shipped_text = (ROOT / "input_data" / "condition.txt").read_text()
+    written = tmp_path / "condition.txt"
+    written.write_text(gpu_check.demo_condition(shipped_text, amp, members=2))
+    config, _ = load_run_config(ROOT / "preset.txt", written)  # a duplicate key would be refused here
+    shipped, _ = load_run_config(ROOT / "preset.txt", ROOT / "input_data" / "condition.txt")
+    assert config.train.amp is bool(amp)
+    assert config.conditioner.ensemble_members == 2 and config.train.training_minutes == 0.0
+    assert config.train.epochs == shipped.train.epochs and config.data == shipped.data

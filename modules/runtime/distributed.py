@@ -51,6 +51,11 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def backend(self) -> str:
+        """The process group's backend (nccl on GPUs, gloo on CPUs), 'none' without a group."""
+        return dist.get_backend() if self.distributed and dist.is_initialized() else "none"
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()

@@ -219,7 +219,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
              f"{'read back' if cached is not None else 'projected'} in {time.perf_counter() - started:.1f} s")
     log.info(f"VAE: {model.parameter_count():,} parameters; {len(sweep.train_indices)} training and "
              f"{len(sweep.val_indices)} validation cases of {config.data.window_text}; device {runtime.device}"
-             + (f", {runtime.world_size} processes" if runtime.distributed else "")
+             + (f", {runtime.world_size} processes (DDP over {runtime.backend})"
+                if runtime.distributed else "")
              + ("" if designs is None else f"; design prior on {designs.shape[1]} design features"))
     if config.data.num_variables > 1:
         log.info(variables_note(sweep, config))
