@@ -65,3 +65,40 @@ def test_keep_checkpoints_is_read_from_condition_txt_and_checked(tmp_path):
     line = condition.read_text().splitlines().index("keep_checkpoints\t0") + 1
     with pytest.raises(ConfigError, match=rf"condition.txt:{line}, key 'keep_checkpoints': must be 1 or more, got 0"):
         load_run_config(tmp_path / "preset.txt", condition)
+
+
+def test_best_is_written_with_the_next_last_not_on_every_improvement(tmp_path):
+    """An improving epoch between 'last' writes is held in memory: the run writes 'best' once per 'last' write
+    at most, and at the end it holds the best epoch's weights."""
+    trainer = build(tmp_path, NoisyObjective(), epochs=12, checkpoint_every=4)
+    writes = []
+    save = trainer.checkpoints._save
+    trainer.checkpoints._save = lambda path, state: (writes.append((path.name, state["epoch"])), save(path, state))
+    result = trainer.fit(*make_data())
+    improving = [epoch for epoch, loss in enumerate(result.history["val_loss"], start=1)
+                 if loss == min(result.history["val_loss"][:epoch])]
+    assert len(improving) > 4  # the toy problem improves in most epochs: the case that used to write each time
+    assert [epoch for name, epoch in writes if name == "toy_last.pt"] == [1, 4, 8, 12]
+    best_writes = [epoch for name, epoch in writes if name == "toy_best.pt"]
+    assert len(best_writes) <= 4 and best_writes[-1] == result.best_epoch + 1
+    best = load_state(tmp_path / "toy_best.pt")
+    for key, value in best["model"].items():
+        assert torch.equal(value, trainer.state()["model"][key]), key  # fit() ends on the best epoch's weights
+
+
+def test_a_remembered_best_is_a_copy_written_only_after_last(tmp_path):
+    trainer = build(tmp_path, NoisyObjective())
+    checkpoints = trainer.checkpoints
+    checkpoints.remember_best(trainer.state())
+    remembered = trainer.state()["model"]["weight"].clone()
+    with torch.no_grad():
+        trainer.model.weight.add_(1.0)  # training goes on after the improvement
+    assert checkpoint_files(tmp_path) == []  # nothing on disk before the next 'last'
+    checkpoints.save_last(trainer.state())
+    assert checkpoint_files(tmp_path) == ["toy_best.pt", "toy_last.pt"]
+    assert torch.equal(load_state(tmp_path / "toy_best.pt")["model"]["weight"], remembered)
+    assert torch.equal(load_state(tmp_path / "toy_last.pt")["model"]["weight"], remembered + 1.0)
+    # written once: a second 'last' does not write the same 'best' again
+    (tmp_path / "toy_best.pt").unlink()
+    checkpoints.save_last(trainer.state())
+    assert checkpoint_files(tmp_path) == ["toy_last.pt"]

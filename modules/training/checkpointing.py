@@ -4,13 +4,17 @@ A checkpoint holds the loop's state (weights, optimiser, schedule, position, his
 adds: the stage, the settings it must share with a run that resumes it, the config, every rank's random
 state (so a restarted DDP group continues exactly) and extra state (e.g. the node scaler).
 
-'last' is written every checkpoint_every epochs and on Ctrl-C, 'best' whenever validation improves. With
+'last' is written every checkpoint_every epochs and on Ctrl-C; 'best' is held in memory whenever validation
+improves and written with the next 'last' (and at the stage's end): written on every improvement, it cost a 0.2 s
+fsync'd write of 53 MB in most epochs of a 1.4 s epoch on front-dev. A kill so loses at most the epochs since
+the last checkpoint, 'best' included. With
 keep_checkpoints N > 1 the end-of-epoch checkpoints of the N newest 'last' writes also stay, as
 {stage}_epoch_NNNN.pt beside them (the newest is a hard link to {stage}_last.pt, so it costs no space);
 older ones of the stage are removed.
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -49,6 +53,18 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def detached_copy(value: Any) -> Any:
+    """`value` (nested dicts, lists and tuples of tensors and plain values) with every tensor copied to the CPU
+    and every container new, so that later changes to the original do not reach it."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: detached_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(detached_copy(item) for item in value)
+    return copy.deepcopy(value)
+
+
 class Checkpointer:
     """Writes and reads one stage's checkpoints. Every rank calls `save` (the random states are gathered
     from all of them); rank 0 alone writes."""
@@ -62,6 +78,8 @@ class Checkpointer:
         self.config_snapshot = config_snapshot
         self.keep = keep
         self.extra_state = extra_state or {}
+        self._best_pending = False
+        self._best_state: Optional[Dict[str, Any]] = None  # rank 0's copy; the other ranks only know one is pending
 
     @classmethod
     def for_stage(cls, run_dir: RunDirectory, stage: str, config: RunConfig, runtime: Runtime,
@@ -73,13 +91,24 @@ class Checkpointer:
 
     # ----------------------------------------------------------------- writing
     def save_last(self, loop_state: Dict[str, Any]) -> None:
+        """Write 'last', then the best state remembered since the previous write (after 'last': a restarted group
+        must find a 'last' wherever a 'best' exists)."""
         self._save(self.paths.last, loop_state)
         if self.runtime.is_main and self.keep > 1 and loop_state["batches_done"] == 0:
             self._keep_newest(loop_state["epoch"])
-        self.runtime.barrier()
+        self.flush_best()
 
-    def save_best(self, loop_state: Dict[str, Any]) -> None:
-        self._save(self.paths.best, loop_state)
+    def remember_best(self, loop_state: Dict[str, Any]) -> None:
+        """Hold `loop_state` (copied to the CPU: the loop goes on changing its tensors) as 'best' until the next
+        save_last or flush_best. Every rank calls it at the same epochs."""
+        self._best_pending = True
+        self._best_state = detached_copy(loop_state) if self.runtime.is_main else None
+
+    def flush_best(self) -> None:
+        """Write the remembered 'best', if any (every rank calls it: the random states are gathered)."""
+        if self._best_pending:
+            self._save(self.paths.best, self._best_state or {})
+            self._best_pending, self._best_state = False, None
         self.runtime.barrier()
 
     def _save(self, path: Path, loop_state: Dict[str, Any]) -> None:

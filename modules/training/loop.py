@@ -260,7 +260,7 @@ class Trainer:
                 self.result.best_val_loss, self.result.best_epoch = _selection(start_metrics), -1
                 self.log.info(f"{settings.name}: before training, validation "
                               + "  ".join(f"{key} {value:.4g}" for key, value in start_metrics.items()))
-                self.checkpoints.save_best(self.state())
+                self.checkpoints.remember_best(self.state())
             while self.epoch < self.epochs:
                 epoch_started = self.clock()
                 train_metrics, seen = self._train_epoch(train_set, num_workers, stop)
@@ -285,13 +285,13 @@ class Trainer:
                 self._report_epoch(train_metrics, val_metrics)
                 patience = settings.early_stopping_patience
                 stop_now = patience > 0 and self.epochs_since_best >= patience
-                # Epoch 1 too, and before 'best': a group torchrun restarts must find a 'last' to resume from
-                # whenever a 'best' exists, or the run folder's guard refuses it as an earlier run's.
+                if improved:  # written with the next 'last' (checkpointing.py)
+                    self.checkpoints.remember_best(self.state())
+                # Epoch 1 too: a group torchrun restarts must find a 'last' to resume from whenever a 'best'
+                # exists, or the run folder's guard refuses it as an earlier run's.
                 if (self.epoch % settings.checkpoint_every == 0 or self.epoch in (1, self.epochs)
                         or stop_now):
                     self.checkpoints.save_last(self.state())
-                if improved:
-                    self.checkpoints.save_best(self.state())
                 self.timer.seconds["validation+checkpoints"] += time.perf_counter() - validation_started
                 if stop_now:
                     self.log.info(f"{settings.name}: validation loss has not improved for {patience} epochs; "
@@ -315,6 +315,7 @@ class Trainer:
             self.log.info(f"{settings.name}: all {self.runtime.world_size} processes hold identical weights "
                           f"after epoch {self.epoch} (sha256 {digest[:16]})")
         # End on the epoch with the lowest validation loss.
+        self.checkpoints.flush_best()
         self.checkpoints.load_best_into(unwrap(self.model))
         return self.result
 
@@ -421,6 +422,7 @@ class Trainer:
         with self.timer.phase("forward"), runtime.autocast():
             loss, metrics = self.objective(self.model, batch, self.epoch)
         if runtime.any_rank(not bool(torch.isfinite(loss.detach()).item())):
+            self.checkpoints.flush_best()  # the best epoch before the divergence is a good one to keep
             raise TrainingDivergedError(
                 f"{settings.name}: the loss became {loss.item()} at epoch {self.epoch + 1}, batch "
                 f"{self.batches_done + 1}; training stopped. The last good checkpoints stay in "
