@@ -107,6 +107,7 @@ def test_a_conditioner_on_the_design_prior_starts_at_the_vaes_own_prediction():
     conditioner = build_conditioner(ConditionerConfig(num_params=PARAMS, filters=(16,)), 3, 2, vae.num_hier_levels)
     designs = torch.randn(5, PARAMS)
     assert starts_on_design_prior(vae, designs) and not starts_on_design_prior(vae, torch.randn(5, PARAMS + 1))
+    assert not starts_on_design_prior(vae, designs, fresh_decoder=True)  # a new decoder: the prior's code means nothing
     zero_output_heads(conditioner)
     with torch.no_grad():
         expected = vae.design_latent(designs)

@@ -321,6 +321,9 @@ def test_a_fresh_prediction_decoder_is_saved_with_the_conditioner_and_leaves_the
     assert set(prediction) == {name[len("decoder."):] for name in vae if name.startswith("decoder.")}
     report = (tmp_path / "out" / "report.txt").read_text()
     assert "conditioner + decoder (end-to-end, own decoder, " in report and "on the design prior" not in report
+    # the VAE has a design prior, and the fresh decoder does not start on its code (a frozen offset to a new decoder)
+    assert any(name.startswith("design_prior.") for name in vae)
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["conditioner"]["on_design_prior"] is False
     history = load_state(tmp_path / "out" / "checkpoints" / "conditioner_last.pt")["history"]
     assert history["train_field"][-1] < history["train_field"][0]
     # Bundles written before the decoder-only format held the whole VAE's state under "vae_weights": they
