@@ -76,3 +76,44 @@ def test_damaged_scaler_state():
         InputScaler.from_state_dict({"kind": "table", "mean": torch.zeros(2), "std": torch.zeros(2)})
     with pytest.raises(CheckpointError, match="'kind' must be one of table, image"):
         InputScaler.from_state_dict({"kind": "?", "mean": torch.zeros(2), "std": torch.ones(2)})
+
+
+def test_log_columns_are_standardised_as_logarithms_and_restored_by_the_inverse():
+    x = np.array([[1.0, 1e-5], [2.0, 1e-4], [3.0, 1e-3], [4.0, 5e-3]])
+    scaler = InputScaler().fit(x, train_indices=[0, 1, 2], log_columns=[1])
+    logged = np.log(x[:3, 1])
+    np.testing.assert_allclose(scaler.mean.numpy(), [2.0, logged.mean()])
+    np.testing.assert_allclose(scaler.transform(x)[:, 1], (np.log(x[:, 1]) - logged.mean()) / logged.std())
+    np.testing.assert_allclose(scaler.transform(x)[:, 0], (x[:, 0] - 2.0) / np.std([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(scaler.inverse(scaler.transform(x)), x, rtol=1e-12)
+    as_tensor = scaler.transform(torch.as_tensor(x, dtype=torch.float32))
+    assert as_tensor.dtype == torch.float32
+    np.testing.assert_allclose(as_tensor.numpy(), scaler.transform(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scaler.transform(x[3]), scaler.transform(x)[3])  # one design [p]
+
+
+def test_a_design_without_a_logarithm_is_refused_with_its_row_and_parameter():
+    x = np.array([[1.0, 1e-5], [2.0, 1e-4], [3.0, 1e-3]])
+    scaler = InputScaler().fit(x, train_indices=[0, 1, 2], log_columns=[1])
+    with pytest.raises(DataError, match=r"design 2: parameter 2 is -0.5, but the model reads that parameter as its "
+                                        r"logarithm \(log_parameters\)"):
+        scaler.transform(np.array([[1.0, 1e-4], [2.0, -0.5]]))
+    with pytest.raises(DataError, match="design 1: parameter 2 is 0"):
+        scaler.transform(torch.tensor([[1.0, 0.0]]))
+    with pytest.raises(ValueError, match="parameter tables only"):
+        InputScaler().fit(np.ones((2, 1, 2, 2)), [0, 1], log_columns=[0])
+
+
+def test_log_columns_survive_the_saved_state_and_older_states_read_every_column_linearly(tmp_path):
+    x = np.array([[1.0, 1e-5], [2.0, 1e-4], [3.0, 1e-3]])
+    scaler = InputScaler().fit(x, train_indices=[0, 1, 2], log_columns=[1])
+    path = tmp_path / "scaler.pt"
+    torch.save({"input_scaler": scaler.state_dict()}, path)
+    restored = InputScaler.from_state_dict(torch.load(path, weights_only=True)["input_scaler"])
+    assert restored.log_columns == (1,)
+    np.testing.assert_array_equal(restored.transform(x), scaler.transform(x))
+    older = {key: value for key, value in scaler.state_dict().items() if key != "log_columns"}
+    assert InputScaler.from_state_dict(older).log_columns == ()
+    for damaged in (torch.tensor([2]), torch.tensor([0.5]), torch.tensor([[1]])):
+        with pytest.raises(CheckpointError, match="'log_columns' must be a 1-D integer tensor"):
+            InputScaler.from_state_dict(dict(scaler.state_dict(), log_columns=damaged))

@@ -255,6 +255,28 @@ def test_lc_only_trains_image_designs_on_a_vae_trained_with_the_parameters(train
     assert load_vae_bundle(copy / "SimulGen-VAE", torch.device("cpu")).model.design_features == 5
 
 
+def test_the_log_uniform_diffusivity_is_read_as_a_logarithm_by_the_prior_and_the_conditioner_alike(
+        trained_run, entry, tmp_path):
+    """The demo samples its diffusivity (parameter 5) log-uniformly: log_parameters auto reads it as its logarithm
+    in the VAE's design prior and in the conditioner; a conditioner retrained on that VAE with log_parameters none
+    still reads it as the prior did (it feeds the prior its inputs), and the log says so."""
+    import shutil
+
+    root, out, args = trained_run
+    assert load_vae_bundle(out / "SimulGen-VAE", torch.device("cpu")).design_log_columns == (4,)
+    assert load_conditioner_bundle(out / "latent_conditioner.pt", torch.device("cpu")).input_scaler.log_columns == (4,)
+    assert "design inputs: parameter 5 read as its logarithm (log_parameters auto" in (out / "train_log.txt").read_text()
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    condition = tmp_path / "condition.txt"
+    condition.write_text(tiny_condition(root / "data", vae_path=copy / "SimulGen-VAE", extra="log_parameters\tnone\n"))
+    assert entry.main(args[:2] + ["--condition", str(condition)] + args[4:] +
+                      ["--out", str(copy), "--lc_only=1", "--overwrite"]) == 0
+    assert load_conditioner_bundle(copy / "latent_conditioner.pt", torch.device("cpu")).input_scaler.log_columns == (4,)
+    assert ("log_parameters none would read no parameter as logarithms, but the reused VAE's design prior read "
+            "parameter 5" in (copy / "train_log.txt").read_text())
+
+
 def test_lc_only_without_a_trained_vae_is_a_clear_error(entry, tmp_path, capsys):
     args = write_config(tmp_path)
     assert entry.main(args + ["--out", str(tmp_path / "fresh"), "--lc_only=1"]) == 1

@@ -60,3 +60,21 @@ def test_a_bundle_of_the_earlier_model_is_refused_with_the_fix(tmp_path):
     with pytest.raises(CheckpointError, match=r"an earlier version of this tool \(simulgenvae-vae-1\).*\n    fix: train "
                                               r"it again with this version"):
         load_vae_bundle(path, torch.device("cpu"))
+
+
+def test_the_columns_its_design_prior_read_as_logarithms_are_saved_and_older_bundles_read_none(tmp_path):
+    from modules.storage.state_files import load_state, save_state
+
+    config = RunConfig(data=DataConfig(num_cases=4, num_timesteps=3, num_nodes=5), model=MODEL)
+    scaler = NodeScaler().fit_arrays(np.random.default_rng(0).normal(size=(4, 3, 5)))
+    model = HierarchicalVAE(MODEL, 5, 3, 2, design_features=3)
+    path = save_vae_bundle(tmp_path / "SimulGen-VAE", model, config, scaler, np.arange(3), np.array([3]),
+                           design_log_columns=[0, 2])
+    assert load_vae_bundle(path, torch.device("cpu")).design_log_columns == (0, 2)
+    state = load_state(path)
+    older = save_state(tmp_path / "older", {key: value for key, value in state.items()
+                                            if key != "design_log_columns"})
+    assert load_vae_bundle(older, torch.device("cpu")).design_log_columns == ()
+    damaged = save_state(tmp_path / "damaged", dict(state, design_log_columns=torch.tensor([0.5])))
+    with pytest.raises(CheckpointError, match="'design_log_columns' is damaged"):
+        load_vae_bundle(damaged, torch.device("cpu"))

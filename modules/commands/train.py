@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from modules.config.schema import RunConfig
 from modules.data.demo_request import ensure_demo_data
 from modules.data.design_features import design_features
 from modules.data.designs import load_design_array, load_parameter_names
+from modules.data.log_spacing import describe_columns, log_columns, spread_text
 from modules.models.design_spread import DesignSpread, fit_design_spread
 from modules.models.vae import HierarchicalVAE
 from modules.training.projected_training import ProjectedSweep
@@ -97,7 +98,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
         report: Dict[str, Any] = {"data": str(sweep.path), "output_dir": str(run_dir.root),
                                   "time_indices": list(config.data.timestep_indices)}
         designs = load_design_array(config.conditioner, base_dir, config.data.num_cases)
-        model, result, projection = _vae(config, sweep, runtime, run_dir, log, designs, budget)
+        model, result, projection, log_columns = _vae(config, sweep, runtime, run_dir, log, designs, budget)
         surrogate = Surrogate(model, sweep.scaler, runtime.device, config.data, sweep.coordinates,
                               None if sweep.triangles is None else sweep.triangles.triangles)
         latents = surrogate.encode_coefficients(projection.coefficients)  # not a second pass over the sweep
@@ -107,7 +108,7 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
             log.info(f"latent vectors: {run_dir.latents}")
         trained, lc_result = conditioner_stage.train_conditioner(
             config, sweep, model, latents, runtime, run_dir, log, designs, projection.coefficients, budget,
-            load_parameter_names(config.conditioner, base_dir))
+            load_parameter_names(config.conditioner, base_dir), log_columns)
         surrogate = surrogate.with_conditioner(trained)
         if runtime.is_main:
             # After the conditioners: validation may have picked one of their decoders to reconstruct.
@@ -143,9 +144,11 @@ def _run(config: RunConfig, notices: List[str], runtime: Runtime, show_progress:
 
 
 def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory, log: RunLog,
-         designs: np.ndarray, budget: TimeBudget) -> Tuple[HierarchicalVAE, Optional[TrainingResult], ProjectedSweep]:
+         designs: np.ndarray, budget: TimeBudget
+         ) -> Tuple[HierarchicalVAE, Optional[TrainingResult], ProjectedSweep, List[int]]:
     """Train the VAE, or with --lc_only / a resumed run whose VAE is finished, load it; with every case's
-    projection on its spatial modes (what the conditioner trains on end to end)."""
+    projection on its spatial modes (what the conditioner trains on end to end), and the parameter columns read
+    as logarithms (log_parameters: a VAE's design prior and the conditioner on it must read the same)."""
     finished = run_dir.vae_bundle.is_file() and (config.lc_only or (config.resume and _vae_finished(run_dir)))
     if config.lc_only or finished:
         path = run_dir.vae_bundle if finished else Path(config.end_to_end.vae_model_path)
@@ -160,9 +163,34 @@ def _vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: Run
                                   f"(validation_fraction, split_seed or Dim1 differ); restore those settings")
         require_matching(path, reused_vae_must_match(bundle.config), reused_vae_must_match(config), "VAE")
         log.info(f"VAE: using the trained model {path}")
-        return bundle.model, None, vae_stage.reused_projection(bundle.model, path, sweep, config, runtime, log)
-    features = design_features(designs, sweep.train_indices) if config.uses_design_prior else None
-    return vae_stage.train_vae(config, sweep, runtime, run_dir, log, features, budget)
+        columns = _log_columns(config, designs, sweep, log, bundle.design_log_columns
+                               if bundle.model.design_features > 0 else None)
+        return (bundle.model, None, vae_stage.reused_projection(bundle.model, path, sweep, config, runtime, log),
+                columns)
+    columns = _log_columns(config, designs, sweep, log)
+    features = design_features(designs, sweep.train_indices, columns) if config.uses_design_prior else None
+    return (*vae_stage.train_vae(config, sweep, runtime, run_dir, log, features, budget, columns), columns)
+
+
+def _log_columns(config: RunConfig, designs: np.ndarray, sweep: PreparedSweep, log: RunLog,
+                 design_prior_columns: Optional[Sequence[int]] = None) -> List[int]:
+    """log_parameters resolved on the training designs and logged; design_prior_columns: those a reused VAE's
+    design prior read (they win: the conditioner feeds the prior its inputs)."""
+    if designs.ndim != 2:  # images: no parameter columns (a prior trained on parameters is not fed them)
+        return []
+    amplitude = config.conditioner.amplitude_parameter
+    keep_linear = [int(amplitude) - 1] if amplitude.isdigit() else []
+    columns = log_columns(config.conditioner.log_parameters, designs, sweep.train_indices, keep_linear)
+    if design_prior_columns is not None and list(design_prior_columns) != columns:
+        log.info(f"design inputs: log_parameters {config.conditioner.log_parameters} would read "
+                 f"{describe_columns(columns)} as logarithms, but the reused VAE's design prior read "
+                 f"{describe_columns(design_prior_columns)}: the conditioner reads them as the prior did")
+        return list(design_prior_columns)
+    if columns:
+        read_as = "their logarithms" if len(columns) > 1 else "its logarithm"
+        log.info(f"design inputs: {describe_columns(columns)} read as {read_as} (log_parameters "
+                 f"{config.conditioner.log_parameters}{spread_text(designs, sweep.train_indices, columns)})")
+    return columns
 
 
 def _known_norms(surrogate: Surrogate, projection: ProjectedSweep, config: RunConfig

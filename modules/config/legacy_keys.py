@@ -156,6 +156,7 @@ CONDITION_KEYS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
     "conditioner_ensemble": ("conditioner.ensemble_members", _to_int),
     "pod_gp_blend": ("conditioner.pod_gp_blend", _to_text),
     "amplitude_parameter": ("conditioner.amplitude_parameter", _to_text),
+    "log_parameters": ("conditioner.log_parameters", _to_text),
     "aug_time_warp_probability": ("augmentation.time_warp_probability", _to_float),
     "aug_time_warp_range": ("augmentation.time_warp_range", _to_float),
     "aug_node_mask_probability": ("augmentation.node_mask_probability", _to_float),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from modules.config import time_window
+from modules.config.log_parameters import listed_columns, setting_problem
 from modules.errors import ConfigIssue
 
 
@@ -564,6 +565,10 @@ class ConditionerConfig:
     1-based column) over its training mean, for fields proportional to a load's amplitude (linear physics;
     models/amplitude.py). auto: the parameter whose division helps POD + GP predict the validation designs by 10 %
     or more, if any (training/amplitude_choice.py); none: never."""
+    log_parameters: str = "auto"
+    """Parameter tables: the columns (1-based, '2,5') the conditioners and Gaussian processes read as their natural
+    logarithm, for parameters sampled log-uniformly (a diffusivity over a factor of several). auto: the columns whose
+    training values are far more evenly spread as logarithms (data/log_spacing.py); none: every column linear."""
 
     def problems(self) -> List[ConfigIssue]:
         out: List[ConfigIssue] = []
@@ -575,6 +580,15 @@ class ConditionerConfig:
             out.append(issue("amplitude_parameter", f"must be auto, none or a parameter's column number 1-"
                              f"{max(self.num_params, 1)}, got '{self.amplitude_parameter}'",
                              "use auto, none, or e.g. 3 for the third column of the parameter table"))
+        log_problem = setting_problem(self.log_parameters, self.num_params)
+        if log_problem:
+            out.append(issue("log_parameters", f"{log_problem}, got '{self.log_parameters}'",
+                             "use auto, none, or e.g. 5 or 2,5 for those columns of the parameter table"))
+        elif self.amplitude_parameter.isdigit() and (
+                int(self.amplitude_parameter) - 1 in listed_columns(self.log_parameters)):
+            out.append(issue("log_parameters", f"lists parameter {self.amplitude_parameter}, the amplitude_parameter: "
+                             "the field is proportional to that parameter's value, not its logarithm",
+                             f"leave column {self.amplitude_parameter} out of log_parameters"))
         if self.image_features not in IMAGE_FEATURES:
             out.append(issue("image_features", f"must be one of {', '.join(IMAGE_FEATURES)}, got "
                              f"'{self.image_features}'", "use keypoints, or pooled for the previous CNN head"))

@@ -6,6 +6,8 @@ only shapes the latent space needs the designs' main directions, not their pixel
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -17,9 +19,10 @@ IMAGE_FEATURES = 16
 """Whitened PCA scores per design image (fewer when the training images span fewer directions)."""
 
 
-def design_features(designs: np.ndarray, train_indices: np.ndarray) -> torch.Tensor:
-    """designs [cases, p] or images [cases, C, S, S] -> [cases, D] float32 features, fitted on training cases."""
-    scaled = scaled_inputs(designs, InputScaler().fit(designs, train_indices))
+def design_features(designs: np.ndarray, train_indices: np.ndarray, log_columns: Sequence[int] = ()) -> torch.Tensor:
+    """designs [cases, p] or images [cases, C, S, S] -> [cases, D] float32 features, fitted on training cases;
+    log_columns: the table columns read as logarithms, as the conditioner reads them (data/log_spacing.py)."""
+    scaled = scaled_inputs(designs, InputScaler().fit(designs, train_indices, log_columns))
     if scaled.dim() == 2:
         return scaled
     count = max(1, min(IMAGE_FEATURES, len(train_indices) - 1))

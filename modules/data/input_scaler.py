@@ -17,7 +17,8 @@ class InputScaler:
 
     Parameter tables [cases, num_params] get a mean and std per column; images
     [cases, C, H, W] get one per channel. A constant column or channel keeps
-    std 1 so it is only shifted, never blown up.
+    std 1 so it is only shifted, never blown up. Table columns in `log_columns`
+    (data/log_spacing.py) are standardised as their natural logarithm.
     """
 
     KINDS = ("table", "image")
@@ -26,15 +27,20 @@ class InputScaler:
         self.kind: Optional[str] = None
         self.mean: Optional[torch.Tensor] = None
         self.std: Optional[torch.Tensor] = None
+        self.log_columns: Tuple[int, ...] = ()
 
     @property
     def is_fitted(self) -> bool:
         return self.mean is not None
 
-    def fit(self, x: ArrayLike, train_indices: Sequence[int]) -> "InputScaler":
+    def fit(self, x: ArrayLike, train_indices: Sequence[int], log_columns: Sequence[int] = ()) -> "InputScaler":
         values = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         if values.ndim not in (2, 4):
             raise ValueError(f"expected [cases, num_params] or [cases, C, H, W], got shape {values.shape}")
+        if log_columns and values.ndim != 2:
+            raise ValueError("log_columns apply to parameter tables only, not images")
+        self.log_columns = tuple(sorted(int(column) for column in log_columns))
+        values = self._logged(values)
         indices = np.asarray(train_indices, dtype=np.int64).reshape(-1)
         if indices.size == 0:
             raise ValueError("train_indices is empty: the scaler needs at least one training case")
@@ -68,6 +74,28 @@ class InputScaler:
                          f"load the images with {features} channel(s), as in training")
         return (features, 1, 1)
 
+    def _logged(self, x: ArrayLike) -> ArrayLike:
+        """Table designs [..., p] with their log_columns replaced by the natural logarithm; a value there that is
+        not positive has none: a DataError naming the design and the parameter."""
+        if not self.log_columns:
+            return x
+        columns = list(self.log_columns)
+        chosen = x[..., columns]
+        values = chosen.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(chosen)
+        bad = np.argwhere(~(values > 0)).reshape(-1, values.ndim)
+        if len(bad):
+            design, column = (int(bad[0][0]) if values.ndim == 2 else 0), int(bad[0][-1])
+            raise design_error(f"design {design + 1}: parameter {columns[column] + 1} is {values[tuple(bad[0])]:g}, "
+                               f"but the model reads that parameter as its logarithm (log_parameters), which only "
+                               f"a positive value has", "give that parameter a positive value, as in training")
+        if isinstance(x, torch.Tensor):
+            logged = x.clone()
+            logged[..., columns] = torch.log(chosen)
+        else:
+            logged = np.array(x, dtype=np.float64)
+            logged[..., columns] = np.log(values)
+        return logged
+
     def _apply(self, x: ArrayLike, inverse: bool) -> ArrayLike:
         shape = self._shape_for(x)
         if isinstance(x, torch.Tensor):
@@ -80,17 +108,25 @@ class InputScaler:
         return x * std + mean if inverse else (x - mean) / std
 
     def transform(self, x: ArrayLike) -> ArrayLike:
-        """(x - mean) / std; numpy in -> numpy out, tensor in -> tensor out (same dtype and device)."""
-        return self._apply(x, inverse=False)
+        """(x - mean) / std, of log x in log_columns; numpy in -> numpy out, tensor in -> tensor out (same device;
+        the same dtype, float64 for a numpy table with log_columns)."""
+        return self._apply(self._logged(x) if self.kind == "table" else x, inverse=False)
 
     def inverse(self, x: ArrayLike) -> ArrayLike:
         """Undo `transform`."""
-        return self._apply(x, inverse=True)
+        restored = self._apply(x, inverse=True)
+        if self.kind != "table" or not self.log_columns:
+            return restored
+        columns = list(self.log_columns)
+        restored[..., columns] = (torch.exp(restored[..., columns]) if isinstance(restored, torch.Tensor)
+                                  else np.exp(restored[..., columns]))
+        return restored
 
     def state_dict(self) -> Dict[str, Union[str, torch.Tensor]]:
         if not self.is_fitted:
             raise RuntimeError("InputScaler is not fitted: nothing to save")
-        return {"kind": self.kind, "mean": self.mean.clone(), "std": self.std.clone()}
+        return {"kind": self.kind, "mean": self.mean.clone(), "std": self.std.clone(),
+                "log_columns": torch.as_tensor(self.log_columns, dtype=torch.int64)}
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, Union[str, torch.Tensor]]) -> "InputScaler":
@@ -107,6 +143,13 @@ class InputScaler:
                 problems.append("'mean' and 'std' must be 1-D tensors of equal length")
             elif not bool(torch.all(std > 0)):
                 problems.append("'std' must be positive")
+            # Bundles written before log_parameters existed have no log_columns: every column linear.
+            logs = state.get("log_columns", torch.zeros(0, dtype=torch.int64))
+            if not (isinstance(logs, torch.Tensor) and logs.ndim == 1 and not logs.is_floating_point()
+                    and (state.get("kind") == "table" or len(logs) == 0)
+                    and (len(logs) == 0 or (isinstance(mean, torch.Tensor) and 0 <= int(logs.min())
+                                            and int(logs.max()) < len(mean)))):
+                problems.append("'log_columns' must be a 1-D integer tensor of a table's column numbers")
         if problems:
             raise CheckpointError("input scaler state in the checkpoint is damaged: " + "; ".join(problems)
                                   + "\n    fix: retrain the conditioner to write a fresh checkpoint")
@@ -114,4 +157,5 @@ class InputScaler:
         scaler.kind = state["kind"]
         scaler.mean = state["mean"].detach().to(torch.float64).cpu().clone()
         scaler.std = state["std"].detach().to(torch.float64).cpu().clone()
+        scaler.log_columns = tuple(int(column) for column in state.get("log_columns", torch.zeros(0)).tolist())
         return scaler

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,11 +38,14 @@ class VAEBundle:
     """[nodes, 2 or 3] of the trained window, when the run knew them (for VTU output)."""
     triangles: Optional[np.ndarray] = None
     """[M, 3] the window's mesh triangles (data/mesh_triangles.py), when the run had them."""
+    design_log_columns: Tuple[int, ...] = ()
+    """The parameter columns its design prior read as logarithms (log_parameters); () in bundles written before."""
 
 
 def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scaler: NodeScaler,
                     train_indices: np.ndarray, val_indices: np.ndarray,
-                    coordinates: Optional[np.ndarray] = None, triangles: Optional[np.ndarray] = None) -> Path:
+                    coordinates: Optional[np.ndarray] = None, triangles: Optional[np.ndarray] = None,
+                    design_log_columns: Sequence[int] = ()) -> Path:
     return save_state(path, {
         "format": VAE_BUNDLE_FORMAT,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -59,6 +62,7 @@ def save_vae_bundle(path: Path, model: HierarchicalVAE, config: RunConfig, scale
         "config": config.to_dict(),
         "coordinates": None if coordinates is None else torch.as_tensor(coordinates, dtype=torch.float64),
         "triangles": None if triangles is None else torch.as_tensor(triangles, dtype=torch.int64),
+        "design_log_columns": torch.as_tensor(list(design_log_columns), dtype=torch.int64),
     })
 
 
@@ -86,7 +90,8 @@ def load_vae_bundle(path: Path, device: torch.device) -> VAEBundle:
     coordinates = None if state.get("coordinates") is None else state["coordinates"].numpy()
     return VAEBundle(model=model, scaler=NodeScaler.from_state_dict(state["scaler"]), config=config,
                      train_indices=state["train_indices"].numpy(), val_indices=state["val_indices"].numpy(),
-                     coordinates=coordinates, triangles=_saved_triangles(state, coordinates))
+                     coordinates=coordinates, triangles=_saved_triangles(state, coordinates),
+                     design_log_columns=_design_log_columns(state, path))
 
 
 def _require_saved_time_indices(path: Path, state, config: RunConfig) -> None:
@@ -100,6 +105,16 @@ def _require_saved_time_indices(path: Path, state, config: RunConfig) -> None:
                               f"(Dim2_red {config.data.timesteps}, Dim2_red_mode {config.data.timestep_mode}) now choose "
                               f"{list(config.data.timestep_indices)}: it was written by another version\n"
                               f"    fix: train it again with this version")
+
+
+def _design_log_columns(state, path: Path) -> Tuple[int, ...]:
+    saved = state.get("design_log_columns")
+    if saved is None:
+        return ()
+    if not (isinstance(saved, torch.Tensor) and saved.ndim == 1 and not saved.is_floating_point()):
+        raise CheckpointError(f"{path}: 'design_log_columns' is damaged (expected a 1-D integer tensor)\n"
+                              f"    fix: train the VAE again to write a fresh bundle")
+    return tuple(int(column) for column in saved.tolist())
 
 
 def _saved_triangles(state, coordinates: Optional[np.ndarray]) -> Optional[np.ndarray]:

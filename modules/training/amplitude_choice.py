@@ -146,7 +146,8 @@ def choose_amplitude(setting: str, raw_designs: np.ndarray, inputs: torch.Tensor
     if len(validation) == 0:
         return None, "amplitude_parameter auto: no validation designs to decide on: fields predicted as they are"
     slopes = {(column, value): size_slope(raw_designs[train, column], coefficients[train], zero)
-              for column in candidates(raw_designs, train) for value, zero in references.items()}
+              for column in candidates(raw_designs, train)
+              if column not in input_scaler.log_columns for value, zero in references.items()}
     pairs = [pair for pair, slope in slopes.items() if abs(slope - 1) <= AMPLITUDE_SLOPE_TOLERANCE]
     if not pairs:
         found = ", ".join(f"{_label(*pair)} {slope:.2f}" for pair, slope in slopes.items()) or "none"

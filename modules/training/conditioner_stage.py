@@ -81,11 +81,12 @@ def build(config: RunConfig, vae: HierarchicalVAE, in_channels: int, member: int
 def train_conditioner(config: RunConfig, sweep: PreparedSweep, vae: HierarchicalVAE, latents: Dict[str, np.ndarray],
                       runtime: Runtime, run_dir: RunDirectory, log: RunLog, designs: np.ndarray,
                       coefficients: torch.Tensor, budget: Optional[TimeBudget] = None,
-                      parameter_names: Optional[List[str]] = None
+                      parameter_names: Optional[List[str]] = None, log_columns: Sequence[int] = ()
                       ) -> Tuple[TrainedConditioner, TrainingResult]:
     """Train on the saved latents (or end to end through the decoder, on every case's mode coefficients
-    [num_cases, C, T] in units of the basis scale); returns the conditioner and its history."""
-    scaler = InputScaler().fit(designs, sweep.train_indices)
+    [num_cases, C, T] in units of the basis scale); returns the conditioner and its history. log_columns: the
+    parameter columns read as logarithms (data/log_spacing.py, resolved by the caller with the VAE's)."""
+    scaler = InputScaler().fit(designs, sweep.train_indices, log_columns)
     # PCA after the scaler: per-channel standardisation weighs colour channels equally before projecting.
     image_pca = (ImagePCA.fit(scaled_inputs(designs, scaler), sweep.train_indices,
                               config.conditioner.image_pca_components)

@@ -5,7 +5,7 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -175,11 +175,12 @@ def build_physics_loss(config: RunConfig, sweep: PreparedSweep, log: RunLog) -> 
 
 
 def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir: RunDirectory, log: RunLog,
-              designs: Optional[torch.Tensor] = None, budget: Optional[TimeBudget] = None
-              ) -> Tuple[HierarchicalVAE, TrainingResult, ProjectedSweep]:
+              designs: Optional[torch.Tensor] = None, budget: Optional[TimeBudget] = None,
+              design_log_columns: Sequence[int] = ()) -> Tuple[HierarchicalVAE, TrainingResult, ProjectedSweep]:
     """Train (or resume) the VAE; returns it on its best validation epoch (saved as the bundle) and the
     projection of every case. designs [num_cases, D]: the design prior's features (None = no design prior);
-    budget: the run's training time budget (None: every configured epoch)."""
+    budget: the run's training time budget (None: every configured epoch); design_log_columns: the parameter
+    columns those features read as logarithms (saved in the bundle, for a conditioner on the prior)."""
     started = time.perf_counter()
     weights = loss_node_weights(sweep, config)
     key, cache = projection_cache.cache_key(config, sweep), projection_cache.cache_path(run_dir.vae_bundle)
@@ -247,7 +248,8 @@ def train_vae(config: RunConfig, sweep: PreparedSweep, runtime: Runtime, run_dir
     result = trainer.fit(train_set, val_set, num_workers=num_workers)
     if runtime.is_main:
         save_vae_bundle(run_dir.vae_bundle, model, config, sweep.scaler, sweep.train_indices, sweep.val_indices,
-                        sweep.coordinates, None if sweep.triangles is None else sweep.triangles.triangles)
+                        sweep.coordinates, None if sweep.triangles is None else sweep.triangles.triangles,
+                        design_log_columns)
     runtime.barrier()
     log.info(f"VAE: best validation relative L2 error {result.best_val_loss:.4%} at epoch {result.best_epoch + 1}; "
              f"{result.samples_per_second:.1f} cases/s; saved {run_dir.vae_bundle}")
