@@ -208,6 +208,20 @@ def test_the_band_of_each_design_is_scaled_by_the_saved_design_spread(trained_ru
         Surrogate.load(out / "SimulGen-VAE", torch.device("cpu"), tmp_path / "damaged.pt")
 
 
+def test_predict_refuses_a_design_without_a_logarithm_naming_the_file_and_line(trained_run, entry, tmp_path, capsys):
+    root, out, _ = trained_run  # its conditioner reads parameter 5 (the diffusivity) as its logarithm
+    lines = (root / "data" / "params.csv").read_text().splitlines()
+    cells = lines[2].split(",")
+    designs = tmp_path / "designs.csv"
+    designs.write_text("\n".join([lines[0], lines[1], ",".join(cells[:4] + ["0"])]) + "\n")
+    target = tmp_path / "p.npy"
+    assert entry.main(["predict", "--model", str(out), "--params", str(designs), "--out", str(target),
+                       "--device", "cpu"]) == 1
+    assert (f"--params {designs}, line 3: parameter 5 is 0, but this model reads that parameter as its logarithm"
+            in capsys.readouterr().err)
+    assert not target.exists()
+
+
 def test_predict_refuses_images_for_a_csv_model(trained_run, entry, tmp_path, capsys):
     _, out, _ = trained_run
     assert entry.main(["predict", "--model", str(out), "--images", str(tmp_path), "--out",
