@@ -8,9 +8,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from modules.data.design_files import natural_sort_key
 from modules.data.design_images import IMAGE_EXTENSIONS, load_images_from_paths
-from modules.data.design_files import files_in
+from modules.data.design_files import files_in, natural_sort_key
 from modules.data.design_tables import load_parameter_table, table_parameter_names
 from modules.config import time_window
 from modules.data.variables import axis_names
