@@ -272,6 +272,18 @@ def toy_vae():
 
 def _worker(out: Path) -> None:
     """One rank (or the single process) of test_trainer_under_ddp_...; writes what it saw to `out`."""
+    from modules.runtime.distributed import setup_runtime, shutdown_runtime
+
+    runtime = setup_runtime("cpu", amp=False, use_ddp=False)
+    try:
+        # In a function of its own, so its DDP models are gone before the process group is destroyed.
+        _worker_steps(out, runtime)
+    finally:
+        shutdown_runtime(runtime)
+
+
+def _worker_steps(out: Path, runtime) -> None:
+    """The body of _worker: train, accumulate, budget, scale and check replicas on `runtime`, write rank<k>.json."""
     from dataclasses import replace
 
     import numpy as np
@@ -280,75 +292,71 @@ def _worker(out: Path) -> None:
     from modules.config.schema import DataConfig
     from modules.errors import SimulGenError
     from modules.training.run_log import RunLog
-    from modules.runtime.distributed import setup_runtime, shutdown_runtime, unwrap
+    from modules.runtime.distributed import unwrap
     from modules.data.prepared_sweep import fit_shared_scaler
     from modules.training.checkpointing import Checkpointer, CheckpointPaths
     from modules.training.loop import LoopSettings, Trainer
 
-    runtime = setup_runtime("cpu", amp=False, use_ddp=False)
+    generator = torch.Generator().manual_seed(0)
+    fields = (torch.rand(11, 16, 6, generator=generator) - 0.5) * 1.4
+    cases = torch.arange(11)
+    train_set, val_set = TensorDataset(fields[:8], cases[:8]), TensorDataset(fields[8:], cases[8:])
+    torch.manual_seed(1)
+    model = toy_vae()
+    objective = RecordingObjective(out, runtime.rank)
+    settings = LoopSettings(name="toy", epochs=WORKER_EPOCHS, batch_size=4, learning_rate=1e-3,
+                            weight_decay=1e-4, grad_clip=1.0, lr_schedule="cosine", min_lr_fraction=0.1,
+                            early_stopping_patience=0, checkpoint_every=1, seed=5)
+    log = RunLog(out / "log.txt", None, enabled=runtime.is_main, show_progress=False, stream=io.StringIO())
+    checkpoints = Checkpointer(CheckpointPaths(out / "toy_last.pt", out / "toy_best.pt"), runtime, "toy", {}, {})
+    trainer = Trainer(model, objective, settings, runtime, log, checkpoints)
+    noise = torch.rand(3).tolist()  # each rank's own stream after the trainer seeded it
+    trainer.fit(train_set, val_set)
+
+    # Gradient accumulation: global batch 2 (1 per rank) x 2 micro-batches is the step of batch 4 above.
+    accumulated = out / "accumulated"
+    accumulated.mkdir(exist_ok=True)
+    torch.manual_seed(1)
+    model = toy_vae()
+    checkpoints = Checkpointer(CheckpointPaths(accumulated / "toy_last.pt", accumulated / "toy_best.pt"), runtime,
+                               "toy", {}, {})
+    Trainer(model, RecordingObjective(accumulated, runtime.rank), replace(settings, batch_size=2,
+            grad_accumulation_steps=2), runtime, log, checkpoints).fit(train_set, val_set)
+
+    # The time budget: rank 0 alone would afford nothing (the least: 3 of 6 epochs), rank 1 everything; the
+    # ranks plan on their mean allowance, so both run all 6 (the same number, or DDP would hang).
+    budgeted = out / "budgeted"
+    budgeted.mkdir(exist_ok=True)
+    checkpoints = Checkpointer(CheckpointPaths(budgeted / "toy_last.pt", budgeted / "toy_best.pt"), runtime,
+                               "toy", {}, {})
+    allowance = 0.0 if runtime.rank == 0 else 1e9
+    budgeted_epochs = Trainer(toy_vae(), RecordingObjective(budgeted, runtime.rank), replace(settings, epochs=6),
+                              runtime, log, checkpoints, allowance).fit(train_set, val_set).epochs_run
+    # Likewise a member's allowance that depends on the pace (time_budget.member_allowance).
+    paced = out / "paced"
+    paced.mkdir(exist_ok=True)
+    checkpoints = Checkpointer(CheckpointPaths(paced / "toy_last.pt", paced / "toy_best.pt"), runtime,
+                               "toy", {}, {})
+    paced_epochs = Trainer(toy_vae(), RecordingObjective(paced, runtime.rank), replace(settings, epochs=6),
+                           runtime, log, checkpoints, lambda pace: allowance).fit(train_set, val_set).epochs_run
+
+    # The scaler: rank 1 is handed a different array, yet ends with rank 0's fit.
+    data = DataConfig(num_cases=4, num_timesteps=2, num_nodes=3)
+    array = np.arange(24, dtype=np.float32).reshape(4, 2, 3) + 100.0 * runtime.rank
+    scaler = fit_shared_scaler(array, np.array([0, 1, 2]), data, runtime)
+
+    # The replica check must notice a rank whose weights drifted.
+    with torch.no_grad():
+        next(unwrap(trainer.model).parameters()).add_(float(runtime.rank))
     try:
-        generator = torch.Generator().manual_seed(0)
-        fields = (torch.rand(11, 16, 6, generator=generator) - 0.5) * 1.4
-        cases = torch.arange(11)
-        train_set, val_set = TensorDataset(fields[:8], cases[:8]), TensorDataset(fields[8:], cases[8:])
-        torch.manual_seed(1)
-        model = toy_vae()
-        objective = RecordingObjective(out, runtime.rank)
-        settings = LoopSettings(name="toy", epochs=WORKER_EPOCHS, batch_size=4, learning_rate=1e-3,
-                                weight_decay=1e-4, grad_clip=1.0, lr_schedule="cosine", min_lr_fraction=0.1,
-                                early_stopping_patience=0, checkpoint_every=1, seed=5)
-        log = RunLog(out / "log.txt", None, enabled=runtime.is_main, show_progress=False, stream=io.StringIO())
-        checkpoints = Checkpointer(CheckpointPaths(out / "toy_last.pt", out / "toy_best.pt"), runtime, "toy", {}, {})
-        trainer = Trainer(model, objective, settings, runtime, log, checkpoints)
-        noise = torch.rand(3).tolist()  # each rank's own stream after the trainer seeded it
-        trainer.fit(train_set, val_set)
-
-        # Gradient accumulation: global batch 2 (1 per rank) x 2 micro-batches is the step of batch 4 above.
-        accumulated = out / "accumulated"
-        accumulated.mkdir(exist_ok=True)
-        torch.manual_seed(1)
-        model = toy_vae()
-        checkpoints = Checkpointer(CheckpointPaths(accumulated / "toy_last.pt", accumulated / "toy_best.pt"), runtime,
-                                   "toy", {}, {})
-        Trainer(model, RecordingObjective(accumulated, runtime.rank), replace(settings, batch_size=2,
-                grad_accumulation_steps=2), runtime, log, checkpoints).fit(train_set, val_set)
-
-        # The time budget: rank 0 alone would afford nothing (the least: 3 of 6 epochs), rank 1 everything; the
-        # ranks plan on their mean allowance, so both run all 6 (the same number, or DDP would hang).
-        budgeted = out / "budgeted"
-        budgeted.mkdir(exist_ok=True)
-        checkpoints = Checkpointer(CheckpointPaths(budgeted / "toy_last.pt", budgeted / "toy_best.pt"), runtime,
-                                   "toy", {}, {})
-        allowance = 0.0 if runtime.rank == 0 else 1e9
-        budgeted_epochs = Trainer(toy_vae(), RecordingObjective(budgeted, runtime.rank), replace(settings, epochs=6),
-                                  runtime, log, checkpoints, allowance).fit(train_set, val_set).epochs_run
-        # Likewise a member's allowance that depends on the pace (time_budget.member_allowance).
-        paced = out / "paced"
-        paced.mkdir(exist_ok=True)
-        checkpoints = Checkpointer(CheckpointPaths(paced / "toy_last.pt", paced / "toy_best.pt"), runtime,
-                                   "toy", {}, {})
-        paced_epochs = Trainer(toy_vae(), RecordingObjective(paced, runtime.rank), replace(settings, epochs=6),
-                               runtime, log, checkpoints, lambda pace: allowance).fit(train_set, val_set).epochs_run
-
-        # The scaler: rank 1 is handed a different array, yet ends with rank 0's fit.
-        data = DataConfig(num_cases=4, num_timesteps=2, num_nodes=3)
-        array = np.arange(24, dtype=np.float32).reshape(4, 2, 3) + 100.0 * runtime.rank
-        scaler = fit_shared_scaler(array, np.array([0, 1, 2]), data, runtime)
-
-        # The replica check must notice a rank whose weights drifted.
-        with torch.no_grad():
-            next(unwrap(trainer.model).parameters()).add_(float(runtime.rank))
-        try:
-            runtime.require_identical_replicas(unwrap(trainer.model), "probe")
-            replica_error = ""
-        except SimulGenError as error:
-            replica_error = str(error)
-        (out / f"rank{runtime.rank}.json").write_text(json.dumps({
-            "world_size": runtime.world_size, "records": objective.records, "noise": noise,
-            "scaler_min": scaler.data_min.tolist(), "replica_error": replica_error,
-            "budgeted_epochs": budgeted_epochs, "paced_epochs": paced_epochs}))
-    finally:
-        shutdown_runtime(runtime)
+        runtime.require_identical_replicas(unwrap(trainer.model), "probe")
+        replica_error = ""
+    except SimulGenError as error:
+        replica_error = str(error)
+    (out / f"rank{runtime.rank}.json").write_text(json.dumps({
+        "world_size": runtime.world_size, "records": objective.records, "noise": noise,
+        "scaler_min": scaler.data_min.tolist(), "replica_error": replica_error,
+        "budgeted_epochs": budgeted_epochs, "paced_epochs": paced_epochs}))
 
 
 def _run_worker(out: Path, processes: int) -> List[dict]:

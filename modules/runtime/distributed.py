@@ -11,6 +11,7 @@ every rank in the same order; a single process skips them all.
 from __future__ import annotations
 
 import contextlib
+import gc
 from datetime import timedelta
 import hashlib
 import os
@@ -231,6 +232,9 @@ def shutdown_runtime(runtime: Runtime) -> None:
     flight aborted with 'terminate called without an active exception' (seen once in CI's run of the tests)."""
     if not dist.is_initialized():
         return
+    # DDP models no longer referenced but held in reference cycles would otherwise be freed at interpreter exit,
+    # after their process group is destroyed: free them while it still exists (gloo may abort on the reverse).
+    gc.collect()
     # A RuntimeError here means a peer already left (it failed, and its own error is what the user sees):
     # tear down regardless.
     with contextlib.suppress(RuntimeError):
