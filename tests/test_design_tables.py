@@ -184,3 +184,13 @@ def test_parameter_names_come_from_the_header_row_and_round_trip_through_a_writt
         write_parameter_table(stream, ["x, mm", "strength"], table)
     assert table_parameter_names(tmp_path / "written.csv", 2) == ["x, mm", "strength"]
     np.testing.assert_array_equal(load_parameter_table(tmp_path / "written.csv", 2, 2), table)
+
+
+def test_data_line_numbers_count_blank_lines_and_the_header_as_the_file_has_them(tmp_path):
+    from modules.data.design_tables import data_line_numbers
+
+    table = tmp_path / "designs.csv"
+    table.write_text("a,b\n\n1,2\n\n3,4\n5,6\n")
+    assert data_line_numbers(table) == [3, 5, 6]
+    table.write_text("1,2\n3,4\n")
+    assert data_line_numbers(table) == [1, 2]

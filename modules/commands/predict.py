@@ -10,7 +10,8 @@ import numpy as np
 
 from modules.data.design_images import IMAGE_EXTENSIONS, load_images_from_paths
 from modules.data.design_files import files_in, natural_sort_key
-from modules.data.design_tables import load_parameter_table, table_parameter_names
+from modules.data.design_tables import data_line_numbers, load_parameter_table
+from modules.data.log_spacing import first_without_logarithm
 from modules.config import time_window
 from modules.data.variables import axis_names
 from modules.errors import DataError, SimulGenError
@@ -37,22 +38,19 @@ def read_designs(args: argparse.Namespace, kind: str, num_params: int, image_siz
     return load_images_from_paths(paths, image_size, channels)
 
 
-def require_logarithms(path: Path, designs: np.ndarray, log_columns: Sequence[int], num_params: int) -> None:
+def require_logarithms(path: Path, designs: np.ndarray, log_columns: Sequence[int]) -> None:
     """Every design positive in the columns the conditioner reads as logarithms (log_parameters), or a DataError
     naming the file and line (a CSV of rows) or the file (a folder of one CSV per design) of the first that is not."""
-    for column in log_columns:
-        bad = np.flatnonzero(~(designs[:, column] > 0))
-        if not len(bad):
-            continue
-        row = int(bad[0])
-        if Path(path).is_file():
-            header = table_parameter_names(Path(path), num_params) is not None
-            where = f"{path}, line {row + 1 + int(header)}"
-        else:
-            where = str(files_in(Path(path), (".csv",))[row])
-        raise DataError(f"--params {where}: parameter {column + 1} is {designs[row, column]:g}, but this model reads "
-                        f"that parameter as its logarithm (log_parameters, decided in training), which only a "
-                        f"positive value has\n    fix: give it a positive value, as every training design had")
+    found = first_without_logarithm(designs, log_columns)
+    if found is None:
+        return
+    design, column = found
+    where = (f"{path}, line {data_line_numbers(path)[design]}" if Path(path).is_file()
+             else str(files_in(Path(path), (".csv",))[design]))
+    raise DataError(f"--params {where}: parameter {column + 1} is "
+                    f"{designs[design, column]:g}, but this model reads that parameter as its logarithm "
+                    f"(log_parameters, decided in training), which only a positive value has\n"
+                    f"    fix: give it a positive value, as every training design had")
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -81,7 +79,7 @@ def run_predict(args: argparse.Namespace) -> Prediction:
     designs = read_designs(args, conditioner.input_kind, conditioner.config.num_params, conditioner.config.image_size,
                            conditioner.in_channels)
     if args.params is not None:
-        require_logarithms(args.params, designs, conditioner.input_scaler.log_columns, conditioner.config.num_params)
+        require_logarithms(args.params, designs, conditioner.input_scaler.log_columns)
     result = surrogate.predict(designs, args.batch_size, args.samples, seed=0)
     if result.mean is None:
         result = replace(result, fields=surrogate.user_layout(result.fields))

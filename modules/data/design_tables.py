@@ -172,6 +172,14 @@ def table_parameter_names(path: Path, num_params: int) -> Optional[List[str]]:
     return names if any(not _is_number(name) for name in names) else None
 
 
+def data_line_numbers(path: Path) -> List[int]:
+    """The line in the file of each data row of a one-CSV parameter table (blank lines and the header counted), for
+    error messages about a design read from it."""
+    cells = read_cells(Path(path))
+    data = cells.iloc[1:] if split_header(cells) is not None else cells
+    return [int(line) for line in data.index]
+
+
 def write_parameter_table(stream: TextIO, names: Sequence[str], table: np.ndarray) -> None:
     """A header row (csv-quoted: a name may hold a comma), then one row of numbers per design: a table
     load_parameter_table and table_parameter_names read back."""

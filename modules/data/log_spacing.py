@@ -13,7 +13,7 @@ the Kolmogorov-Smirnov distance from the uniform distribution over the column's 
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.stats import kstest
@@ -63,14 +63,24 @@ def log_columns(setting: str, designs: np.ndarray, train_indices: Sequence[int],
         return [column for column in range(designs.shape[1])
                 if column not in linear and np.all(designs[:, column] > 0) and is_log_spaced(train[:, column])]
     columns = listed_columns(setting)
+    found = first_without_logarithm(designs, columns)
+    if found is not None:
+        design, column = found
+        raise DataError(f"log_parameters {setting}: parameter {column + 1} of design {design + 1} is "
+                        f"{designs[design, column]:g}; only a positive value has a logarithm\n"
+                        f"    fix: leave column {column + 1} out of log_parameters in condition.txt (or use auto), "
+                        f"or correct that design in the parameter table")
+    return columns
+
+
+def first_without_logarithm(designs: np.ndarray, columns: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """(design, column), 0-based, of the first value in `columns` of designs [cases, p] that is not positive;
+    None when every one has a logarithm."""
     for column in columns:
         bad = np.flatnonzero(~(designs[:, column] > 0))
         if len(bad):
-            raise DataError(f"log_parameters {setting}: parameter {column + 1} of design {int(bad[0]) + 1} is "
-                            f"{designs[bad[0], column]:g}; only a positive value has a logarithm\n"
-                            f"    fix: leave column {column + 1} out of log_parameters in condition.txt (or use auto), "
-                            f"or correct that design in the parameter table")
-    return columns
+            return int(bad[0]), int(column)
+    return None
 
 
 def describe_columns(columns: Sequence[int]) -> str:
